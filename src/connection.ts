@@ -1,0 +1,344 @@
+/**
+ * One socket's life: open, the handshake (welcome or `auth_required` →
+ * `auth` → `auth_success`), the frames in between, the heartbeat, the close.
+ *
+ * @module
+ */
+
+import { RealmError } from "./errors.ts";
+import { decodeFrame, encodeAuth, encodeCall, type ServerFrame } from "./protocol.ts";
+import type { RealmLogger, WebSocketConstructor } from "./types.ts";
+
+/** What opening a socket needs. */
+export interface ConnectionParams {
+  url: string;
+  WebSocket: WebSocketConstructor;
+  apiKey?: string;
+  /** The tenant id to use when the server does not assign one. */
+  tenantId: string;
+  connectTimeout: number;
+  heartbeatInterval: number;
+  heartbeatTimeout: number;
+  /** How long an abandoned call still counts as keeping the server busy, in ms. */
+  abandonedCallTtl: number;
+  /** Aborting it (a `disconnect()` during the handshake) ends the attempt. */
+  signal?: AbortSignal;
+  log?: RealmLogger;
+}
+
+/** Where an open connection reports its frames and its end. */
+export interface ConnectionHandlers {
+  /** A response frame (or a frame that belongs to no call) arrived. */
+  frame(connection: Connection, frame: ServerFrame): void;
+  /** The socket closed or was declared dead; called once. */
+  closed(connection: Connection, code: number, reason: string): void;
+}
+
+/** A call written to the socket whose terminal frame has not arrived yet. */
+interface InFlight {
+  /** `false` once the caller stopped listening (timeout, abort, `break`). */
+  listening: boolean;
+  /** When its last frame arrived (or it was sent), for abandoned calls' expiry. */
+  lastSeen: number;
+}
+
+const HEARTBEAT_ID_PREFIX = "heartbeat-";
+
+/**
+ * An open, handshaken socket. Tracks which calls it carries, in the order the
+ * server will answer them.
+ */
+export class Connection {
+  readonly tenantId: string;
+  readonly serverVersion: string;
+  /** Calls sent on this socket with no terminal frame yet, oldest first. */
+  readonly inFlight: Map<string, InFlight> = new Map();
+  #socket: WebSocket;
+  #params: ConnectionParams;
+  #handlers: ConnectionHandlers;
+  #closed = false;
+  #heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
+  #heartbeatId: string | undefined;
+  #heartbeatCount = 0;
+  #lastActivity = performance.now();
+  #closeWaiters: (() => void)[] = [];
+  #socketClosed = false;
+
+  constructor(
+    socket: WebSocket,
+    handshake: { tenantId: string; version: string },
+    params: ConnectionParams,
+    handlers: ConnectionHandlers,
+  ) {
+    this.#socket = socket;
+    this.tenantId = handshake.tenantId;
+    this.serverVersion = handshake.version;
+    this.#params = params;
+    this.#handlers = handlers;
+    socket.onmessage = (event) => this.#onMessage(event.data);
+    socket.onclose = (event) => {
+      this.#socketClosed = true;
+      this.#finish(event.code, event.reason);
+      for (const wake of this.#closeWaiters.splice(0)) wake();
+    };
+    socket.onerror = () => {};
+    this.#scheduleHeartbeat();
+  }
+
+  /** Whether the socket can carry calls. */
+  get open(): boolean {
+    return !this.#closed;
+  }
+
+  /**
+   * Calls that keep the server busy: those still listened to, plus abandoned
+   * ones whose frames were seen recently (the server is still producing them).
+   */
+  get busy(): number {
+    let count = 0;
+    const now = performance.now();
+    for (const entry of this.inFlight.values()) {
+      if (entry.listening || now - entry.lastSeen < this.#params.abandonedCallTtl) count++;
+    }
+    return count;
+  }
+
+  /** Writes a call frame and remembers it as in flight. */
+  send(id: string, text: string): void {
+    this.inFlight.set(id, { listening: true, lastSeen: performance.now() });
+    this.#lastActivity = performance.now();
+    this.#socket.send(text);
+  }
+
+  /** The caller stopped listening to a call; its late frames will be dropped. */
+  abandon(id: string): void {
+    const entry = this.inFlight.get(id);
+    if (entry) entry.listening = false;
+  }
+
+  /** Forgets a call whose terminal frame arrived. */
+  settled(id: string): void {
+    this.inFlight.delete(id);
+  }
+
+  /**
+   * Closes the socket. The connection counts as closed at once: the real
+   * server answers a close frame only after its current stream ends.
+   * Resolves when the socket has closed, or after `graceMs`.
+   */
+  close(code = 1000, reason = "", graceMs = 2000): Promise<void> {
+    this.#finish(code, reason);
+    if (this.#socketClosed) return Promise.resolve();
+    try {
+      this.#socket.close(code, reason);
+    } catch {
+      this.#socket.close();
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, graceMs);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#closeWaiters.push(done);
+    });
+  }
+
+  #onMessage(data: unknown): void {
+    if (this.#closed) return;
+    this.#lastActivity = performance.now();
+    const frame = typeof data === "string"
+      ? decodeFrame(data)
+      : { kind: "invalid" as const, reason: "binary frame from the server" };
+    if (this.#heartbeatId !== undefined && "id" in frame && frame.id === this.#heartbeatId) {
+      if (frame.kind !== "streaming") this.#heartbeatAnswered();
+      return;
+    }
+    this.#handlers.frame(this, frame);
+  }
+
+  #finish(code: number, reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#heartbeatTimer !== undefined) clearTimeout(this.#heartbeatTimer);
+    this.#heartbeatTimer = undefined;
+    this.#socket.onmessage = null;
+    this.#handlers.closed(this, code, reason);
+  }
+
+  #scheduleHeartbeat(delay = this.#params.heartbeatInterval): void {
+    if (!(this.#params.heartbeatInterval > 0) || this.#closed) return;
+    this.#heartbeatTimer = setTimeout(() => this.#heartbeatTick(), delay);
+  }
+
+  /**
+   * Sends a `health` call after a quiet spell. Never while a call is in
+   * flight: the server serves one call at a time, so a heartbeat behind a long
+   * stream would look like a dead server.
+   */
+  #heartbeatTick(): void {
+    this.#heartbeatTimer = undefined;
+    const quiet = performance.now() - this.#lastActivity;
+    if (quiet < this.#params.heartbeatInterval || this.busy > 0) {
+      this.#scheduleHeartbeat(Math.max(this.#params.heartbeatInterval - quiet, 50));
+      return;
+    }
+    const id = `${HEARTBEAT_ID_PREFIX}${++this.#heartbeatCount}`;
+    this.#heartbeatId = id;
+    try {
+      this.#socket.send(encodeCall(id, "health", {}, this.tenantId));
+    } catch {
+      // A socket that cannot send is as dead as one that does not answer.
+    }
+    this.#heartbeatTimer = setTimeout(() => {
+      this.#heartbeatTimer = undefined;
+      this.#params.log?.("heartbeat unanswered; closing the socket", {
+        timeoutMs: this.#params.heartbeatTimeout,
+      });
+      void this.close(4000, "heartbeat timeout", 0);
+    }, this.#params.heartbeatTimeout);
+  }
+
+  #heartbeatAnswered(): void {
+    this.#heartbeatId = undefined;
+    if (this.#heartbeatTimer !== undefined) clearTimeout(this.#heartbeatTimer);
+    this.#heartbeatTimer = undefined;
+    this.#scheduleHeartbeat();
+  }
+}
+
+const ABORTED = Symbol("aborted");
+
+/**
+ * Opens a socket and runs the handshake. The server's first frame decides the
+ * mode: the welcome frame means an open server (no `auth` frame is sent, even
+ * with a key: an open server would answer it with an error), `auth_required`
+ * means send the key now.
+ *
+ * Rejects with `UNAUTHORIZED` when the key is refused or missing (fatal: a
+ * retry cannot help), `TIMEOUT` after `connectTimeout`, `CONNECTION_CLOSED`
+ * when the socket closes first, `INVALID_OPTIONS` for a URL the
+ * implementation refuses, `ABORTED` when `signal` aborts.
+ */
+export function openConnection(
+  params: ConnectionParams,
+  handlers: ConnectionHandlers,
+): Promise<Connection> {
+  return new Promise((resolve, reject) => {
+    let socket: WebSocket;
+    try {
+      socket = new params.WebSocket(params.url);
+    } catch (cause) {
+      reject(
+        new RealmError(
+          "INVALID_OPTIONS",
+          `Cannot open a WebSocket to ${params.url}: ${(cause as Error)?.message ?? cause}`,
+          { cause },
+        ),
+      );
+      return;
+    }
+    let done = false;
+    let authTenant: string | undefined;
+    let authFailure: RealmError | undefined;
+
+    const fail = (error: RealmError | typeof ABORTED) => {
+      if (done) return;
+      done = true;
+      cleanup();
+      socket.onclose = () => {};
+      try {
+        socket.close();
+      } catch { /* already closing */ }
+      reject(
+        error === ABORTED
+          ? new RealmError("ABORTED", "The connection attempt was cancelled by disconnect().", {
+            sent: false,
+          })
+          : error,
+      );
+    };
+    const timer = setTimeout(() =>
+      fail(
+        new RealmError(
+          "TIMEOUT",
+          `The server at ${params.url} accepted no handshake within ${params.connectTimeout} ms. ` +
+            "Check that it is a Realm server and that it is answering, or raise `connectTimeout`.",
+          { sent: false },
+        ),
+      ), params.connectTimeout);
+    const onAbort = () => fail(ABORTED);
+    params.signal?.addEventListener("abort", onAbort, { once: true });
+    const cleanup = () => {
+      clearTimeout(timer);
+      params.signal?.removeEventListener("abort", onAbort);
+      socket.onmessage = null;
+      socket.onopen = null;
+    };
+    if (params.signal?.aborted) return fail(ABORTED);
+
+    socket.onerror = () => {
+      // The close event that follows carries the code; nothing to add here.
+    };
+    socket.onclose = (event) => {
+      if (done) return;
+      if (authFailure) return fail(authFailure);
+      fail(
+        new RealmError(
+          "CONNECTION_CLOSED",
+          `Could not connect to ${params.url} (close code ${event.code}${
+            event.reason ? `: ${event.reason}` : ""
+          }). Is the server running at that address?`,
+          { sent: false },
+        ),
+      );
+    };
+    socket.onmessage = (event) => {
+      if (done) return;
+      const frame = typeof event.data === "string"
+        ? decodeFrame(event.data)
+        : { kind: "invalid" as const, reason: "binary frame" };
+      switch (frame.kind) {
+        case "welcome": {
+          done = true;
+          cleanup();
+          const tenantId = authTenant ?? frame.tenantId ?? params.tenantId;
+          params.log?.("connected", { url: params.url, tenantId, version: frame.version });
+          resolve(new Connection(socket, { tenantId, version: frame.version }, params, handlers));
+          return;
+        }
+        case "auth_required":
+          if (params.apiKey === undefined) {
+            return fail(
+              new RealmError(
+                "UNAUTHORIZED",
+                `The server at ${params.url} requires an API key: pass \`apiKey\` to ` +
+                  "RealmWebSocketClient.",
+              ),
+            );
+          }
+          socket.send(encodeAuth(params.apiKey));
+          return;
+        case "auth_success":
+          // The key decides the tenant; the welcome frame follows.
+          authTenant = frame.tenantId;
+          return;
+        case "auth_failed":
+          // The server closes next (code 1005); report its reason, not the close.
+          authFailure = new RealmError(
+            "UNAUTHORIZED",
+            `Authentication failed: ${frame.reason}. Check the \`apiKey\` option.`,
+          );
+          return fail(authFailure);
+        default:
+          return fail(
+            new RealmError(
+              "PROTOCOL_ERROR",
+              `Unexpected first frame from ${params.url}; is it a Realm server? ` +
+                (frame.kind === "invalid" ? frame.reason : frame.kind),
+            ),
+          );
+      }
+    };
+  });
+}

@@ -1,0 +1,154 @@
+/**
+ * The one error type of the SDK, its codes, and the `retryAfter` rule.
+ *
+ * @module
+ */
+
+/**
+ * Codes a {@linkcode RealmError} can carry.
+ *
+ * Server codes pass through unchanged: `RATE_LIMIT_EXCEEDED`, `UNAUTHORIZED`,
+ * `DISPATCH_ERROR`, `INTERNAL_ERROR`, and any code a newer server invents
+ * (hence the `string & {}` member, which keeps editor completion for the known ones).
+ * The client's own codes are listed in the README's error table.
+ *
+ * @example Branch on a code
+ * ```ts
+ * import type { RealmErrorCode } from "@realm-ai/ws-client";
+ * const retryable = (code: RealmErrorCode) => code === "RATE_LIMIT_EXCEEDED";
+ * retryable("TIMEOUT"); // false
+ * ```
+ */
+export type RealmErrorCode =
+  // Sent by the server.
+  | "RATE_LIMIT_EXCEEDED"
+  | "UNAUTHORIZED"
+  | "DISPATCH_ERROR"
+  | "INTERNAL_ERROR"
+  // Raised by the client.
+  | "INVALID_OPTIONS"
+  | "INVALID_PARAMS"
+  | "NOT_CONNECTED"
+  | "CONNECTION_CLOSED"
+  | "TIMEOUT"
+  | "ABORTED"
+  | "PROTOCOL_ERROR"
+  | "QUEUE_FULL"
+  | (string & Record<never, never>);
+
+/**
+ * Extra facts an error may carry; every field is optional.
+ *
+ * @example
+ * ```ts
+ * import { RealmError, type RealmErrorInit } from "@realm-ai/ws-client";
+ * const init: RealmErrorInit = { requestId: "42", sent: true };
+ * new RealmError("TIMEOUT", "No answer within 1000 ms", init);
+ * ```
+ */
+export interface RealmErrorInit {
+  /** The id of the call the error belongs to, when it belongs to one. */
+  requestId?: string;
+  /** Seconds to wait before retrying (rate limits). */
+  retryAfter?: number;
+  /** Extra data from the server's `error.details`. */
+  details?: unknown;
+  /**
+   * Whether the call's frame had been written to a socket. `false` means the
+   * server never saw it, so retrying cannot run it twice.
+   */
+  sent?: boolean;
+  /** The underlying error, when there is one. */
+  cause?: unknown;
+}
+
+/**
+ * Every failure the SDK reports: a server error frame, a refused option, a
+ * timeout, an abort or a dropped connection. Branch on {@linkcode RealmError.code}.
+ *
+ * @example Handle a rate limit
+ * ```ts
+ * import { RealmError } from "@realm-ai/ws-client";
+ *
+ * function describe(error: unknown): string {
+ *   if (error instanceof RealmError && error.code === "RATE_LIMIT_EXCEEDED") {
+ *     return `retry in ${error.retryAfter} s`;
+ *   }
+ *   return String(error);
+ * }
+ * describe(new RealmError("RATE_LIMIT_EXCEEDED", "Rate limit exceeded", { retryAfter: 2 }));
+ * ```
+ */
+export class RealmError extends Error {
+  /** What went wrong, as a stable string to branch on. */
+  readonly code: RealmErrorCode;
+  /** The id of the call the error belongs to, when known. */
+  readonly requestId?: string;
+  /** Seconds to wait before retrying; always set on `RATE_LIMIT_EXCEEDED`. */
+  readonly retryAfter?: number;
+  /** The server's `error.details`, when it sent any. */
+  readonly details?: unknown;
+  /**
+   * On `CONNECTION_CLOSED`, `TIMEOUT` and `ABORTED`: whether the call had been
+   * written to a socket. When `true`, the server may have run it.
+   */
+  readonly sent?: boolean;
+
+  /**
+   * @param code A {@linkcode RealmErrorCode}.
+   * @param message What happened and what to do about it.
+   * @param init Optional facts: request id, retryAfter, details, sent, cause.
+   */
+  constructor(code: RealmErrorCode, message: string, init: RealmErrorInit = {}) {
+    super(message, init.cause === undefined ? undefined : { cause: init.cause });
+    this.name = "RealmError";
+    this.code = code;
+    if (init.requestId !== undefined) this.requestId = init.requestId;
+    if (init.retryAfter !== undefined) this.retryAfter = init.retryAfter;
+    if (init.details !== undefined) this.details = init.details;
+    if (init.sent !== undefined) this.sent = init.sent;
+  }
+}
+
+const RETRY_IN_SECONDS = /try again in (\d+(?:\.\d+)?) seconds?/i;
+
+/**
+ * Seconds to wait after a rate-limit error. The real server sends no
+ * `retry_after` field, only the message "Rate limit exceeded. Try again in N
+ * seconds." (N may be 0), so this reads `retry_after`, then
+ * `details.retry_after`, then the number in the message.
+ *
+ * @param error The `error` object of a server frame.
+ * @returns Seconds (0 or more), or `undefined` when none can be found.
+ *
+ * @example
+ * ```ts
+ * import { parseRetryAfter } from "@realm-ai/ws-client";
+ * parseRetryAfter({ message: "Rate limit exceeded. Try again in 3 seconds." }); // 3
+ * ```
+ */
+export function parseRetryAfter(
+  error: { message?: unknown; retry_after?: unknown; details?: unknown },
+): number | undefined {
+  const direct = asSeconds(error.retry_after);
+  if (direct !== undefined) return direct;
+  const details = error.details;
+  if (typeof details === "object" && details !== null) {
+    const nested = asSeconds((details as Record<string, unknown>).retry_after);
+    if (nested !== undefined) return nested;
+  }
+  if (typeof error.message === "string") {
+    const match = RETRY_IN_SECONDS.exec(error.message);
+    if (match) return Number(match[1]);
+  }
+  return undefined;
+}
+
+function asSeconds(value: unknown): number | undefined {
+  if (typeof value === "number" && Number.isFinite(value) && value >= 0) return value;
+  if (typeof value === "string" && value.trim() !== "") {
+    const parsed = Number(value);
+    if (Number.isFinite(parsed) && parsed >= 0) return parsed;
+  }
+  return undefined;
+}

@@ -1,0 +1,155 @@
+/**
+ * Wire format: decoding every server frame into a checked shape, encoding calls.
+ * Pure functions, no I/O.
+ *
+ * @module
+ */
+
+/** The server's function names. */
+export type RealmFunction = "generate" | "health" | "metadata" | "pipeline";
+
+/** An `error` object of a response frame. */
+export interface WireError {
+  code: string;
+  message: string;
+  details?: unknown;
+  retry_after?: unknown;
+}
+
+/** A server frame, decoded and checked. */
+export type ServerFrame =
+  | { kind: "welcome"; version: string; tenantId: string | null }
+  | { kind: "auth_required"; message: string }
+  | { kind: "auth_success"; tenantId: string }
+  | { kind: "auth_failed"; reason: string }
+  | { kind: "streaming"; id: string; data: unknown }
+  | { kind: "complete"; id: string; data: unknown }
+  | { kind: "error"; id: string; error: WireError }
+  | { kind: "cancelled"; id: string }
+  /** `{"error": "..."}` with no id: the server's reply to a binary frame. */
+  | { kind: "bare_error"; message: string }
+  /** Anything else: not JSON, not an object, unknown shape. */
+  | { kind: "invalid"; reason: string };
+
+type Json = Record<string, unknown>;
+
+/**
+ * Decodes one text frame. Never throws: a frame the client cannot use comes
+ * back as `{ kind: "invalid" }` with the reason.
+ */
+export function decodeFrame(text: string): ServerFrame {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return { kind: "invalid", reason: `not JSON: ${preview(text)}` };
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return { kind: "invalid", reason: `not a JSON object: ${preview(text)}` };
+  }
+  const frame = value as Json;
+  if (typeof frame.id === "string") return decodeResponse(frame, text);
+  if (typeof frame.type === "string") return decodeHandshake(frame, text);
+  if (frame.status === "connected") {
+    return {
+      kind: "welcome",
+      version: typeof frame.version === "string" ? frame.version : "unknown",
+      tenantId: typeof frame.tenant_id === "string" ? frame.tenant_id : null,
+    };
+  }
+  if (typeof frame.error === "string") return { kind: "bare_error", message: frame.error };
+  return { kind: "invalid", reason: `unrecognised frame: ${preview(text)}` };
+}
+
+function decodeResponse(frame: Json, text: string): ServerFrame {
+  const id = frame.id as string;
+  switch (frame.status) {
+    case "streaming":
+      return { kind: "streaming", id, data: frame.data };
+    case "complete":
+      return { kind: "complete", id, data: frame.data };
+    case "cancelled":
+      return { kind: "cancelled", id };
+    case "error": {
+      const error = frame.error;
+      if (typeof error === "object" && error !== null) {
+        const e = error as Json;
+        return {
+          kind: "error",
+          id,
+          error: {
+            code: typeof e.code === "string" ? e.code : "INTERNAL_ERROR",
+            message: typeof e.message === "string" ? e.message : "The server reported an error",
+            details: e.details,
+            retry_after: e.retry_after ?? frame.retry_after,
+          },
+        };
+      }
+      return {
+        kind: "error",
+        id,
+        error: {
+          code: "INTERNAL_ERROR",
+          message: typeof error === "string" ? error : "The server reported an error",
+        },
+      };
+    }
+    default:
+      return { kind: "invalid", reason: `unknown status in frame: ${preview(text)}` };
+  }
+}
+
+function decodeHandshake(frame: Json, text: string): ServerFrame {
+  switch (frame.type) {
+    case "auth_required":
+      return {
+        kind: "auth_required",
+        message: typeof frame.message === "string" ? frame.message : "",
+      };
+    case "auth_success":
+      if (typeof frame.tenant_id === "string") {
+        return { kind: "auth_success", tenantId: frame.tenant_id };
+      }
+      return { kind: "invalid", reason: `auth_success without tenant_id: ${preview(text)}` };
+    case "auth_failed":
+      return {
+        kind: "auth_failed",
+        reason: typeof frame.error === "string" ? frame.error : "Authentication failed",
+      };
+    default:
+      return { kind: "invalid", reason: `unknown frame type: ${preview(text)}` };
+  }
+}
+
+function preview(text: string): string {
+  return text.length > 120 ? `${text.slice(0, 120)}…` : text;
+}
+
+/** Encodes a call frame. `params` must be a JSON object (the server requires it). */
+export function encodeCall(
+  id: string,
+  fn: RealmFunction,
+  params: Record<string, unknown>,
+  tenantId: string,
+): string {
+  return JSON.stringify({ id, function: fn, params, tenant_id: tenantId });
+}
+
+/** Encodes the authentication frame. */
+export function encodeAuth(apiKey: string): string {
+  return JSON.stringify({ type: "auth", api_key: apiKey });
+}
+
+/**
+ * A streamed token from a `streaming` frame's data. The server sends it as
+ * `text`; the SDK README called it `token`, so both are read.
+ */
+export function readToken(data: unknown): { token: string; isFinal: boolean } | undefined {
+  if (typeof data !== "object" || data === null) return undefined;
+  const d = data as Json;
+  const token = typeof d.text === "string" ? d.text : typeof d.token === "string" ? d.token : "";
+  return { token, isFinal: d.is_final === true };
+}
+
+/** The tenant id rule the server applies: 3 to 64 letters, digits, `-`, `_`. */
+export const TENANT_ID_PATTERN: RegExp = /^[A-Za-z0-9_-]{3,64}$/;

@@ -1,0 +1,307 @@
+/**
+ * Public option and result types, shaped like the server's wire format.
+ *
+ * @module
+ */
+
+import type { RealmError } from "./errors.ts";
+
+/**
+ * A `WebSocket` constructor: the runtime's global one, `ws` on older Node, or
+ * any compatible implementation (a proxy-aware one, a test double).
+ *
+ * @example
+ * ```ts
+ * import type { WebSocketConstructor } from "@realm-ai/ws-client";
+ * const impl: WebSocketConstructor = WebSocket;
+ * ```
+ */
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocket;
+
+/**
+ * Receives the client's debug lines when given as the `logger` option. The
+ * client prints nothing by itself; lines never contain the API key.
+ *
+ * @example
+ * ```ts
+ * import type { RealmLogger } from "@realm-ai/ws-client";
+ * const lines: string[] = [];
+ * const logger: RealmLogger = (message) => lines.push(message);
+ * ```
+ */
+export type RealmLogger = (message: string, data?: Record<string, unknown>) => void;
+
+/**
+ * Options of {@linkcode RealmWebSocketClient}. Only `model` is required.
+ *
+ * @example
+ * ```ts
+ * import type { RealmClientOptions } from "@realm-ai/ws-client";
+ * const options: RealmClientOptions = { model: "llama-2-7b", timeout: 10_000 };
+ * ```
+ */
+export interface RealmClientOptions {
+  /** Model name, file path or URL, sent with every `generate`. Required. */
+  model: string;
+  /** Server address, `ws:` or `wss:`. Default `"ws://localhost:8080"`. */
+  url?: string;
+  /**
+   * API key for servers started with `--auth`. The server then decides the
+   * tenant: the client adopts the tenant id from `auth_success`.
+   */
+  apiKey?: string;
+  /**
+   * Tenant id sent with every call on open servers: 3 to 64 letters, digits,
+   * `-` or `_`. Default: a random UUID. Replaced by the server's tenant after
+   * authentication.
+   */
+  tenantId?: string;
+  /** Reconnect after an unexpected close. Default `true`. */
+  reconnect?: boolean;
+  /**
+   * First reconnect delay in ms; later ones double up to
+   * `maxReconnectInterval`, each randomised (full jitter). Default `5000`.
+   */
+  reconnectInterval?: number;
+  /** Longest reconnect delay in ms. Default `60000`. */
+  maxReconnectInterval?: number;
+  /** Reconnect tries after a drop before giving up. Default `Infinity`. */
+  maxReconnectAttempts?: number;
+  /**
+   * Per-call timeout in ms: the longest a call waits for its answer (for a
+   * stream: for its first token; later tokens are bounded by
+   * `streamIdleTimeout`). Default `30000`.
+   */
+  timeout?: number;
+  /**
+   * Longest gap in ms between two frames of a stream before it fails with
+   * `TIMEOUT`. The real server can stop a stream without a final frame.
+   * Default `30000`.
+   */
+  streamIdleTimeout?: number;
+  /**
+   * Longest wait in ms for the server's first frame (and the authentication
+   * answer) when opening a socket. Default `10000`.
+   */
+  connectTimeout?: number;
+  /**
+   * Send a `health` call after this many ms without traffic, to detect a
+   * half-open socket. `0` turns it off. Default `0` (off).
+   */
+  heartbeatInterval?: number;
+  /** How long a heartbeat waits for its answer, in ms. Default `10000`. */
+  heartbeatTimeout?: number;
+  /**
+   * Retries of a rate-limited call after the server's `retryAfter`. Default
+   * `0`: the error reaches the caller unchanged.
+   */
+  maxRetries?: number;
+  /**
+   * Calls that may wait for a connection while the client reconnects; past it
+   * a call fails at once with `QUEUE_FULL`. Default `1000`.
+   */
+  maxQueuedCalls?: number;
+  /**
+   * Sockets to open to the server. Each call goes to the least busy one, so
+   * up to this many calls run in parallel (the server serves one call at a
+   * time per socket). Default `1`.
+   */
+  connections?: number;
+  /**
+   * Allow sending `apiKey` over plain `ws://` to a host that is not loopback.
+   * Default `false`: such a key would cross the network readable by anyone.
+   */
+  allowInsecureAuth?: boolean;
+  /** The `WebSocket` implementation to use. Default: the runtime's global. */
+  WebSocket?: WebSocketConstructor;
+  /** Receives debug lines. Default: none; the client prints nothing. */
+  logger?: RealmLogger;
+}
+
+/**
+ * Per-call options, the last argument of every call.
+ *
+ * @example
+ * ```ts
+ * import type { CallOptions } from "@realm-ai/ws-client";
+ * const opts: CallOptions = { timeout: 5_000, signal: AbortSignal.timeout(10_000) };
+ * ```
+ */
+export interface CallOptions {
+  /** Aborting it rejects the call at once with `ABORTED`. */
+  signal?: AbortSignal;
+  /** Overrides the client's `timeout` for this call, in ms. */
+  timeout?: number;
+  /** Overrides the client's `streamIdleTimeout` for this call, in ms. */
+  streamIdleTimeout?: number;
+  /** Overrides the client's `maxRetries` for this call. */
+  maxRetries?: number;
+}
+
+/**
+ * Parameters of `generate`, as the server names them.
+ *
+ * @example
+ * ```ts
+ * import type { GenerationOptions } from "@realm-ai/ws-client";
+ * const options: GenerationOptions = { prompt: "Hi", max_tokens: 20, temperature: 0.2 };
+ * ```
+ */
+export interface GenerationOptions {
+  /** The prompt. Required. */
+  prompt: string;
+  /** Overrides the client's `model` for this call. */
+  model?: string;
+  /** Most tokens to generate: an integer ≥ 1. Server default 100. */
+  max_tokens?: number;
+  /** Sampling temperature, 0 to 2. Server default 0.7. */
+  temperature?: number;
+  /** Nucleus sampling, in (0, 1]. Server default 0.9. */
+  top_p?: number;
+  /** Top-k sampling, an integer ≥ 0 (0 = off). Server default 0. */
+  top_k?: number;
+  /** Repetition penalty, > 0. Server default 1.0. */
+  repetition_penalty?: number;
+  /**
+   * With `generate()`: stream the answer and join it (see `onToken`).
+   * Ignored by `generateStream()`, which always streams.
+   */
+  stream?: boolean;
+  /** With `generate({ stream: true })`: called with each token as it arrives. */
+  onToken?: (token: string) => void;
+}
+
+/**
+ * What `generate()` resolves to. Without streaming, the server's `complete`
+ * data; with `stream: true`, the joined tokens and the token count.
+ *
+ * @example
+ * ```ts
+ * import type { GenerationResult } from "@realm-ai/ws-client";
+ * const show = (r: GenerationResult) => `${r.text} (${r.tokens_generated} tokens)`;
+ * ```
+ */
+export interface GenerationResult {
+  /** The generated text. */
+  text: string;
+  /** Tokens generated. */
+  tokens_generated: number;
+  /** Prompt tokens, when the server reports them. */
+  prompt_tokens?: number;
+  /** Cost in US dollars, when the server reports it. */
+  cost_usd?: number;
+  /** Server time in ms, when the server reports it. */
+  time_ms?: number;
+}
+
+/**
+ * What `health()` resolves to.
+ *
+ * @example
+ * ```ts
+ * import type { HealthStatus } from "@realm-ai/ws-client";
+ * const ok = (h: HealthStatus) => h.status === "healthy";
+ * ```
+ */
+export interface HealthStatus {
+  /** `"healthy"` when the server is serving. */
+  status: string;
+  /** The server's version, e.g. `"0.1.0"`. */
+  version: string;
+  /** Seconds since the server started. */
+  uptime_seconds: number;
+}
+
+/**
+ * One parameter of a server function, as `metadata()` lists it.
+ *
+ * @example
+ * ```ts
+ * import type { ParamMetadata } from "@realm-ai/ws-client";
+ * const required = (p: ParamMetadata) => p.required;
+ * ```
+ */
+export interface ParamMetadata {
+  /** Parameter name. */
+  name: string;
+  /** Its type, e.g. `"string"` (the server's `param_type`, renamed on the wire). */
+  type: string;
+  /** What it does. */
+  description: string;
+  /** Whether a call must give it. */
+  required: boolean;
+  /** Its default, when it has one. */
+  default?: unknown;
+}
+
+/**
+ * One server function, as `metadata()` lists it.
+ *
+ * @example
+ * ```ts
+ * import type { FunctionMetadata } from "@realm-ai/ws-client";
+ * const names = (fs: FunctionMetadata[]) => fs.map((f) => f.name);
+ * ```
+ */
+export interface FunctionMetadata {
+  /** Function name, e.g. `"generate"`. */
+  name: string;
+  /** What it does. */
+  description: string;
+  /** Its parameters. */
+  params: ParamMetadata[];
+  /** What it returns. */
+  returns: string;
+  /** Whether it can stream. */
+  streaming: boolean;
+}
+
+/**
+ * What `metadata()` resolves to.
+ *
+ * @example
+ * ```ts
+ * import type { RuntimeMetadata } from "@realm-ai/ws-client";
+ * const canStream = (m: RuntimeMetadata) => m.functions.some((f) => f.streaming);
+ * ```
+ */
+export interface RuntimeMetadata {
+  /** The server's version. */
+  version: string;
+  /** The functions the server offers. */
+  functions: FunctionMetadata[];
+}
+
+/**
+ * Input of a pipeline: any JSON object; its fields depend on the pipeline.
+ *
+ * @example
+ * ```ts
+ * import type { PipelineInput } from "@realm-ai/ws-client";
+ * const input: PipelineInput = { query: "What is ML?", context: "..." };
+ * ```
+ */
+export type PipelineInput = Record<string, unknown>;
+
+/**
+ * Payloads of the client's events, by event name. With `on()` the callback
+ * receives the payload; with `addEventListener()` it is the event's `detail`.
+ *
+ * @example
+ * ```ts
+ * import type { RealmEventMap } from "@realm-ai/ws-client";
+ * const log = (d: RealmEventMap["disconnected"]) => `closed with ${d.code}`;
+ * ```
+ */
+export interface RealmEventMap {
+  /** A socket is being opened (first connect or a reconnect). */
+  connecting: { attempt: number };
+  /** A socket completed the handshake; fires on every (re)connection. */
+  connected: { tenantId: string; version: string };
+  /** A socket closed; `code` and `reason` as the close event gave them. */
+  disconnected: { code: number; reason: string; willReconnect: boolean };
+  /** A reconnect is scheduled after `delay` ms; `attempt` counts from 1. */
+  reconnecting: { attempt: number; delay: number };
+  /** Something went wrong that is not one call's result. */
+  error: RealmError;
+}

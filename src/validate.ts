@@ -1,0 +1,358 @@
+/**
+ * Checks of options and call parameters, so bad input fails with a typed
+ * error naming the field and the allowed values before anything is sent.
+ *
+ * @module
+ */
+
+import { RealmError } from "./errors.ts";
+import { TENANT_ID_PATTERN } from "./protocol.ts";
+import type { CallOptions, GenerationOptions, RealmClientOptions } from "./types.ts";
+
+/** The client's options with every default filled in. */
+export interface ResolvedOptions {
+  model: string;
+  url: string;
+  apiKey?: string;
+  tenantId?: string;
+  reconnect: boolean;
+  reconnectInterval: number;
+  maxReconnectInterval: number;
+  maxReconnectAttempts: number;
+  timeout: number;
+  streamIdleTimeout: number;
+  connectTimeout: number;
+  heartbeatInterval: number;
+  heartbeatTimeout: number;
+  maxRetries: number;
+  maxQueuedCalls: number;
+  connections: number;
+  allowInsecureAuth: boolean;
+  WebSocket?: RealmClientOptions["WebSocket"];
+  logger?: RealmClientOptions["logger"];
+}
+
+/** The documented defaults, in one place. */
+export const DEFAULTS = {
+  url: "ws://localhost:8080",
+  reconnect: true,
+  reconnectInterval: 5000,
+  maxReconnectInterval: 60_000,
+  maxReconnectAttempts: Infinity,
+  timeout: 30_000,
+  streamIdleTimeout: 30_000,
+  connectTimeout: 10_000,
+  heartbeatInterval: 0,
+  heartbeatTimeout: 10_000,
+  maxRetries: 0,
+  maxQueuedCalls: 1000,
+  connections: 1,
+} as const;
+
+function invalidOption(message: string): RealmError {
+  return new RealmError("INVALID_OPTIONS", message);
+}
+
+function invalidParam(message: string): RealmError {
+  return new RealmError("INVALID_PARAMS", message);
+}
+
+type Check = (value: number) => boolean;
+const nonNegative: Check = (v) => v >= 0;
+const positive: Check = (v) => v > 0;
+
+function numberOption(
+  options: Record<string, unknown>,
+  name: string,
+  fallback: number,
+  ok: Check,
+  rule: string,
+  integer = false,
+): number {
+  const value = options[name];
+  if (value === undefined) return fallback;
+  if (
+    typeof value !== "number" || Number.isNaN(value) || !ok(value) ||
+    (integer && Number.isFinite(value) && !Number.isInteger(value))
+  ) {
+    throw invalidOption(`\`${name}\` must be ${rule}; got ${describe(value)}.`);
+  }
+  return value;
+}
+
+function describe(value: unknown): string {
+  if (typeof value === "string") {
+    return JSON.stringify(value.length > 40 ? value.slice(0, 40) + "…" : value);
+  }
+  if (typeof value === "number" || typeof value === "boolean" || value == null) {
+    return String(value);
+  }
+  return typeof value;
+}
+
+const LOOPBACK_HOSTS = new Set(["localhost", "[::1]", "::1"]);
+
+function isLoopback(hostname: string): boolean {
+  return LOOPBACK_HOSTS.has(hostname) || /^127(\.\d{1,3}){3}$/.test(hostname) ||
+    hostname.endsWith(".localhost");
+}
+
+/** Checks the constructor's options and fills in the defaults. */
+export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
+  if (typeof input !== "object" || input === null) {
+    throw invalidOption(
+      'RealmWebSocketClient needs an options object, e.g. `{ model: "llama-2-7b" }`.',
+    );
+  }
+  const options = input as unknown as Record<string, unknown>;
+  if (typeof input.model !== "string" || input.model.trim() === "") {
+    throw invalidOption(
+      '`model` is required: a model name, file path or URL, e.g. `{ model: "llama-2-7b" }`.',
+    );
+  }
+  const url = input.url ?? DEFAULTS.url;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw invalidOption(`\`url\` must be a ws:// or wss:// URL; got ${describe(url)}.`);
+  }
+  if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
+    throw invalidOption(
+      `\`url\` must use ws:// or wss://; got ${describe(url)}.` +
+        (parsed.protocol === "http:" || parsed.protocol === "https:"
+          ? ` Use ${
+            parsed.protocol === "https:" ? "wss" : "ws"
+          }://${parsed.host}${parsed.pathname}.`
+          : ""),
+    );
+  }
+  if (input.apiKey !== undefined && (typeof input.apiKey !== "string" || input.apiKey === "")) {
+    throw invalidOption("`apiKey` must be a non-empty string when given.");
+  }
+  if (
+    input.apiKey !== undefined && parsed.protocol === "ws:" && !isLoopback(parsed.hostname) &&
+    input.allowInsecureAuth !== true
+  ) {
+    throw invalidOption(
+      `Refusing to send the API key over unencrypted ws:// to ${parsed.hostname}: anyone on the ` +
+        "network could read it. Use a wss:// URL, or set `allowInsecureAuth: true` if you " +
+        "accept the risk.",
+    );
+  }
+  if (
+    input.tenantId !== undefined &&
+    (typeof input.tenantId !== "string" || !TENANT_ID_PATTERN.test(input.tenantId))
+  ) {
+    throw invalidOption(
+      `\`tenantId\` must be 3 to 64 letters, digits, '-' or '_' (the server's rule); got ${
+        describe(input.tenantId)
+      }.`,
+    );
+  }
+  for (const flag of ["reconnect", "allowInsecureAuth"] as const) {
+    if (input[flag] !== undefined && typeof input[flag] !== "boolean") {
+      throw invalidOption(`\`${flag}\` must be true or false; got ${describe(input[flag])}.`);
+    }
+  }
+  if (input.WebSocket !== undefined && typeof input.WebSocket !== "function") {
+    throw invalidOption("`WebSocket` must be a WebSocket constructor.");
+  }
+  if (input.logger !== undefined && typeof input.logger !== "function") {
+    throw invalidOption("`logger` must be a function `(message, data) => void`.");
+  }
+  const ms = "a number of milliseconds ≥ 0";
+  const positiveMs = "a number of milliseconds > 0";
+  const reconnectInterval = numberOption(
+    options,
+    "reconnectInterval",
+    DEFAULTS.reconnectInterval,
+    (v) => nonNegative(v) && Number.isFinite(v),
+    ms,
+  );
+  const resolved: ResolvedOptions = {
+    model: input.model,
+    url,
+    apiKey: input.apiKey,
+    tenantId: input.tenantId,
+    reconnect: input.reconnect ?? DEFAULTS.reconnect,
+    reconnectInterval,
+    maxReconnectInterval: numberOption(
+      options,
+      "maxReconnectInterval",
+      Math.max(DEFAULTS.maxReconnectInterval, reconnectInterval),
+      (v) => v >= reconnectInterval,
+      `a number of milliseconds ≥ reconnectInterval (${reconnectInterval})`,
+    ),
+    maxReconnectAttempts: numberOption(
+      options,
+      "maxReconnectAttempts",
+      DEFAULTS.maxReconnectAttempts,
+      nonNegative,
+      "an integer ≥ 0 or Infinity",
+      true,
+    ),
+    timeout: numberOption(options, "timeout", DEFAULTS.timeout, positive, positiveMs),
+    streamIdleTimeout: numberOption(
+      options,
+      "streamIdleTimeout",
+      DEFAULTS.streamIdleTimeout,
+      positive,
+      positiveMs,
+    ),
+    connectTimeout: numberOption(
+      options,
+      "connectTimeout",
+      DEFAULTS.connectTimeout,
+      positive,
+      positiveMs,
+    ),
+    heartbeatInterval: numberOption(
+      options,
+      "heartbeatInterval",
+      DEFAULTS.heartbeatInterval,
+      (v) => nonNegative(v) && Number.isFinite(v),
+      `${ms} (0 turns it off)`,
+    ),
+    heartbeatTimeout: numberOption(
+      options,
+      "heartbeatTimeout",
+      DEFAULTS.heartbeatTimeout,
+      (v) => positive(v) && Number.isFinite(v),
+      positiveMs,
+    ),
+    maxRetries: numberOption(
+      options,
+      "maxRetries",
+      DEFAULTS.maxRetries,
+      (v) => nonNegative(v) && Number.isFinite(v),
+      "an integer ≥ 0",
+      true,
+    ),
+    maxQueuedCalls: numberOption(
+      options,
+      "maxQueuedCalls",
+      DEFAULTS.maxQueuedCalls,
+      nonNegative,
+      "an integer ≥ 0 or Infinity",
+      true,
+    ),
+    connections: numberOption(
+      options,
+      "connections",
+      DEFAULTS.connections,
+      (v) => v >= 1 && v <= 64,
+      "an integer from 1 to 64",
+      true,
+    ),
+    allowInsecureAuth: input.allowInsecureAuth ?? false,
+    WebSocket: input.WebSocket,
+    logger: input.logger,
+  };
+  return resolved;
+}
+
+/** Checks a call's last argument. */
+export function checkCallOptions(opts: CallOptions | undefined): CallOptions {
+  if (opts === undefined) return {};
+  if (typeof opts !== "object" || opts === null) {
+    throw invalidParam("The call options must be an object like `{ signal, timeout }`.");
+  }
+  if (
+    opts.signal !== undefined &&
+    (typeof opts.signal !== "object" || opts.signal === null || !("aborted" in opts.signal))
+  ) {
+    throw invalidParam("`signal` must be an AbortSignal.");
+  }
+  for (const name of ["timeout", "streamIdleTimeout"] as const) {
+    const value = opts[name];
+    if (value !== undefined && (typeof value !== "number" || !(value > 0))) {
+      throw invalidParam(
+        `\`${name}\` must be a number of milliseconds > 0; got ${describe(value)}.`,
+      );
+    }
+  }
+  const retries = opts.maxRetries;
+  if (
+    retries !== undefined &&
+    (typeof retries !== "number" || !Number.isInteger(retries) || retries < 0)
+  ) {
+    throw invalidParam(`\`maxRetries\` must be an integer ≥ 0; got ${describe(retries)}.`);
+  }
+  return opts;
+}
+
+type Range = [
+  name: keyof GenerationOptions,
+  ok: (v: number) => boolean,
+  rule: string,
+  int: boolean,
+];
+
+const GENERATION_RANGES: Range[] = [
+  ["max_tokens", (v) => v >= 1, "an integer ≥ 1", true],
+  ["temperature", (v) => v >= 0 && v <= 2, "a number from 0 to 2", false],
+  ["top_p", (v) => v > 0 && v <= 1, "a number in (0, 1]", false],
+  ["top_k", (v) => v >= 0, "an integer ≥ 0 (0 turns it off)", true],
+  ["repetition_penalty", (v) => v > 0, "a number > 0", false],
+];
+
+/**
+ * Checks `generate` options and returns the wire `params`: only the fields
+ * the server knows, with the client's `model` when the call names none.
+ */
+export function generationParams(
+  options: GenerationOptions,
+  defaultModel: string,
+  stream: boolean,
+): Record<string, unknown> {
+  if (typeof options !== "object" || options === null) {
+    throw invalidParam('generate needs an options object, e.g. `{ prompt: "Hello" }`.');
+  }
+  if (typeof options.prompt !== "string") {
+    throw invalidParam(`\`prompt\` must be a string; got ${describe(options.prompt)}.`);
+  }
+  const params: Record<string, unknown> = { prompt: options.prompt };
+  if (options.model !== undefined) {
+    if (typeof options.model !== "string" || options.model.trim() === "") {
+      throw invalidParam("`model` must be a non-empty string when given.");
+    }
+  }
+  params.model = options.model ?? defaultModel;
+  for (const [name, ok, rule, int] of GENERATION_RANGES) {
+    const value = options[name];
+    if (value === undefined) continue;
+    if (
+      typeof value !== "number" || !Number.isFinite(value) || !ok(value) ||
+      (int && !Number.isInteger(value))
+    ) {
+      throw invalidParam(`\`${name}\` must be ${rule}; got ${describe(value)}.`);
+    }
+    params[name] = value;
+  }
+  if (options.stream !== undefined && typeof options.stream !== "boolean") {
+    throw invalidParam(`\`stream\` must be true or false; got ${describe(options.stream)}.`);
+  }
+  if (options.onToken !== undefined && typeof options.onToken !== "function") {
+    throw invalidParam("`onToken` must be a function `(token: string) => void`.");
+  }
+  params.stream = stream;
+  return params;
+}
+
+/** Checks a pipeline call and returns the wire `params`. */
+export function pipelineParams(name: string, input: unknown): Record<string, unknown> {
+  if (typeof name !== "string" || name.trim() === "") {
+    throw invalidParam(
+      `The pipeline name must be a non-empty string, e.g. "rag-pipeline"; got ${describe(name)}.`,
+    );
+  }
+  if (typeof input !== "object" || input === null || Array.isArray(input)) {
+    throw invalidParam(
+      `The pipeline input must be a JSON object, e.g. \`{ query: "..." }\`; got ${
+        Array.isArray(input) ? "an array" : describe(input)
+      }.`,
+    );
+  }
+  return { pipeline: name, input };
+}

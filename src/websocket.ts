@@ -1,0 +1,39 @@
+/**
+ * Which `WebSocket` implementation the client uses: the option, the runtime's
+ * global, or a fallback registered by a runtime-specific entry point (the npm
+ * package's Node entry registers `ws` for Node versions without a global).
+ *
+ * @module
+ */
+
+import { RealmError } from "./errors.ts";
+import type { WebSocketConstructor } from "./types.ts";
+
+/** Where the implementation came from; observable through the client. */
+export type WebSocketSource = "option" | "global" | "fallback";
+
+let fallback: (() => Promise<WebSocketConstructor>) | undefined;
+
+/**
+ * Registers a loader used when the runtime has no global `WebSocket`. Called
+ * by the npm package's Node entry with a loader of `ws`, so that `ws` is
+ * loaded only on such a Node and never reaches a browser bundle.
+ */
+export function setWebSocketFallback(loader: () => Promise<WebSocketConstructor>): void {
+  fallback = loader;
+}
+
+/** Picks the implementation, in order: the option, the global, the fallback. */
+export async function resolveWebSocket(
+  option: WebSocketConstructor | undefined,
+): Promise<{ WebSocket: WebSocketConstructor; source: WebSocketSource }> {
+  if (option) return { WebSocket: option, source: "option" };
+  const global = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  if (typeof global === "function") return { WebSocket: global, source: "global" };
+  if (fallback) return { WebSocket: await fallback(), source: "fallback" };
+  throw new RealmError(
+    "INVALID_OPTIONS",
+    "This runtime has no global WebSocket. Pass one as the `WebSocket` option " +
+      '(e.g. `import WebSocket from "ws"`), or upgrade to Node 22 or newer.',
+  );
+}
