@@ -1,0 +1,69 @@
+import assert from "node:assert/strict";
+import { TokenStream } from "../mod.ts";
+
+Deno.test("TokenStream starts on the first read and yields tokens in order", async () => {
+  let started = 0;
+  const stream = new TokenStream((sink) => {
+    started++;
+    queueMicrotask(() => {
+      sink.token("a");
+      sink.token("b");
+      sink.close();
+    });
+    return () => {};
+  });
+  assert.equal(started, 0, "nothing is sent before the first read");
+  const tokens: string[] = [];
+  for await (const token of stream) tokens.push(token);
+  assert.deepEqual(tokens, ["a", "b"]);
+  assert.equal(started, 1);
+});
+
+Deno.test("TokenStream: a break stops listening, and late deliveries are ignored", async () => {
+  let stopped = 0;
+  let deliver: ((t: string) => void) | undefined;
+  let finish: (() => void) | undefined;
+  const stream = new TokenStream((sink) => {
+    deliver = (t) => sink.token(t);
+    finish = () => sink.close();
+    queueMicrotask(() => sink.token("first"));
+    return () => stopped++;
+  });
+  for await (const token of stream) {
+    assert.equal(token, "first");
+    break;
+  }
+  assert.equal(stopped, 1);
+  deliver!("late");
+  finish!();
+});
+
+Deno.test("TokenStream: an error reaches the iterator, and the readable pipes", async () => {
+  const failing = new TokenStream((sink) => {
+    queueMicrotask(() => sink.error(new Error("boom")));
+    return () => {};
+  });
+  await assert.rejects(async () => {
+    for await (const _ of failing) { /* drain */ }
+  }, /boom/);
+
+  const piped = new TokenStream((sink) => {
+    queueMicrotask(() => {
+      sink.token("x");
+      sink.token("y");
+      sink.close();
+    });
+    return () => {};
+  });
+  const bytes = await new Response(piped.readable.pipeThrough(new TextEncoderStream())).text();
+  assert.equal(bytes, "xy");
+});
+
+Deno.test("TokenStream: a start that throws fails the stream before anything is sent", async () => {
+  const stream = new TokenStream(() => {
+    throw new Error("bad params");
+  });
+  await assert.rejects(async () => {
+    for await (const _ of stream) { /* drain */ }
+  }, /bad params/);
+});
