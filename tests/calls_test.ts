@@ -1,0 +1,133 @@
+import assert from "node:assert/strict";
+import { type Call, type CallEnd, CallRegistry, type CallSpec } from "../src/calls.ts";
+import { RealmError } from "../mod.ts";
+import { rejection } from "./_helpers.ts";
+
+const timers = { sanitizeOps: true, sanitizeResources: true };
+
+function spec(overrides: Partial<CallSpec> = {}): CallSpec {
+  return {
+    fn: "health",
+    params: {},
+    stream: false,
+    timeout: 1000,
+    idleTimeout: 1000,
+    maxRetries: 0,
+    ...overrides,
+  };
+}
+
+function registry() {
+  const ends: [string, CallEnd][] = [];
+  const calls = new CallRegistry();
+  const create = (s: CallSpec): Call => calls.create(s, (call, end) => ends.push([call.id, end]));
+  return { calls, create, ends };
+}
+
+Deno.test({
+  name: "a call settles exactly once and leaves the registry",
+  ...timers,
+  fn: async () => {
+    const { calls, create, ends } = registry();
+    const call = create(spec());
+    assert.equal(calls.size, 1);
+    call.complete({ status: "healthy" });
+    call.complete({ status: "second" });
+    call.fail(new RealmError("INTERNAL_ERROR", "late"));
+    assert.deepEqual(await call.result, { status: "healthy" });
+    assert.equal(calls.size, 0);
+    assert.deepEqual(ends, [[call.id, "answered"]]);
+  },
+});
+
+Deno.test({
+  name: "ids are unique among a client's calls",
+  ...timers,
+  fn: () => {
+    const { create } = registry();
+    const ids = new Set(Array.from({ length: 100 }, () => {
+      const call = create(spec());
+      call.complete(null);
+      return call.id;
+    }));
+    assert.equal(ids.size, 100);
+  },
+});
+
+Deno.test({
+  name: "a call with no answer by its timeout rejects with TIMEOUT and says whether it was sent",
+  ...timers,
+  fn: async () => {
+    const { calls, create, ends } = registry();
+    const call = create(spec({ timeout: 10 }));
+    call.sent = true;
+    const error = await rejection(call.result);
+    assert.equal(error.code, "TIMEOUT");
+    assert.equal(error.sent, true);
+    assert.equal(error.requestId, call.id);
+    assert.match(error.message, /within 10 ms/);
+    assert.equal(calls.size, 0);
+    assert.deepEqual(ends, [[call.id, "abandoned"]]);
+  },
+});
+
+Deno.test({
+  name: "an abort rejects at once with ABORTED, also when the signal was aborted before",
+  ...timers,
+  fn: async () => {
+    const { calls, create } = registry();
+    const controller = new AbortController();
+    const call = create(spec({ signal: controller.signal, timeout: 60_000 }));
+    controller.abort(new Error("user"));
+    const error = await rejection(call.result);
+    assert.equal(error.code, "ABORTED");
+    assert.equal(error.sent, false);
+    assert.equal((error.cause as Error).message, "user");
+
+    const early = create(spec({ signal: AbortSignal.abort(), timeout: 60_000 }));
+    assert.equal((await rejection(early.result)).code, "ABORTED");
+    assert.equal(calls.size, 0);
+  },
+});
+
+Deno.test({
+  name: "a stream is bounded by its idle gap after the first token, not by the total timeout",
+  ...timers,
+  fn: async () => {
+    const { create } = registry();
+    const tokens: string[] = [];
+    const call = create(
+      spec({ stream: true, timeout: 40, idleTimeout: 40, onToken: (t) => tokens.push(t) }),
+    );
+    // Tokens every 15 ms for 120 ms: three times the total timeout, never idle for 40 ms.
+    for (let i = 0; i < 8; i++) {
+      await new Promise((r) => setTimeout(r, 15));
+      call.token(`t${i}`);
+    }
+    call.complete({ tokens_generated: 8 });
+    assert.deepEqual(await call.result, { tokens_generated: 8 });
+    assert.equal(tokens.length, 8);
+
+    const quiet = create(spec({ stream: true, timeout: 1000, idleTimeout: 20 }));
+    quiet.token("only");
+    const error = await rejection(quiet.result);
+    assert.equal(error.code, "TIMEOUT");
+    assert.match(error.message, /no token for 20 ms/);
+  },
+});
+
+Deno.test({
+  name: "abandon() resolves silently and wake() never fires for a settled call",
+  ...timers,
+  fn: async () => {
+    const { create, ends } = registry();
+    const call = create(spec());
+    let woke = false;
+    call.wake(5, () => woke = true);
+    call.abandon();
+    assert.equal(await call.result, undefined);
+    await new Promise((r) => setTimeout(r, 15));
+    assert.equal(woke, false);
+    assert.deepEqual(ends, [[call.id, "abandoned"]]);
+  },
+});
