@@ -1,0 +1,33 @@
+/**
+ * The main job: starts the stub Realm server on a free port (with an API
+ * key, so the demo shows authentication and tenant adoption) and runs every
+ * example against it. `deno task demo`.
+ *
+ * @module
+ */
+import { startStubServer } from "@realm-ai/ws-client/testing";
+import { main as basic } from "./basic.ts";
+import { main as streaming } from "./streaming.ts";
+import { main as errorHandling } from "./error-handling.ts";
+
+const apiKey = "demo-key";
+const server = await startStubServer({
+  apiKeys: { [apiKey]: "demo-tenant" },
+  rateLimit: { perMinute: 600, burst: 100 },
+  tokenDelayMs: 30,
+});
+console.log(`Stub Realm server listening on ${server.url}\n`);
+try {
+  for (
+    const [name, run] of [["basic", basic], ["streaming", streaming], [
+      "error-handling",
+      errorHandling,
+    ]] as const
+  ) {
+    console.log(`--- ${name} ---`);
+    await run(server.url, apiKey);
+    console.log();
+  }
+} finally {
+  await server.close();
+}
