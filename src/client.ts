@@ -563,7 +563,11 @@ export class RealmWebSocketClient extends EventTarget {
       call.retriesLeft--;
       call.resetForRetry();
       const delay = retryDelay(error.retryAfter ?? 0);
-      this.#log("rate limited; retrying", { requestId: call.id, delayMs: delay });
+      this.#log("rate limited; retrying", {
+        requestId: call.id,
+        delayMs: delay,
+        retryAfter: error.retryAfter,
+      });
       call.wake(delay, () => this.#dispatch(call));
       return;
     }
