@@ -208,12 +208,13 @@ export class RealmWebSocketClient extends EventTarget {
    * have closed (awaiting it is optional) and never rejects.
    */
   disconnect(): Promise<void> {
-    const closing = this.#slots.map((slot) => slot.connection?.close(1000, "client disconnect"));
+    // Stop first, so the close handlers below see a client that must not reconnect.
     this.#stop(
       new RealmError("CONNECTION_CLOSED", "disconnect() was called before the call finished.", {
         sent: false,
       }),
     );
+    const closing = this.#slots.map((slot) => slot.connection?.close(1000, "client disconnect"));
     return Promise.all(closing).then(() => {});
   }
 
@@ -582,6 +583,7 @@ export class RealmWebSocketClient extends EventTarget {
   #onClosed(slot: Slot, connection: Connection, code: number, reason: string): void {
     if (slot.connection === connection) slot.connection = undefined;
     const willReconnect = this.#running && this.#options.reconnect;
+    const resend: Call[] = [];
     // Calls on the dead socket learn it now, not at their timeout.
     for (const id of connection.inFlight.keys()) {
       const call = this.#calls.get(id);
@@ -589,7 +591,7 @@ export class RealmWebSocketClient extends EventTarget {
       if (willReconnect && IDEMPOTENT.has(call.spec.fn) && !call.resentAfterDrop) {
         call.resentAfterDrop = true;
         call.resetForRetry();
-        this.#queue.unshift(call);
+        resend.push(call);
         continue;
       }
       call.fail(
@@ -602,6 +604,7 @@ export class RealmWebSocketClient extends EventTarget {
       );
     }
     connection.inFlight.clear();
+    this.#queue.unshift(...resend);
     this.#log("disconnected", { code, reason, willReconnect });
     this.#emit("disconnected", { code, reason, willReconnect });
     if (!this.#running) return;
@@ -611,19 +614,17 @@ export class RealmWebSocketClient extends EventTarget {
         slot.attempts = 0;
       }
       void this.#reconnect(slot);
-      return;
-    }
-    if (!this.isConnected()) {
-      this.#stop(
+    } else if (!this.isConnected()) {
+      return this.#stop(
         new RealmError(
           "CONNECTION_CLOSED",
           `The connection closed (code ${code}) and \`reconnect\` is off. Call connect() again.`,
           { sent: false },
         ),
       );
-    } else {
-      this.#flushQueue();
     }
+    // Other sockets of a pool take over what waits.
+    this.#flushQueue();
   }
 
   /** Reopens one slot's socket with backoff until it works, a fatal error, or the attempt limit. */
