@@ -1,0 +1,95 @@
+/**
+ * A stub Realm server for testing clients of the Realm WebSocket protocol without a real Realm
+ * server. It reproduces the real server's behaviour, quirks included (one call at a time per
+ * connection, `id:"unknown"` errors, no `retry_after`, streams that never end with
+ * `max_tokens: 0`), simulates generation, and has fault switches for the failures a client must
+ * survive.
+ *
+ * It listens on 127.0.0.1 only. The simulated `generate` answers like the real simulation:
+ * without streaming, `Paris` for a prompt containing "capital of France" (any case), else
+ * `Simulated response to: <prompt>`; a stream carries exactly `max_tokens` tokens, cycling
+ * through `The capital of France is Paris. This is a simulated response to: <first word>`.
+ *
+ * @example Start a server, make one call with a raw WebSocket, stop the server
+ * ```ts
+ * import { startStubServer } from "@realm-ai/ws-client/testing";
+ *
+ * const server = await startStubServer();
+ * const socket = new WebSocket(server.url);
+ * const frames: string[] = [];
+ * const done = new Promise<void>((resolve) => {
+ *   socket.onmessage = (event) => {
+ *     frames.push(event.data);
+ *     if (frames.length === 1) {
+ *       socket.send(JSON.stringify({ id: "1", function: "health", params: {} }));
+ *     } else resolve();
+ *   };
+ * });
+ * await done;
+ * const closed = new Promise((resolve) => (socket.onclose = resolve));
+ * socket.close();
+ * await closed;
+ * await server.close();
+ * console.log(JSON.parse(frames[1]).data.status); // "healthy"
+ * ```
+ *
+ * @module
+ */
+
+import {
+  createStubServer,
+  StubEngine,
+  type StubListener,
+  type StubServer,
+  type StubServerOptions,
+} from "./src/stub/engine.ts";
+
+export type {
+  StubFaults,
+  StubMalformedKind,
+  StubPipelineHandler,
+  StubRateLimit,
+  StubServer,
+  StubServerOptions,
+} from "./src/stub/engine.ts";
+
+/**
+ * Starts a stub Realm server on 127.0.0.1 and resolves once it listens. Close it with
+ * {@linkcode StubServer.close} when done: it owns a listening socket and timers.
+ *
+ * Runs on Deno today; on other runtimes it rejects with an `Error` saying so.
+ *
+ * @example An authenticated server: the key decides the tenant
+ * ```ts
+ * import { startStubServer } from "@realm-ai/ws-client/testing";
+ *
+ * const server = await startStubServer({
+ *   apiKeys: { "sk_test": "tenant-a" },
+ *   rateLimit: { perMinute: 60, burst: 10 },
+ *   tokenDelayMs: 1,
+ * });
+ * try {
+ *   console.log(server.url, server.connectionCount); // ws://127.0.0.1:<port> 0
+ * } finally {
+ *   await server.close();
+ * }
+ * ```
+ */
+export async function startStubServer(options: StubServerOptions = {}): Promise<StubServer> {
+  const port = options.port ?? 0;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new RangeError(`port must be an integer from 0 to 65535, got ${port}`);
+  }
+  const listen = await loadListener();
+  const engine = new StubEngine(options);
+  return createStubServer(engine, await listen(engine, port));
+}
+
+/** An adapter: serves `engine` on 127.0.0.1:`port` with one runtime's WebSocket server. */
+type Listen = (engine: StubEngine, port: number) => StubListener | Promise<StubListener>;
+
+/** The one place that knows runtimes: an adapter is imported only where it can run. */
+async function loadListener(): Promise<Listen> {
+  if ("Deno" in globalThis) return (await import("./src/stub/deno.ts")).listenDeno;
+  throw new Error("startStubServer currently supports Deno; Node and Bun adapters come later");
+}
