@@ -197,6 +197,23 @@ async function authFailure(
 const failed = (error: string) => JSON.stringify({ type: "auth_failed", error });
 
 Deno.test({
+  name: "auth: an authenticated connection outlives authTimeoutMs",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ apiKeys: KEYS, authTimeoutMs: 30, tokenDelayMs: 1 });
+    const client = await authenticated(server);
+    try {
+      await client.nothingFor(80);
+      client.call("1", "health", {}, { tenant_id: "tenant-a" });
+      assert.equal((await client.next()).status, "complete");
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
   name: "auth failure: invalid key, then a close without status code (1005)",
   ...sanitize,
   fn: async () => {

@@ -1480,12 +1480,19 @@ class Connection implements StubConnection {
     else this.#peer.close();
   }
 
-  #timer(ms: number, callback: () => void): void {
+  #timer(ms: number, callback: () => void): ReturnType<typeof setTimeout> {
     const timer = setTimeout(() => {
       this.#timers.delete(timer);
       callback();
     }, ms);
     this.#timers.add(timer);
+    return timer;
+  }
+
+  #cancelTimer(timer: ReturnType<typeof setTimeout> | undefined): void {
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.#timers.delete(timer);
   }
 
   /** Resolves true after `ms`, or false as soon as the connection closes. */
@@ -1521,17 +1528,14 @@ class Connection implements StubConnection {
     if (ready !== undefined) return Promise.resolve(ready);
     if (this.#closed) return Promise.resolve(null);
     return new Promise((resolve) => {
-      let settled = false;
+      let timeout: ReturnType<typeof setTimeout> | undefined;
       this.#wake = () => {
-        if (settled) return;
-        settled = true;
         this.#wake = undefined;
+        this.#cancelTimer(timeout);
         resolve(this.#closed ? null : this.#queue.shift() ?? null);
       };
       if (timeoutMs !== undefined) {
-        this.#timer(timeoutMs, () => {
-          if (settled) return;
-          settled = true;
+        timeout = this.#timer(timeoutMs, () => {
           this.#wake = undefined;
           resolve(undefined);
         });
