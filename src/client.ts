@@ -280,12 +280,12 @@ export class RealmWebSocketClient extends EventTarget {
     const stream = options?.stream === true;
     const params = generationParams(options, this.#options.model, stream);
     if (!stream) {
-      const data = await this.#call("generate", params, false, opts);
+      const data = await this.#call("generate", () => params, false, opts);
       return toGenerationResult(data);
     }
     const parts: string[] = [];
     const onToken = options.onToken;
-    const data = await this.#call("generate", params, true, opts, (token) => {
+    const data = await this.#call("generate", () => params, true, opts, (token) => {
       parts.push(token);
       onToken?.(token);
     });
@@ -324,17 +324,17 @@ export class RealmWebSocketClient extends EventTarget {
     input: PipelineInput,
     opts?: CallOptions,
   ): Promise<unknown> {
-    return this.#call("pipeline", pipelineParams(pipelineName, input), false, opts);
+    return this.#call("pipeline", () => pipelineParams(pipelineName, input), false, opts);
   }
 
   /** Checks the server's health: the cheapest round trip. */
   health(opts?: CallOptions): Promise<HealthStatus> {
-    return this.#call("health", {}, false, opts) as Promise<HealthStatus>;
+    return this.#call("health", () => ({}), false, opts) as Promise<HealthStatus>;
   }
 
   /** The server's functions and their parameters. */
   metadata(opts?: CallOptions): Promise<RuntimeMetadata> {
-    return this.#call("metadata", {}, false, opts) as Promise<RuntimeMetadata>;
+    return this.#call("metadata", () => ({}), false, opts) as Promise<RuntimeMetadata>;
   }
 
   /**
@@ -376,16 +376,19 @@ export class RealmWebSocketClient extends EventTarget {
     this.#options.logger?.(message, data);
   }
 
-  /** Starts a call and waits for its outcome. */
+  /**
+   * Starts a call and waits for its outcome. Checks run inside, so bad input
+   * rejects the promise (never throws synchronously) before anything is sent.
+   */
   #call(
     fn: RealmFunction,
-    params: Record<string, unknown>,
+    params: () => Record<string, unknown>,
     stream: boolean,
     opts: CallOptions | undefined,
     onToken?: (token: string) => void,
   ): Promise<unknown> {
     try {
-      return this.#start(fn, params, stream, opts, onToken).result;
+      return this.#start(fn, params(), stream, opts, onToken).result;
     } catch (error) {
       return Promise.reject(error);
     }

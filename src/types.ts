@@ -224,7 +224,7 @@ export interface HealthStatus {
 export interface ParamMetadata {
   /** Parameter name. */
   name: string;
-  /** Its type, e.g. `"string"` (the server's `param_type`, renamed on the wire). */
+  /** Its type as the server names it (Rust names: `"String"`, `"usize"`, `"f64"`, `"bool"`, ...); `param_type` in the server, renamed on the wire. */
   type: string;
   /** What it does. */
   description: string;

@@ -1,0 +1,747 @@
+/**
+ * The client against the stub Realm server over a real loopback WebSocket:
+ * every public method, both server modes, and the protocol's quirks.
+ */
+import assert from "node:assert/strict";
+import {
+  type GenerationOptions,
+  RealmError,
+  type RealmEventMap,
+  RealmWebSocketClient,
+} from "../mod.ts";
+import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
+import { rejection, sanitize, until } from "./_helpers.ts";
+
+/** Runs `fn` with a stub server and a client, and tears both down. */
+async function withClient(
+  serverOptions: StubServerOptions,
+  clientOptions: Partial<ConstructorParameters<typeof RealmWebSocketClient>[0]>,
+  fn: (client: RealmWebSocketClient, server: StubServer) => Promise<void>,
+): Promise<void> {
+  const server = await startStubServer({ tokenDelayMs: 1, ...serverOptions });
+  const client = new RealmWebSocketClient({
+    url: server.url,
+    model: "llama-2-7b",
+    timeout: 5000,
+    ...clientOptions,
+  });
+  try {
+    await fn(client, server);
+  } finally {
+    await client.disconnect();
+    await server.close();
+  }
+}
+
+/** The call frames the server received, parsed (handshake frames left out). */
+function sentCalls(server: StubServer): Record<string, unknown>[] {
+  return server.receivedFrames().map((f) => JSON.parse(f)).filter((f) => "function" in f);
+}
+
+const FRANCE = "What is the capital of France?";
+
+Deno.test({
+  name: "open server: connect, events, tenant id, server version",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      const connected: RealmEventMap["connected"][] = [];
+      const viaTarget: unknown[] = [];
+      client.on("connected", (detail) => connected.push(detail));
+      client.addEventListener(
+        "connected",
+        (event) => viaTarget.push((event as CustomEvent).detail),
+      );
+      assert.equal(client.isConnected(), false);
+      await client.connect();
+      assert.equal(client.isConnected(), true);
+      assert.equal(client.getServerVersion(), "0.1.0");
+      assert.equal(connected.length, 1);
+      assert.deepEqual(viaTarget, connected);
+      assert.equal(connected[0].tenantId, client.getTenantId());
+      assert.match(client.getTenantId(), /^[0-9a-f-]{36}$/);
+      await client.health();
+      assert.equal(sentCalls(server)[0].tenant_id, client.getTenantId());
+      assert.equal(client.getWebSocketSource(), "global");
+    }),
+});
+
+Deno.test({
+  name: "open server with an API key configured: no auth frame is sent, calls work",
+  ...sanitize,
+  fn: () =>
+    withClient({}, { apiKey: "unused-key", tenantId: "my-tenant" }, async (client, server) => {
+      const errors: RealmError[] = [];
+      client.on("error", (e) => errors.push(e));
+      await client.connect();
+      assert.equal((await client.health()).status, "healthy");
+      assert.ok(!server.receivedFrames().some((f) => f.includes('"auth"')));
+      assert.equal(client.getTenantId(), "my-tenant");
+      assert.deepEqual(errors, []);
+    }),
+});
+
+Deno.test({
+  name: "authenticated server: the key decides the tenant and every call carries it",
+  ...sanitize,
+  fn: () =>
+    withClient(
+      { apiKeys: { "key-acme": "acme-corp" } },
+      { apiKey: "key-acme", tenantId: "self-chosen" },
+      async (client, server) => {
+        const connected: string[] = [];
+        client.on("connected", ({ tenantId }) => connected.push(tenantId));
+        await client.connect();
+        assert.equal(client.getTenantId(), "acme-corp");
+        assert.deepEqual(connected, ["acme-corp"]);
+        await client.health();
+        await client.generate({ prompt: FRANCE });
+        await client.metadata();
+        const calls = sentCalls(server);
+        assert.equal(calls.length, 3);
+        for (const call of calls) assert.equal(call.tenant_id, "acme-corp");
+      },
+    ),
+});
+
+Deno.test({
+  name: "authenticated server: a refused key rejects connect() with UNAUTHORIZED and the reason",
+  ...sanitize,
+  fn: () =>
+    withClient(
+      { apiKeys: { "key-acme": "acme-corp" } },
+      { apiKey: "wrong-secret-key" },
+      async (client) => {
+        const error = await rejection(client.connect());
+        assert.equal(error.code, "UNAUTHORIZED");
+        assert.match(error.message, /Invalid API key/);
+        assert.ok(!error.message.includes("wrong-secret-key"));
+        assert.equal(client.isConnected(), false);
+        assert.equal((await rejection(client.health())).code, "NOT_CONNECTED");
+      },
+    ),
+});
+
+Deno.test({
+  name: "authenticated server, no key: connect() fails at once saying a key is required",
+  ...sanitize,
+  fn: () =>
+    withClient(
+      { apiKeys: { k: "acme-corp" }, authTimeoutMs: 10_000 },
+      {},
+      async (client, server) => {
+        const started = performance.now();
+        const error = await rejection(client.connect());
+        assert.equal(error.code, "UNAUTHORIZED");
+        assert.match(error.message, /requires an API key/);
+        // Not the server's 10-second auth timeout: the client gave up on auth_required.
+        assert.ok(performance.now() - started < 5000);
+        assert.deepEqual(server.receivedFrames(), []);
+      },
+    ),
+});
+
+Deno.test({
+  name: "generate resolves to the whole answer (Paris) with the server's fields",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      await client.connect();
+      const result = await client.generate({ prompt: FRANCE, max_tokens: 50, temperature: 0.7 });
+      assert.match(result.text, /Paris/);
+      assert.ok(result.tokens_generated > 0);
+      const [call] = sentCalls(server);
+      assert.equal(call.function, "generate");
+      assert.deepEqual(call.params, {
+        prompt: FRANCE,
+        model: "llama-2-7b",
+        max_tokens: 50,
+        temperature: 0.7,
+        stream: false,
+      });
+    }),
+});
+
+Deno.test({
+  name: "every generation parameter is sent as the server names it",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      await client.connect();
+      await client.generate({
+        prompt: "p",
+        model: "other-model",
+        max_tokens: 3,
+        temperature: 0,
+        top_p: 1,
+        top_k: 0,
+        repetition_penalty: 1.1,
+      });
+      assert.deepEqual(sentCalls(server)[0].params, {
+        prompt: "p",
+        model: "other-model",
+        max_tokens: 3,
+        temperature: 0,
+        top_p: 1,
+        top_k: 0,
+        repetition_penalty: 1.1,
+        stream: false,
+      });
+    }),
+});
+
+Deno.test({
+  name:
+    "generate({stream:true}) joins the tokens (the complete frame has no text) and calls onToken",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client) => {
+      await client.connect();
+      const seen: string[] = [];
+      const result = await client.generate({
+        prompt: FRANCE,
+        max_tokens: 100,
+        stream: true,
+        onToken: (t) => seen.push(t),
+      });
+      assert.ok(seen.length > 1);
+      assert.equal(result.text, seen.join(""));
+      assert.match(result.text, /Paris/);
+      assert.equal(result.tokens_generated, seen.length);
+    }),
+});
+
+Deno.test({
+  name: "generateStream yields the server's `text` tokens in order",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      await client.connect();
+      const tokens: string[] = [];
+      for await (const token of client.generateStream({ prompt: FRANCE, max_tokens: 100 })) {
+        tokens.push(token);
+      }
+      assert.ok(tokens.length > 1);
+      assert.match(tokens.join(""), /Paris/);
+      const whole = await client.generate({ prompt: FRANCE, max_tokens: 100, stream: true });
+      assert.equal(tokens.join(""), whole.text);
+      assert.equal((sentCalls(server)[0].params as Record<string, unknown>).stream, true);
+    }),
+});
+
+Deno.test({
+  name: "generateStream's readable pipes through TextEncoderStream into a Response",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client) => {
+      await client.connect();
+      const stream = client.generateStream({ prompt: FRANCE, max_tokens: 100 });
+      const body = await new Response(stream.readable.pipeThrough(new TextEncoderStream())).text();
+      assert.match(body, /Paris/);
+    }),
+});
+
+Deno.test({
+  name: "break out of a stream: nothing leaks, late frames are dropped, the next call works",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 2 }, {}, async (client) => {
+      const errors: RealmError[] = [];
+      client.on("error", (e) => errors.push(e));
+      await client.connect();
+      let count = 0;
+      for await (const _ of client.generateStream({ prompt: "Tell me a story", max_tokens: 30 })) {
+        if (++count === 3) break;
+      }
+      assert.equal(count, 3);
+      assert.equal(client.stats().pendingCalls, 0);
+      // The server finishes the abandoned stream first; its frames must not surface anywhere.
+      const health = await client.health();
+      assert.equal(health.status, "healthy");
+      assert.deepEqual(errors, []);
+      assert.equal(client.stats().callsOnTheWire, 0);
+    }),
+});
+
+Deno.test({
+  name: "a stream is not sent until it is read",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      await client.connect();
+      const stream = client.generateStream({ prompt: "p", max_tokens: 2 });
+      await client.health();
+      assert.deepEqual(sentCalls(server).map((c) => c.function), ["health"]);
+      const tokens = [];
+      for await (const t of stream) tokens.push(t);
+      assert.equal(tokens.length, 2);
+    }),
+});
+
+Deno.test({
+  name: "executePipeline: built-in rag-pipeline, a custom pipeline, and the server's errors",
+  ...sanitize,
+  fn: () =>
+    withClient(
+      {
+        pipelines: {
+          echo: (input) => ({ echoed: input }),
+          broken: () => {
+            throw new Error("pipeline exploded");
+          },
+        },
+      },
+      {},
+      async (client, server) => {
+        await client.connect();
+        const rag = await client.executePipeline("rag-pipeline", {
+          query: "What is machine learning?",
+          context: "Machine learning is...",
+        });
+        assert.equal(typeof rag, "object");
+        assert.deepEqual(await client.executePipeline("echo", { a: 1 }), { echoed: { a: 1 } });
+        assert.deepEqual(sentCalls(server)[1].params, { pipeline: "echo", input: { a: 1 } });
+        const missing = await rejection(client.executePipeline("nope", {}));
+        assert.equal(missing.code, "DISPATCH_ERROR");
+        assert.match(missing.message, /Pipeline not found: nope/);
+        assert.equal(missing.sent, true);
+        // The real server reports every pipeline failure as DISPATCH_ERROR.
+        const broken = await rejection(client.executePipeline("broken", {}));
+        assert.equal(broken.code, "DISPATCH_ERROR");
+        assert.match(broken.message, /pipeline exploded/);
+      },
+    ),
+});
+
+Deno.test({
+  name: "executePipeline on a server without an orchestrator: DISPATCH_ERROR",
+  ...sanitize,
+  fn: () =>
+    withClient({ orchestrator: false }, {}, async (client) => {
+      await client.connect();
+      const error = await rejection(client.executePipeline("rag-pipeline", { query: "q" }));
+      assert.equal(error.code, "DISPATCH_ERROR");
+      assert.match(error.message, /Orchestrator not available/);
+    }),
+});
+
+Deno.test({
+  name: "health and metadata as the server sends them (metadata params use `type`)",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      await client.connect();
+      const health = await client.health();
+      assert.equal(health.status, "healthy");
+      assert.equal(health.version, "0.1.0");
+      assert.equal(typeof health.uptime_seconds, "number");
+      const metadata = await client.metadata();
+      assert.equal(metadata.version, "0.1.0");
+      const names = metadata.functions.map((f) => f.name);
+      assert.deepEqual([...names].sort(), ["generate", "health", "metadata", "pipeline"]);
+      const generate = metadata.functions.find((f) => f.name === "generate")!;
+      assert.equal(generate.streaming, true);
+      const prompt = generate.params.find((p) => p.name === "prompt")!;
+      // The wire field is `type` (Rust's `param_type`), holding Rust type names.
+      assert.equal(prompt.type, "String");
+      assert.equal(prompt.required, true);
+      // health and metadata send an empty params object: the server requires one.
+      for (const call of sentCalls(server)) assert.deepEqual(call.params, {});
+    }),
+});
+
+Deno.test({
+  name: "bad parameters reject with INVALID_PARAMS naming the field, before anything is sent",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      await client.connect();
+      const bad: [unknown, RegExp][] = [
+        [{}, /`prompt` must be a string/],
+        [{ prompt: 1 }, /`prompt`/],
+        [{ prompt: "p", max_tokens: 0 }, /`max_tokens` must be an integer ≥ 1; got 0/],
+        [{ prompt: "p", max_tokens: 1.5 }, /`max_tokens`/],
+        [{ prompt: "p", temperature: 2.5 }, /`temperature` must be a number from 0 to 2/],
+        [{ prompt: "p", top_p: 0 }, /`top_p` must be a number in \(0, 1\]/],
+        [{ prompt: "p", top_k: -1 }, /`top_k`/],
+        [{ prompt: "p", repetition_penalty: 0 }, /`repetition_penalty` must be a number > 0/],
+        [{ prompt: "p", model: "" }, /`model`/],
+        [{ prompt: "p", stream: "yes" }, /`stream`/],
+      ];
+      for (const [options, message] of bad) {
+        const error = await rejection(client.generate(options as GenerationOptions));
+        assert.equal(error.code, "INVALID_PARAMS");
+        assert.match(error.message, message);
+        const streamError = await rejection(
+          (async () => {
+            for await (const _ of client.generateStream(options as GenerationOptions)) { /* */ }
+          })(),
+        );
+        assert.equal(streamError.code, "INVALID_PARAMS");
+      }
+      assert.equal((await rejection(client.executePipeline("", {}))).code, "INVALID_PARAMS");
+      assert.equal(
+        (await rejection(client.executePipeline("p", null as never))).code,
+        "INVALID_PARAMS",
+      );
+      assert.equal((await rejection(client.health({ timeout: -1 }))).code, "INVALID_PARAMS");
+      assert.deepEqual(sentCalls(server), []);
+      assert.equal(client.stats().pendingCalls, 0);
+    }),
+});
+
+Deno.test({
+  name: "quirk: max_tokens 0 would stream nothing forever, so it is refused before sending",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      await client.connect();
+      const error = await rejection(client.generate({ prompt: "p", max_tokens: 0, stream: true }));
+      assert.equal(error.code, "INVALID_PARAMS");
+      assert.deepEqual(sentCalls(server), []);
+    }),
+});
+
+Deno.test({
+  name: "quirk: rate limit without retry_after gives retryAfter parsed from the message",
+  ...sanitize,
+  fn: () =>
+    withClient(
+      { apiKeys: { k: "acme-corp" }, rateLimit: { perMinute: 1, burst: 1 } },
+      { apiKey: "k" },
+      async (client) => {
+        await client.connect();
+        await client.health();
+        const error = await rejection(client.health());
+        assert.equal(error.code, "RATE_LIMIT_EXCEEDED");
+        assert.match(error.message, /Try again in \d+ seconds/);
+        assert.equal(typeof error.retryAfter, "number");
+        assert.ok(error.retryAfter! >= 0 && error.retryAfter! <= 60);
+        assert.ok(error.requestId);
+      },
+    ),
+});
+
+Deno.test({
+  name: "calls on one connection are served in order; all settle with their own answers",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 1 }, {}, async (client) => {
+      await client.connect();
+      const order: string[] = [];
+      const stream = client.generate({ prompt: FRANCE, stream: true, max_tokens: 5 })
+        .then((r) => (order.push("stream"), r));
+      const health = client.health().then((r) => (order.push("health"), r));
+      const whole = client.generate({ prompt: FRANCE }).then((r) => (order.push("generate"), r));
+      const [s, h, g] = await Promise.all([stream, health, whole]);
+      assert.equal(h.status, "healthy");
+      assert.match(g.text, /Paris/);
+      assert.equal(s.tokens_generated, 5);
+      assert.deepEqual(order, ["stream", "health", "generate"]);
+    }),
+});
+
+Deno.test({
+  name: "a call with no answer by its timeout rejects with TIMEOUT (sent: true) and is forgotten",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      await client.connect();
+      server.faults.stall(true);
+      const error = await rejection(client.health({ timeout: 50 }));
+      assert.equal(error.code, "TIMEOUT");
+      assert.equal(error.sent, true);
+      assert.equal(client.stats().pendingCalls, 0);
+    }),
+});
+
+Deno.test({
+  name: "an aborted call rejects at once with ABORTED, before or after sending",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      await client.connect();
+      const early = await rejection(client.health({ signal: AbortSignal.abort() }));
+      assert.equal(early.code, "ABORTED");
+      assert.equal(early.sent, false);
+      server.faults.stall(true);
+      const controller = new AbortController();
+      const pending = client.generate({ prompt: "p" }, { signal: controller.signal });
+      await until(() => sentCalls(server).length === 1);
+      controller.abort();
+      const error = await rejection(pending);
+      assert.equal(error.code, "ABORTED");
+      assert.equal(error.sent, true);
+      const streamController = new AbortController();
+      const stream = client.generateStream({ prompt: "p" }, { signal: streamController.signal });
+      const reading = (async () => {
+        for await (const _ of stream) { /* */ }
+      })();
+      streamController.abort();
+      assert.equal((await rejection(reading)).code, "ABORTED");
+      assert.equal(client.stats().pendingCalls, 0);
+    }),
+});
+
+Deno.test({
+  name: "quirk: a stream that stops without a final frame ends by streamIdleTimeout",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 2 }, {}, async (client, server) => {
+      await client.connect();
+      const tokens: string[] = [];
+      const reading = (async () => {
+        for await (
+          const token of client.generateStream(
+            { prompt: "Tell me a story", max_tokens: 50 },
+            { streamIdleTimeout: 100 },
+          )
+        ) {
+          tokens.push(token);
+          if (tokens.length === 2) server.faults.stall(true);
+        }
+      })();
+      const error = await rejection(reading);
+      assert.equal(error.code, "TIMEOUT");
+      assert.match(error.message, /streamIdleTimeout/);
+      assert.ok(tokens.length >= 2);
+    }),
+});
+
+Deno.test({
+  name: "the server dropping mid-stream ends the stream with CONNECTION_CLOSED at once",
+  ...sanitize,
+  fn: () =>
+    withClient(
+      { tokenDelayMs: 2 },
+      { reconnect: false, timeout: 20_000 },
+      async (client, server) => {
+        const disconnected: RealmEventMap["disconnected"][] = [];
+        client.on("disconnected", (d) => disconnected.push(d));
+        await client.connect();
+        server.faults.dropAfterFrames(3);
+        const tokens: string[] = [];
+        const started = performance.now();
+        const error = await rejection((async () => {
+          for await (const t of client.generateStream({ prompt: "story", max_tokens: 50 })) {
+            tokens.push(t);
+          }
+        })());
+        assert.equal(error.code, "CONNECTION_CLOSED");
+        assert.equal(error.sent, true);
+        assert.ok(performance.now() - started < 10_000, "not after the call's timeout");
+        assert.equal(tokens.length, 3);
+        assert.equal(disconnected.length, 1);
+        assert.equal(disconnected[0].willReconnect, false);
+        assert.equal(client.isConnected(), false);
+        assert.equal((await rejection(client.health())).code, "NOT_CONNECTED");
+      },
+    ),
+});
+
+Deno.test({
+  name: "frames the client cannot use become error events; other calls are untouched",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 3 }, {}, async (client, server) => {
+      const errors: RealmError[] = [];
+      client.on("error", (e) => errors.push(e));
+      await client.connect();
+      const stream = client.generate({ prompt: FRANCE, stream: true, max_tokens: 100 });
+      await until(() => sentCalls(server).length === 1);
+      server.faults.sendMalformed("not-json");
+      server.faults.sendMalformed("unknown-id");
+      server.faults.sendMalformed("binary-reply");
+      const result = await stream;
+      assert.match(result.text, /Paris/);
+      assert.equal((await client.health()).status, "healthy");
+      assert.equal(errors.length, 3);
+      for (const e of errors) {
+        assert.ok(e instanceof RealmError);
+        assert.equal(e.code, "PROTOCOL_ERROR");
+      }
+      assert.match(errors[2].message, /Binary messages not supported/);
+    }),
+});
+
+Deno.test({
+  name: 'quirk: an id:"unknown" error answers the oldest call on that connection',
+  ...sanitize,
+  fn: async () => {
+    // A WebSocket whose next frame is corrupted on the way out, as a faulty proxy might.
+    let corruptNext = false;
+    class CorruptingWebSocket extends WebSocket {
+      override send(data: string) {
+        if (corruptNext) {
+          corruptNext = false;
+          return super.send(data.replace('"function"', '"functio"'));
+        }
+        super.send(data);
+      }
+    }
+    await withClient({}, { WebSocket: CorruptingWebSocket }, async (client) => {
+      const errors: RealmError[] = [];
+      client.on("error", (e) => errors.push(e));
+      await client.connect();
+      assert.equal(client.getWebSocketSource(), "option");
+      corruptNext = true;
+      const broken = client.health();
+      const fine = client.generate({ prompt: FRANCE });
+      const error = await rejection(broken);
+      assert.equal(error.code, "INTERNAL_ERROR");
+      assert.match(error.message, /Invalid function call/);
+      assert.match((await fine).text, /Paris/);
+      assert.equal(errors.length, 1);
+      assert.equal(errors[0].code, "INTERNAL_ERROR");
+    });
+  },
+});
+
+Deno.test({
+  name: "an unknown error code from the server is still a typed error",
+  ...sanitize,
+  fn: async () => {
+    const controller = new AbortController();
+    const sockets: WebSocket[] = [];
+    const server = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      signal: controller.signal,
+      onListen: () => {},
+    }, (request) => {
+      const { socket, response } = Deno.upgradeWebSocket(request);
+      sockets.push(socket);
+      socket.onopen = () =>
+        socket.send(JSON.stringify({ status: "connected", version: "9.9.9", tenant_id: null }));
+      socket.onmessage = (event) => {
+        const { id } = JSON.parse(event.data);
+        socket.send(JSON.stringify({
+          id,
+          status: "error",
+          error: { code: "QUOTA_GONE", message: "No quota left", details: { plan: "free" } },
+        }));
+      };
+      return response;
+    });
+    const client = new RealmWebSocketClient({
+      url: `ws://127.0.0.1:${server.addr.port}`,
+      model: "m",
+    });
+    try {
+      await client.connect();
+      assert.equal(client.getServerVersion(), "9.9.9");
+      const error = await rejection(client.health());
+      assert.equal(error.code, "QUOTA_GONE");
+      assert.equal(error.message, "No quota left");
+      assert.deepEqual(error.details, { plan: "free" });
+    } finally {
+      await client.disconnect();
+      controller.abort();
+      await server.finished;
+    }
+  },
+});
+
+Deno.test({
+  name: "disconnect() leaves nothing behind: calls settle, sockets close, no listeners fire",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 5 }, {}, async (client) => {
+      const disconnected: RealmEventMap["disconnected"][] = [];
+      const onDisconnected = (d: RealmEventMap["disconnected"]) => disconnected.push(d);
+      client.on("disconnected", onDisconnected);
+      await client.connect();
+      const inFlight = rejection(
+        client.generate({ prompt: "story", stream: true, max_tokens: 50 }),
+      );
+      await client.disconnect();
+      const error = await inFlight;
+      assert.equal(error.code, "CONNECTION_CLOSED");
+      assert.equal(error.sent, true);
+      assert.equal(client.isConnected(), false);
+      assert.equal(disconnected.length, 1);
+      assert.equal(disconnected[0].willReconnect, false);
+      client.off("disconnected", onDisconnected);
+      assert.deepEqual(client.stats(), {
+        pendingCalls: 0,
+        queuedCalls: 0,
+        openConnections: 0,
+        callsOnTheWire: 0,
+        listeners: 0,
+      });
+      assert.equal((await rejection(client.health())).code, "NOT_CONNECTED");
+      // connect() after disconnect() works again.
+      await client.connect();
+      assert.equal((await client.health()).status, "healthy");
+    }),
+});
+
+Deno.test({
+  name: "on() and off(): payloads for callbacks, removal works, the same callback is added once",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client) => {
+      let count = 0;
+      const callback = () => count++;
+      client.on("connected", callback).on("connected", callback);
+      assert.equal(client.stats().listeners, 1);
+      await client.connect();
+      assert.equal(count, 1);
+      client.off("connected", callback);
+      await client.disconnect();
+      await client.connect();
+      assert.equal(count, 1);
+    }),
+});
+
+Deno.test({
+  name: "the logger receives lines, none of them with the API key; nothing is printed",
+  ...sanitize,
+  fn: async () => {
+    const lines: string[] = [];
+    const originalLog = console.log, originalError = console.error;
+    const printed: unknown[] = [];
+    console.log = console.error = console.warn = (...args: unknown[]) => printed.push(args);
+    try {
+      await withClient(
+        { apiKeys: { "super-secret-key": "acme-corp" } },
+        {
+          apiKey: "super-secret-key",
+          logger: (message, data) => lines.push(`${message} ${JSON.stringify(data ?? {})}`),
+        },
+        async (client) => {
+          await client.connect();
+          await client.health();
+        },
+      );
+    } finally {
+      console.log = originalLog;
+      console.error = console.warn = originalError;
+    }
+    assert.ok(lines.some((l) => l.startsWith("connected")));
+    for (const line of lines) assert.ok(!line.includes("super-secret-key"), line);
+    assert.deepEqual(printed, []);
+  },
+});
+
+Deno.test({
+  name: "connections: N opens N sockets and runs calls in parallel",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 2 }, { connections: 2 }, async (client, server) => {
+      await client.connect();
+      assert.equal(server.connectionCount, 2);
+      assert.equal(client.stats().openConnections, 2);
+      const arrivals: string[] = [];
+      await Promise.all(["a", "b"].map((name) =>
+        client.generate({
+          prompt: "story",
+          stream: true,
+          max_tokens: 6,
+          onToken: () => arrivals.push(name),
+        })
+      ));
+      // On one socket the second stream would wait for the first; on two they interleave.
+      assert.notDeepEqual(arrivals, [...arrivals].sort());
+    }),
+});
