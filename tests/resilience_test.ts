@@ -1,0 +1,566 @@
+/**
+ * Faults injected through the stub server's switches, all over loopback:
+ * drops, outages, stalls, revoked keys, garbage frames, rate-limit storms,
+ * many reconnect cycles and a soak.
+ */
+import assert from "node:assert/strict";
+import {
+  type RealmClientOptions,
+  RealmError,
+  type RealmEventMap,
+  RealmWebSocketClient,
+} from "../mod.ts";
+import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
+import { delay, rejection, sanitize, until } from "./_helpers.ts";
+
+/** Fast reconnects so the suite stays quick. */
+const FAST: Partial<RealmClientOptions> = {
+  reconnectInterval: 10,
+  maxReconnectInterval: 50,
+  timeout: 5000,
+};
+
+async function setup(
+  serverOptions: StubServerOptions = {},
+  clientOptions: Partial<RealmClientOptions> = {},
+) {
+  const server = await startStubServer({ tokenDelayMs: 1, ...serverOptions });
+  const client = new RealmWebSocketClient({
+    url: server.url,
+    model: "llama-2-7b",
+    ...FAST,
+    ...clientOptions,
+  });
+  const events: { type: string; detail: unknown }[] = [];
+  for (
+    const type of ["connecting", "connected", "disconnected", "reconnecting", "error"] as const
+  ) {
+    client.on(type, (detail: unknown) => events.push({ type, detail }));
+  }
+  return { server, client, events };
+}
+
+function count(events: { type: string }[], type: string): number {
+  return events.filter((e) => e.type === type).length;
+}
+
+/** Drops every open connection now; new ones are not affected. */
+function dropNow(server: StubServer): void {
+  server.faults.dropAfterFrames(0);
+  server.faults.clear();
+}
+
+function callsOf(server: StubServer, fn: string): number {
+  return server.receivedFrames().filter((f) => f.includes(`"function":"${fn}"`)).length;
+}
+
+Deno.test({
+  name: "a drop mid-stream: the iterator throws CONNECTION_CLOSED at once, the client reconnects",
+  ...sanitize,
+  fn: async () => {
+    const { server, client, events } = await setup({ tokenDelayMs: 2 }, { timeout: 20_000 });
+    try {
+      await client.connect();
+      server.faults.dropAfterFrames(4);
+      const tokens: string[] = [];
+      const started = performance.now();
+      const error = await rejection((async () => {
+        for await (const t of client.generateStream({ prompt: "story", max_tokens: 40 })) {
+          tokens.push(t);
+        }
+      })());
+      assert.equal(error.code, "CONNECTION_CLOSED");
+      assert.equal(error.sent, true);
+      assert.ok(performance.now() - started < 5000, "not by the 20 s timeout");
+      assert.equal(tokens.length, 4);
+      server.faults.clear();
+      await until(() => client.isConnected(), 3000, "reconnect");
+      assert.equal((await client.health()).status, "healthy");
+      const disconnected = events.find((e) => e.type === "disconnected")!
+        .detail as RealmEventMap["disconnected"];
+      assert.equal(disconnected.willReconnect, true);
+      const reconnecting = events.find((e) => e.type === "reconnecting")!
+        .detail as RealmEventMap["reconnecting"];
+      assert.equal(reconnecting.attempt, 1);
+      assert.ok(reconnecting.delay >= 0 && reconnecting.delay <= 50);
+      assert.equal(count(events, "connected"), 2);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "an outage: calls made meanwhile wait, then are answered in order on the same port",
+  ...sanitize,
+  fn: async () => {
+    let { server, client, events } = await setup({}, { reconnectInterval: 20 });
+    const port = server.port;
+    try {
+      await client.connect();
+      await server.close();
+      await until(() => !client.isConnected(), 2000, "the drop");
+      const answered: number[] = [];
+      const calls = [0, 1, 2, 3, 4].map((i) =>
+        (i % 2 ? client.health() : client.generate({ prompt: `call ${i}` })).then(() => {
+          answered.push(i);
+        })
+      );
+      assert.equal(client.stats().queuedCalls, 5);
+      await until(() => count(events, "reconnecting") >= 3, 5000, "a few backoff steps");
+      server = await startStubServer({ port, tokenDelayMs: 1 });
+      await Promise.all(calls);
+      assert.deepEqual(answered, [0, 1, 2, 3, 4]);
+      assert.deepEqual(
+        server.receivedFrames().map((f) => JSON.parse(f).id),
+        [...server.receivedFrames().map((f) => JSON.parse(f).id)].sort((a, b) => a - b),
+      );
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+    void events;
+  },
+});
+
+Deno.test({
+  name: "a server that accepts but never answers: connect() and calls end by their timeouts",
+  ...sanitize,
+  fn: async () => {
+    const { server, client } = await setup({}, { connectTimeout: 100, reconnect: false });
+    try {
+      server.faults.stall(true);
+      const error = await rejection(client.connect());
+      assert.equal(error.code, "TIMEOUT");
+      assert.match(error.message, /connectTimeout/);
+      assert.equal(client.isConnected(), false);
+      server.faults.stall(false);
+      await client.connect();
+      server.faults.stall(true);
+      const callError = await rejection(client.generate({ prompt: "p" }, { timeout: 80 }));
+      assert.equal(callError.code, "TIMEOUT");
+      assert.equal(callError.sent, true);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "a key revoked between connections: the reconnect stops with UNAUTHORIZED, no loop",
+  ...sanitize,
+  fn: async () => {
+    const { server, client, events } = await setup({ apiKeys: { "key-1": "acme" } }, {
+      apiKey: "key-1",
+    });
+    try {
+      await client.connect();
+      server.revokeApiKey("key-1", "disabled");
+      dropNow(server);
+      await until(() => count(events, "error") === 1, 3000, "the error event");
+      const error = events.find((e) => e.type === "error")!.detail as RealmError;
+      assert.equal(error.code, "UNAUTHORIZED");
+      assert.match(error.message, /API key is disabled/);
+      await delay(100);
+      assert.equal(count(events, "reconnecting"), 1, "one try, no retry loop");
+      assert.equal(client.isConnected(), false);
+      const callError = await rejection(client.health());
+      assert.equal(callError.code, "NOT_CONNECTED");
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "garbage mid-traffic (bad JSON, unknown ids, binary replies): every real call settles",
+  ...sanitize,
+  fn: async () => {
+    const { server, client, events } = await setup({ tokenDelayMs: 1 });
+    try {
+      await client.connect();
+      const kinds = ["not-json", "unknown-id", "binary-reply"] as const;
+      const noise = setInterval(() => server.faults.sendMalformed(kinds[Math.random() * 3 | 0]), 2);
+      const results = await Promise.allSettled([
+        ...Array.from({ length: 10 }, () => client.health()),
+        ...Array.from(
+          { length: 5 },
+          () => client.generate({ prompt: "story", stream: true, max_tokens: 10 }),
+        ),
+      ]);
+      clearInterval(noise);
+      assert.ok(results.every((r) => r.status === "fulfilled"));
+      assert.ok(count(events, "error") > 0);
+      for (const e of events.filter((e) => e.type === "error")) {
+        assert.equal((e.detail as RealmError).code, "PROTOCOL_ERROR");
+      }
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a rate-limit storm with maxRetries: every call succeeds or fails typed; waits honour retryAfter",
+  ...sanitize,
+  fn: async () => {
+    const waits: { delayMs: number; retryAfter: number }[] = [];
+    const { server, client } = await setup(
+      { apiKeys: { k: "acme" }, rateLimit: { perMinute: 1200, burst: 3 } },
+      {
+        apiKey: "k",
+        maxRetries: 3,
+        logger: (message, data) => {
+          if (message.startsWith("rate limited")) waits.push(data as typeof waits[number]);
+        },
+      },
+    );
+    try {
+      await client.connect();
+      const results = await Promise.allSettled(Array.from({ length: 12 }, () => client.health()));
+      let ok = 0;
+      for (const r of results) {
+        if (r.status === "fulfilled") ok++;
+        else assert.equal((r.reason as RealmError).code, "RATE_LIMIT_EXCEEDED");
+      }
+      assert.ok(ok > 3, `retries made more calls succeed than the burst (${ok})`);
+      assert.ok(waits.length > 0);
+      for (const w of waits) assert.ok(w.delayMs >= w.retryAfter * 1000 + 100, JSON.stringify(w));
+      // Without maxRetries the error reaches the caller unchanged.
+      const plain = await Promise.allSettled(
+        Array.from({ length: 6 }, () => client.health({ maxRetries: 0 })),
+      );
+      const limited = plain.filter((r) => r.status === "rejected");
+      assert.ok(limited.length > 0);
+      for (const r of limited) {
+        const e = (r as PromiseRejectedResult).reason as RealmError;
+        assert.equal(e.code, "RATE_LIMIT_EXCEEDED");
+        assert.equal(typeof e.retryAfter, "number");
+      }
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "a drop: health is resent once on the new socket; generate is never sent twice",
+  ...sanitize,
+  fn: async () => {
+    const { server, client } = await setup({ tokenDelayMs: 2 });
+    try {
+      await client.connect();
+      server.faults.stall(true);
+      const health = client.health();
+      const generate = client.generate({ prompt: "p" });
+      await until(() => callsOf(server, "generate") === 1, 2000, "both sent");
+      server.faults.clear();
+      dropNow(server);
+      const error = await rejection(generate);
+      assert.equal(error.code, "CONNECTION_CLOSED");
+      assert.equal(error.sent, true);
+      server.faults.clear();
+      assert.equal((await health).status, "healthy");
+      assert.equal(callsOf(server, "health"), 2);
+      assert.equal(callsOf(server, "generate"), 1);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "the queue of calls waiting for a connection is bounded by maxQueuedCalls",
+  ...sanitize,
+  fn: async () => {
+    const { server, client } = await setup({}, {
+      maxQueuedCalls: 2,
+      reconnectInterval: 10_000,
+      maxReconnectInterval: 10_000,
+    });
+    try {
+      await client.connect();
+      dropNow(server);
+      server.faults.rejectConnections(true);
+      await until(() => !client.isConnected(), 2000, "the drop");
+      const waiting = [client.health(), client.health()];
+      const error = await rejection(client.health());
+      assert.equal(error.code, "QUEUE_FULL");
+      assert.equal(error.sent, false);
+      assert.match(error.message, /maxQueuedCalls/);
+      await client.disconnect();
+      for (const call of waiting) {
+        const e = await rejection(call);
+        assert.equal(e.code, "CONNECTION_CLOSED");
+        assert.equal(e.sent, false);
+      }
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "connect(): the same promise while connecting; disconnect() cancels it; works again after",
+  ...sanitize,
+  fn: async () => {
+    const { server, client } = await setup({}, { connectTimeout: 5000 });
+    try {
+      server.faults.stall(true);
+      const first = client.connect();
+      assert.equal(client.connect(), first);
+      await delay(20);
+      await client.disconnect();
+      const error = await rejection(first);
+      assert.equal(error.code, "ABORTED");
+      server.faults.stall(false);
+      await client.connect();
+      assert.equal(client.isConnected(), true);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "disconnect() during a reconnect wait cancels it cleanly",
+  ...sanitize,
+  fn: async () => {
+    const { server, client, events } = await setup({}, {
+      reconnectInterval: 60_000,
+      maxReconnectInterval: 60_000,
+    });
+    try {
+      await client.connect();
+      dropNow(server);
+      await until(() => count(events, "reconnecting") === 1, 2000, "the reconnect wait");
+      const queued = client.health();
+      await client.disconnect();
+      assert.equal((await rejection(queued)).code, "CONNECTION_CLOSED");
+      assert.equal(count(events, "connecting"), 1, "the wait never ended in an attempt");
+    } finally {
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "maxReconnectAttempts: the client gives up, says so, and rejects waiting calls",
+  ...sanitize,
+  fn: async () => {
+    const { server, client, events } = await setup({}, { maxReconnectAttempts: 3 });
+    try {
+      await client.connect();
+      dropNow(server);
+      server.faults.rejectConnections(true);
+      await until(() => !client.isConnected(), 2000, "the drop");
+      const queued = client.health();
+      const error = await rejection(queued);
+      assert.equal(error.code, "CONNECTION_CLOSED");
+      assert.match(error.message, /after 3 attempts/);
+      assert.equal(count(events, "reconnecting"), 3);
+      assert.equal((await rejection(client.health())).code, "NOT_CONNECTED");
+      server.faults.clear();
+      await client.connect();
+      assert.equal((await client.health()).status, "healthy");
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "a server that accepts and drops at once does not reset the backoff (no tight loop)",
+  ...sanitize,
+  fn: async () => {
+    const { server, client, events } = await setup({}, {
+      reconnectInterval: 5,
+      maxReconnectInterval: 40,
+    });
+    try {
+      await client.connect();
+      // Every new socket is dropped right after its welcome frame.
+      server.faults.dropAfterFrames(0);
+      server.faults.clear();
+      server.faults.dropAfterFrames(1);
+      await until(() => count(events, "reconnecting") >= 5, 5000, "five attempts");
+      const attempts = events.filter((e) => e.type === "reconnecting")
+        .map((e) => (e.detail as RealmEventMap["reconnecting"]).attempt);
+      assert.deepEqual(attempts.slice(0, 5), [1, 2, 3, 4, 5]);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "heartbeat: a silent server is detected and the socket replaced",
+  ...sanitize,
+  fn: async () => {
+    const { server, client, events } = await setup({}, {
+      heartbeatInterval: 30,
+      heartbeatTimeout: 50,
+    });
+    try {
+      await client.connect();
+      await delay(80);
+      assert.ok(callsOf(server, "health") >= 1, "heartbeats are health calls");
+      assert.equal(count(events, "disconnected"), 0, "answered heartbeats keep the socket");
+      server.faults.stall(true);
+      await until(() => count(events, "disconnected") === 1, 2000, "the heartbeat timeout");
+      const detail = events.find((e) => e.type === "disconnected")!
+        .detail as RealmEventMap["disconnected"];
+      assert.equal(detail.code, 4000);
+      server.faults.stall(false);
+      await until(() => count(events, "connected") === 2, 3000, "the reconnect");
+      assert.equal((await client.health()).status, "healthy");
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "heartbeat never runs while a call is in flight",
+  ...sanitize,
+  fn: async () => {
+    const { server, client, events } = await setup({}, {
+      heartbeatInterval: 20,
+      heartbeatTimeout: 20,
+    });
+    try {
+      await client.connect();
+      server.faults.stall(true);
+      const error = await rejection(client.generate({ prompt: "p" }, { timeout: 200 }));
+      assert.equal(error.code, "TIMEOUT");
+      assert.equal(count(events, "disconnected"), 0);
+      assert.equal(callsOf(server, "health"), 0);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "200 drop-and-reconnect cycles leave no extra timers, listeners, calls or sockets",
+  ...sanitize,
+  fn: async () => {
+    const { server, client, events } = await setup({}, {
+      reconnectInterval: 0,
+      maxReconnectInterval: 0,
+    });
+    try {
+      await client.connect();
+      for (let cycle = 0; cycle < 200; cycle++) {
+        assert.equal((await client.health()).status, "healthy");
+        const connectedBefore = count(events, "connected");
+        dropNow(server);
+        await until(() => count(events, "connected") > connectedBefore, 3000, `cycle ${cycle}`);
+      }
+      assert.equal(count(events, "disconnected"), 200);
+      await until(() => client.isConnected(), 3000, "the last reconnect");
+      assert.deepEqual(client.stats(), {
+        pendingCalls: 0,
+        queuedCalls: 0,
+        openConnections: 1,
+        callsOnTheWire: 0,
+        listeners: 5,
+      });
+      await until(() => server.connectionCount === 1, 3000, "old sockets closed");
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "soak: 1,000 mixed calls under random drops each settle once, streams intact",
+  ...sanitize,
+  fn: async () => {
+    const { server, client, events } = await setup({ tokenDelayMs: 0 }, {
+      connections: 2,
+      reconnectInterval: 1,
+      maxReconnectInterval: 5,
+      maxQueuedCalls: 2000,
+    });
+    try {
+      await client.connect();
+      const prompt = "Tell me a story";
+      const reference = (await client.generate({ prompt, max_tokens: 8, stream: true })).text;
+      const france = (await client.generate({ prompt: "What is the capital of France?" })).text;
+      let stop = false;
+      const chaos = (async () => {
+        while (!stop) {
+          await delay(2 + Math.random() * 6);
+          server.faults.dropAfterFrames(Math.floor(Math.random() * 30));
+          await delay(2);
+          server.faults.clear();
+        }
+      })();
+      const outcomes = new Map<number, number>();
+      let succeeded = 0;
+      const one = async (i: number) => {
+        try {
+          switch (i % 4) {
+            case 0:
+              assert.equal((await client.health()).status, "healthy");
+              break;
+            case 1:
+              assert.equal(
+                (await client.generate({ prompt: "What is the capital of France?" })).text,
+                france,
+              );
+              break;
+            case 2: {
+              let text = "";
+              for await (const t of client.generateStream({ prompt, max_tokens: 8 })) text += t;
+              assert.equal(text, reference, "no token missing or doubled");
+              break;
+            }
+            default:
+              assert.equal(
+                (await client.generate({ prompt, max_tokens: 8, stream: true })).text,
+                reference,
+              );
+          }
+          succeeded++;
+        } catch (error) {
+          if (!(error instanceof RealmError)) throw error;
+          assert.ok(
+            ["CONNECTION_CLOSED", "TIMEOUT", "QUEUE_FULL"].includes(error.code),
+            error.code,
+          );
+        }
+        outcomes.set(i, (outcomes.get(i) ?? 0) + 1);
+      };
+      // 20 users making 50 calls each, so drops land between and during calls.
+      await Promise.all(Array.from({ length: 20 }, async (_, user) => {
+        for (let n = 0; n < 50; n++) await one(user * 50 + n);
+      }));
+      stop = true;
+      await chaos;
+      assert.equal(outcomes.size, 1000);
+      assert.ok(succeeded >= 500, `most calls succeed despite the drops (${succeeded})`);
+      assert.ok(count(events, "disconnected") >= 3, "the soak really saw drops");
+      assert.ok([...outcomes.values()].every((n) => n === 1));
+      assert.equal(client.stats().pendingCalls, 0);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
