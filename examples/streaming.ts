@@ -16,14 +16,19 @@ export async function main(url: string, apiKey?: string): Promise<void> {
   const write = (text: string) => Deno.stdout.writeSync(encoder.encode(text));
 
   write("Streaming: ");
-  for await (const token of client.generateStream({ prompt: "Tell me a story", max_tokens: 20 })) {
+  for await (
+    const token of client.generateStream({
+      prompt: "What is the capital of France?",
+      max_tokens: 6,
+    })
+  ) {
     write(token);
   }
   write("\n");
 
   write("First three tokens only: ");
   let count = 0;
-  for await (const token of client.generateStream({ prompt: "Tell me a story" })) {
+  for await (const token of client.generateStream({ prompt: "Tell me a story", max_tokens: 13 })) {
     write(token);
     if (++count === 3) break; // stops listening; the client drops the rest of this stream
   }
@@ -31,6 +36,7 @@ export async function main(url: string, apiKey?: string): Promise<void> {
 
   const joined = await client.generate({
     prompt: "What is the capital of France?",
+    max_tokens: 6,
     stream: true,
     onToken: (token) => write(`[${token.trim()}]`),
   });
