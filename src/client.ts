@@ -197,7 +197,11 @@ export class RealmWebSocketClient extends EventTarget {
     slot.connectedAt = performance.now();
     this.#tenantId = connection.tenantId;
     this.#serverVersion = connection.serverVersion;
-    this.#emit("connected", { tenantId: connection.tenantId, version: connection.serverVersion });
+    this.#emit("connected", {
+      tenantId: connection.tenantId,
+      version: connection.serverVersion,
+      socket: slot.index,
+    });
     for (const waiter of this.#openWaiters.splice(0)) waiter.resolve();
     this.#flushQueue();
   }
@@ -609,7 +613,7 @@ export class RealmWebSocketClient extends EventTarget {
     connection.inFlight.clear();
     this.#queue.unshift(...resend);
     this.#log("disconnected", { code, reason, willReconnect });
-    this.#emit("disconnected", { code, reason, willReconnect });
+    this.#emit("disconnected", { code, reason, willReconnect, socket: slot.index });
     if (!this.#running) return;
     if (willReconnect) {
       // A connection that dropped soon after opening does not reset the backoff.
@@ -655,10 +659,10 @@ export class RealmWebSocketClient extends EventTarget {
           options.reconnectInterval,
           options.maxReconnectInterval,
         );
-        this.#emit("reconnecting", { attempt, delay });
+        this.#emit("reconnecting", { attempt, delay, socket: slot.index });
         this.#log("reconnecting", { attempt, delayMs: delay });
         await sleep(delay, signal);
-        this.#emit("connecting", { attempt });
+        this.#emit("connecting", { attempt, socket: slot.index });
         try {
           await this.#openSlot(slot, signal);
           return;

@@ -286,6 +286,7 @@ export type PipelineInput = Record<string, unknown>;
 /**
  * Payloads of the client's events, by event name. With `on()` the callback
  * receives the payload; with `addEventListener()` it is the event's `detail`.
+ * `socket` is the index (from 0) of the socket among `connections`.
  *
  * @example
  * ```ts
@@ -294,14 +295,17 @@ export type PipelineInput = Record<string, unknown>;
  * ```
  */
 export interface RealmEventMap {
-  /** A socket is being opened (first connect or a reconnect). */
-  connecting: { attempt: number };
-  /** A socket completed the handshake; fires on every (re)connection. */
-  connected: { tenantId: string; version: string };
+  /**
+   * Socket(s) are being opened: `attempt` 0 for `connect()` (all sockets),
+   * then 1, 2, … for one socket's reconnects.
+   */
+  connecting: { attempt: number; socket?: number };
+  /** A socket completed the handshake; fires on every (re)connection of every socket. */
+  connected: { tenantId: string; version: string; socket: number };
   /** A socket closed; `code` and `reason` as the close event gave them. */
-  disconnected: { code: number; reason: string; willReconnect: boolean };
-  /** A reconnect is scheduled after `delay` ms; `attempt` counts from 1. */
-  reconnecting: { attempt: number; delay: number };
+  disconnected: { code: number; reason: string; willReconnect: boolean; socket: number };
+  /** A socket's reconnect is scheduled after `delay` ms; `attempt` counts from 1. */
+  reconnecting: { attempt: number; delay: number; socket: number };
   /** Something went wrong that is not one call's result. */
   error: RealmError;
 }
