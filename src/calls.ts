@@ -47,7 +47,7 @@ export class Call {
   readonly result: Promise<unknown>;
 
   #resolve!: (value: unknown) => void;
-  #reject!: (error: RealmError) => void;
+  #reject!: (error: unknown) => void;
   #settled = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #wakeTimer: ReturnType<typeof setTimeout> | undefined;
@@ -87,7 +87,13 @@ export class Call {
       this.#streaming = true;
       this.#arm(this.spec.idleTimeout);
     }
-    this.spec.onToken?.(token);
+    try {
+      this.spec.onToken?.(token);
+    } catch (error) {
+      // The caller's own callback failed: stop listening and hand them their error,
+      // rather than letting it escape from the socket's message handler.
+      if (this.#finish("abandoned")) this.#reject(error);
+    }
   }
 
   /** The call's terminal `complete` frame arrived. */

@@ -106,6 +106,8 @@ export class RealmWebSocketClient extends EventTarget {
   #openWaiters: { resolve: () => void; reject: (error: RealmError) => void }[] = [];
 
   /**
+   * Creates a client; nothing is opened until {@linkcode RealmWebSocketClient.connect}.
+   *
    * @param options See {@linkcode RealmClientOptions}; `model` is required.
    * @throws {RealmError} `INVALID_OPTIONS` naming the bad option.
    */
@@ -128,6 +130,15 @@ export class RealmWebSocketClient extends EventTarget {
    * @throws {RealmError} `UNAUTHORIZED` (key refused or missing), `TIMEOUT`
    * (no handshake within `connectTimeout`), `CONNECTION_CLOSED` (no server),
    * `ABORTED` (`disconnect()` was called meanwhile).
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * async function start(client: RealmWebSocketClient) {
+   *   client.on("connected", ({ tenantId }) => console.log("tenant", tenantId));
+   *   await client.connect();
+   * }
+   * ```
    */
   connect(): Promise<void> {
     if (this.isConnected()) return Promise.resolve();
@@ -210,6 +221,14 @@ export class RealmWebSocketClient extends EventTarget {
    * Closes every socket and stops reconnecting. Calls still waiting reject
    * with `CONNECTION_CLOSED`. The returned promise resolves once the sockets
    * have closed (awaiting it is optional) and never rejects.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * async function stop(client: RealmWebSocketClient) {
+   *   await client.disconnect(); // or just client.disconnect()
+   * }
+   * ```
    */
   disconnect(): Promise<void> {
     // Stop first, so the close handlers below see a client that must not reconnect.
@@ -238,6 +257,18 @@ export class RealmWebSocketClient extends EventTarget {
   /**
    * The tenant id every call carries: the server's after authentication,
    * else the `tenantId` option, else a random UUID.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * const ready = (client: RealmWebSocketClient) => client.isConnected();
+   * ```
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * const tenant = (client: RealmWebSocketClient) => client.getTenantId();
+   * ```
    */
   getTenantId(): string {
     return this.#tenantId;
@@ -252,6 +283,18 @@ export class RealmWebSocketClient extends EventTarget {
    * Where the `WebSocket` implementation came from, once connected: the
    * `WebSocket` option, the runtime's global, or the fallback (`ws` in the
    * npm package on Node versions without a global `WebSocket`).
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * const version = (client: RealmWebSocketClient) => client.getServerVersion() ?? "unknown";
+   * ```
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * const usesWs = (client: RealmWebSocketClient) => client.getWebSocketSource() === "fallback";
+   * ```
    */
   getWebSocketSource(): WebSocketSource | undefined {
     return this.#webSocket?.source;
@@ -279,6 +322,26 @@ export class RealmWebSocketClient extends EventTarget {
    *
    * @throws {RealmError} `INVALID_PARAMS` before sending; server codes; `TIMEOUT`, `ABORTED`,
    * `CONNECTION_CLOSED`, `NOT_CONNECTED`.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * const idle = (client: RealmWebSocketClient) => client.stats().pendingCalls === 0;
+   * ```
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * async function ask(client: RealmWebSocketClient) {
+   *   const whole = await client.generate({ prompt: "What is the capital of France?" });
+   *   const joined = await client.generate({
+   *     prompt: "Tell me a story",
+   *     stream: true,
+   *     onToken: (token) => console.log(token),
+   *   });
+   *   return [whole.text, joined.text];
+   * }
+   * ```
    */
   async generate(options: GenerationOptions, opts?: CallOptions): Promise<GenerationResult> {
     const stream = options?.stream === true;
@@ -302,9 +365,12 @@ export class RealmWebSocketClient extends EventTarget {
    * call is sent on the first read. `options.stream` is ignored.
    *
    * @example
-   * ```ts ignore
-   * for await (const token of client.generateStream({ prompt: "Tell me a story" })) {
-   *   console.log(token);
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * async function story(client: RealmWebSocketClient) {
+   *   for await (const token of client.generateStream({ prompt: "Tell me a story" })) {
+   *     console.log(token);
+   *   }
    * }
    * ```
    */
@@ -322,6 +388,14 @@ export class RealmWebSocketClient extends EventTarget {
    *
    * @throws {RealmError} `DISPATCH_ERROR` "Pipeline not found: …" or
    * "Orchestrator not available"; `INVALID_PARAMS` for a bad name or input.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * async function rag(client: RealmWebSocketClient) {
+   *   return await client.executePipeline("rag-pipeline", { query: "What is ML?" });
+   * }
+   * ```
    */
   executePipeline(
     pipelineName: string,
@@ -346,8 +420,29 @@ export class RealmWebSocketClient extends EventTarget {
    * `error`).
    *
    * @example
-   * ```ts ignore
-   * client.on("disconnected", ({ code }) => console.log("closed", code));
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * function watch(client: RealmWebSocketClient) {
+   *   client.on("disconnected", ({ code }) => console.log("closed", code));
+   *   client.on("error", (error) => console.log(error.code));
+   * }
+   * ```
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * async function healthy(client: RealmWebSocketClient) {
+   *   return (await client.health({ timeout: 2_000 })).status === "healthy";
+   * }
+   * ```
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * async function streamingFunctions(client: RealmWebSocketClient) {
+   *   const { functions } = await client.metadata();
+   *   return functions.filter((f) => f.streaming).map((f) => f.name);
+   * }
    * ```
    */
   on<K extends keyof RealmEventMap>(type: K, callback: (payload: RealmEventMap[K]) => void): this {
@@ -383,6 +478,15 @@ export class RealmWebSocketClient extends EventTarget {
   /**
    * Starts a call and waits for its outcome. Checks run inside, so bad input
    * rejects the promise (never throws synchronously) before anything is sent.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * function once(client: RealmWebSocketClient) {
+   *   const onConnected = () => client.off("connected", onConnected);
+   *   client.on("connected", onConnected);
+   * }
+   * ```
    */
   #call(
     fn: RealmFunction,

@@ -95,6 +95,8 @@ export class RealmError extends Error {
   readonly sent?: boolean;
 
   /**
+   * Creates an error; the SDK makes these, you rarely need to.
+   *
    * @param code A {@linkcode RealmErrorCode}.
    * @param message What happened and what to do about it.
    * @param init Optional facts: request id, retryAfter, details, sent, cause.

@@ -5,7 +5,19 @@
  * @module
  */
 
-/** Where a streamed call delivers its tokens and its end. */
+/**
+ * Where a streamed call delivers its tokens and its end.
+ *
+ * @example A stream of fixed tokens
+ * ```ts
+ * import { TokenStream, type TokenSink } from "@realm-ai/ws-client";
+ * const stream = new TokenStream((sink: TokenSink) => {
+ *   sink.token("Hello");
+ *   sink.close();
+ *   return () => {};
+ * });
+ * ```
+ */
 export interface TokenSink {
   /** One token arrived. */
   token(token: string): void;
@@ -23,9 +35,12 @@ export interface TokenSink {
  * frames for the call are dropped.
  *
  * @example Pipe tokens into an HTTP response
- * ```ts ignore
- * const stream = client.generateStream({ prompt: "Tell me a story" });
- * return new Response(stream.readable.pipeThrough(new TextEncoderStream()));
+ * ```ts
+ * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+ * function storyResponse(client: RealmWebSocketClient): Response {
+ *   const stream = client.generateStream({ prompt: "Tell me a story" });
+ *   return new Response(stream.readable.pipeThrough(new TextEncoderStream()));
+ * }
  * ```
  */
 export class TokenStream implements AsyncIterable<string> {
@@ -33,6 +48,8 @@ export class TokenStream implements AsyncIterable<string> {
   readonly readable: ReadableStream<string>;
 
   /**
+   * Wraps a streamed call; `generateStream()` makes these.
+   *
    * @param start Sends the call and wires it to the sink; returns the
    * function that stops listening. Called on the first read. Throwing here
    * fails the stream before anything is sent.

@@ -9,7 +9,17 @@
 import { RealmError } from "./errors.ts";
 import type { WebSocketConstructor } from "./types.ts";
 
-/** Where the implementation came from; observable through the client. */
+/**
+ * Where the `WebSocket` implementation came from, as
+ * `client.getWebSocketSource()` reports it: the `WebSocket` option, the
+ * runtime's global, or the fallback (`ws`, on Node versions without a global).
+ *
+ * @example
+ * ```ts
+ * import type { WebSocketSource } from "@realm-ai/ws-client";
+ * const native = (source: WebSocketSource) => source === "global";
+ * ```
+ */
 export type WebSocketSource = "option" | "global" | "fallback";
 
 let fallback: (() => Promise<WebSocketConstructor>) | undefined;

@@ -598,7 +598,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "an unknown error code from the server is still a typed error",
+  name: "an unknown error code, and the protocol's `cancelled` status, are typed errors",
   ...sanitize,
   fn: async () => {
     const controller = new AbortController();
@@ -614,12 +614,17 @@ Deno.test({
       socket.onopen = () =>
         socket.send(JSON.stringify({ status: "connected", version: "9.9.9", tenant_id: null }));
       socket.onmessage = (event) => {
-        const { id } = JSON.parse(event.data);
-        socket.send(JSON.stringify({
-          id,
-          status: "error",
-          error: { code: "QUOTA_GONE", message: "No quota left", details: { plan: "free" } },
-        }));
+        const { id, function: fn } = JSON.parse(event.data);
+        socket.send(JSON.stringify(
+          fn === "metadata"
+            // `cancelled` is in the protocol, though today's server never sends it.
+            ? { id, status: "cancelled" }
+            : {
+              id,
+              status: "error",
+              error: { code: "QUOTA_GONE", message: "No quota left", details: { plan: "free" } },
+            },
+        ));
       };
       return response;
     });
@@ -634,6 +639,8 @@ Deno.test({
       assert.equal(error.code, "QUOTA_GONE");
       assert.equal(error.message, "No quota left");
       assert.deepEqual(error.details, { plan: "free" });
+      const cancelled = await rejection(client.metadata());
+      assert.equal(cancelled.code, "CANCELLED");
     } finally {
       await client.disconnect();
       controller.abort();
@@ -743,5 +750,28 @@ Deno.test({
       ));
       // On one socket the second stream would wait for the first; on two they interleave.
       assert.notDeepEqual(arrivals, [...arrivals].sort());
+    }),
+});
+
+Deno.test({
+  name: "an onToken callback that throws rejects its call; the socket handler stays intact",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 1 }, {}, async (client) => {
+      await client.connect();
+      const failure = new Error("my callback broke");
+      await assert.rejects(
+        client.generate({
+          prompt: "story",
+          stream: true,
+          max_tokens: 10,
+          onToken: () => {
+            throw failure;
+          },
+        }),
+        (error) => error === failure,
+      );
+      assert.equal(client.stats().pendingCalls, 0);
+      assert.equal((await client.health()).status, "healthy");
     }),
 });
