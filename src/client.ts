@@ -114,7 +114,7 @@ export class RealmWebSocketClient extends EventTarget {
   constructor(options: RealmClientOptions) {
     super();
     this.#options = resolveOptions(options);
-    this.#tenantId = this.#options.tenantId ?? crypto.randomUUID();
+    this.#tenantId = this.#options.tenantId ?? randomTenantId();
     this.#slots = Array.from(
       { length: this.#options.connections },
       (_, index) => ({ index, attempts: 0, connectedAt: 0, reconnecting: false }),
@@ -141,13 +141,14 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   connect(): Promise<void> {
-    if (this.isConnected()) return Promise.resolve();
     if (this.#connecting) return this.#connecting;
+    if (this.isConnected()) return Promise.resolve();
     if (this.#running) {
       return new Promise((resolve, reject) => this.#openWaiters.push({ resolve, reject }));
     }
     this.#running = true;
     this.#lifecycle = new AbortController();
+    for (const slot of this.#slots) slot.attempts = 0;
     const attempt = this.#connectAll().finally(() => {
       this.#connecting = undefined;
     });
@@ -794,6 +795,21 @@ export class RealmWebSocketClient extends EventTarget {
     if (this.isConnected() || others.some((other) => other.reconnecting)) return;
     this.#stop(error);
   }
+}
+
+/**
+ * A random UUID v4. `crypto.randomUUID` exists only in secure contexts in
+ * browsers (not on a plain-http page), `getRandomValues` everywhere.
+ */
+function randomTenantId(): string {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${
+    hex.slice(20)
+  }`;
 }
 
 function cancelledConnect(): RealmError {

@@ -98,3 +98,20 @@ Deno.test("calls before connect() reject at once with NOT_CONNECTED", async () =
   assert.match(error.message, /connect\(\)/);
   assert.equal(client.stats().pendingCalls, 0);
 });
+
+Deno.test("without crypto.randomUUID (insecure browser pages) the tenant is still a UUID", () => {
+  const original = crypto.randomUUID;
+  // deno-lint-ignore no-explicit-any
+  (crypto as any).randomUUID = undefined;
+  try {
+    const ids = new Set(
+      Array.from({ length: 50 }, () => new RealmWebSocketClient({ model: "m" }).getTenantId()),
+    );
+    assert.equal(ids.size, 50);
+    for (const id of ids) {
+      assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    }
+  } finally {
+    crypto.randomUUID = original;
+  }
+});

@@ -372,6 +372,9 @@ Deno.test({
       server.faults.clear();
       await client.connect();
       assert.equal((await client.health()).status, "healthy");
+      // A fresh connect() starts a fresh count: the next drop reconnects again.
+      dropNow(server);
+      await until(() => count(events, "connected") === 3, 3000, "a reconnect after connect()");
     } finally {
       await client.disconnect();
       await server.close();
