@@ -57,7 +57,8 @@ export type {
  * Starts a stub Realm server on 127.0.0.1 and resolves once it listens. Close it with
  * {@linkcode StubServer.close} when done: it owns a listening socket and timers.
  *
- * Runs on Deno today; on other runtimes it rejects with an `Error` saying so.
+ * Runs on Deno, Node (through the `ws` package, the npm package's dependency) and Bun, with the
+ * same behaviour and fault switches on each; in a browser it rejects with an `Error`.
  *
  * @example An authenticated server: the key decides the tenant
  * ```ts
@@ -91,5 +92,9 @@ type Listen = (engine: StubEngine, port: number) => StubListener | Promise<StubL
 /** The one place that knows runtimes: an adapter is imported only where it can run. */
 async function loadListener(): Promise<Listen> {
   if ("Deno" in globalThis) return (await import("./src/stub/deno.ts")).listenDeno;
-  throw new Error("startStubServer currently supports Deno; Node and Bun adapters come later");
+  // Before Node: Bun has `process.versions.node` too.
+  if ("Bun" in globalThis) return (await import("./src/stub/bun.ts")).listenBun;
+  const process = (globalThis as { process?: { versions?: { node?: string } } }).process;
+  if (process?.versions?.node) return (await import("./src/stub/node.ts")).listenNode;
+  throw new Error("startStubServer runs on Deno, Node and Bun; it cannot listen in a browser");
 }

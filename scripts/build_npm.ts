@@ -3,15 +3,19 @@
  * declarations and source maps for each, `package.json`, README, CHANGELOG
  * and both licenses. The version comes from `deno.json`.
  *
- * The sources are copied to a temporary directory with their `.ts` import
- * specifiers rewritten to `.js`, then compiled twice with the TypeScript
- * compiler API: once as ES modules (`npm/esm`), once as CommonJS (`npm/cjs`,
- * marked by its own `{"type":"commonjs"}` package.json).
+ * The sources are copied to `npm/ts` with their `.ts` import specifiers
+ * rewritten to `.js`, then compiled twice with the TypeScript compiler API:
+ * once as ES modules (`npm/esm`), once as CommonJS (`npm/cjs`, marked by its
+ * own `{"type":"commonjs"}` package.json). Both builds' source maps and
+ * declaration maps point at that one shipped copy of the sources (rather
+ * than inlining them twice), so debuggers and "go to definition" land in
+ * the TypeScript. Build-only type stubs live in a temporary directory.
  *
- * On top of the Deno entries it generates a Node entry (`node.js`) that
- * registers `ws` as the WebSocket for Node versions without a global one;
- * the package's `exports` pick it with the `node` condition only, so a browser
- * bundle never contains `ws`.
+ * Beside each Deno entry it generates a Node entry that registers `ws`: as
+ * the client's WebSocket on Node versions without a global one (`node.js`),
+ * and for the stub server's Node adapter (`testing_node.js`). The package's
+ * `exports` pick them with the `node` condition only, so a browser bundle
+ * never contains `ws`.
  *
  * Usage: `deno task build:npm`
  *
@@ -37,11 +41,22 @@ interface DenoJson {
   exports: Record<string, string>;
 }
 
-/** The Node entry: the client, plus `ws` as the fallback WebSocket. */
-const NODE_ENTRY = `/**
+/**
+ * The package's entries: each Deno entry, and the entry Node (and Bun, which matches the `node`
+ * condition too) gets instead, generated here because it imports `ws`. A literal `import("ws")`
+ * in the sources would make `deno check` and JSR resolve an npm package.
+ */
+const ENTRIES = [
+  { subpath: ".", deno: "./mod.ts", name: "mod", node: "node" },
+  { subpath: "./testing", deno: "./testing.ts", name: "testing", node: "testing_node" },
+] as const;
+
+/** The sources of the generated Node entries, by name. */
+const NODE_ENTRIES: Record<string, string> = {
+  node: `/**
  * The package's entry on Node: the client, with \`ws\` registered as the
  * WebSocket for Node versions that have no global one (Node 20 and 21).
- * \`ws\` is loaded on first connect and only there.
+ * \`ws\` is loaded on first connect, and only there.
  *
  * @module
  */
@@ -54,7 +69,20 @@ setWebSocketFallback(async () => {
 });
 
 export * from "./mod.js";
-`;
+`,
+  testing_node: `/**
+ * The \`./testing\` entry on Node and Bun: the stub server, with \`ws\`
+ * registered for its Node adapter (loaded when a server starts on Node).
+ *
+ * @module
+ */
+import { setWsLoader } from "./src/stub/node.js";
+
+setWsLoader(() => import("ws"));
+
+export * from "./testing.js";
+`,
+};
 
 /** Types the compiler needs that the shipped declarations never mention. */
 const AMBIENT = `declare module "ws" {
@@ -113,28 +141,43 @@ const COMMON_OPTIONS: ts.CompilerOptions = {
   strict: true,
   declaration: true,
   sourceMap: true,
-  inlineSources: true,
+  declarationMap: true,
   skipLibCheck: true,
   isolatedModules: true,
   useDefineForClassFields: true,
   newLine: ts.NewLineKind.LineFeed,
-  noEmitOnError: true,
 };
+
+/**
+ * Files written against the `Deno` namespace, which the compiler here has no types for. `deno
+ * check` type-checks them; here only their syntax is checked, and the build makes sure no Deno
+ * type leaks into the declarations.
+ */
+const DENO_TYPED = new Set(["src/stub/deno.ts"]);
 
 /** Compiles `rootNames` into `outDir`; throws with the diagnostics on any error. */
 function compile(
   srcDir: string,
   rootNames: string[],
+  ambient: string,
   outDir: string,
   options: ts.CompilerOptions,
 ): void {
   const program = ts.createProgram({
-    rootNames: [...rootNames.map((name) => join(srcDir, name)), join(srcDir, "ambient.d.ts")],
+    rootNames: [...rootNames.map((name) => join(srcDir, name)), ambient],
     options: { ...COMMON_OPTIONS, ...options, rootDir: srcDir, outDir },
   });
-  const result = program.emit();
-  const diagnostics = [...ts.getPreEmitDiagnostics(program), ...result.diagnostics];
-  if (diagnostics.length > 0 || result.emitSkipped) {
+  const denoTyped = (diagnostic: ts.Diagnostic) =>
+    diagnostic.file !== undefined &&
+    DENO_TYPED.has(relative(srcDir, diagnostic.file.fileName).replaceAll("\\", "/")) &&
+    diagnostic.category === ts.DiagnosticCategory.Error &&
+    !program.getSyntacticDiagnostics(diagnostic.file).includes(
+      diagnostic as ts.DiagnosticWithLocation,
+    );
+  const diagnostics = ts.getPreEmitDiagnostics(program).filter((d) => !denoTyped(d));
+  const result = diagnostics.length > 0 ? undefined : program.emit();
+  diagnostics.push(...result?.diagnostics ?? []);
+  if (diagnostics.length > 0 || result?.emitSkipped) {
     const host: ts.FormatDiagnosticsHost = {
       getCanonicalFileName: (name) => name,
       getCurrentDirectory: () => srcDir,
@@ -147,6 +190,20 @@ function compile(
   }
 }
 
+/** Fails when a declaration mentions a runtime's own types (`Deno.…`, `Bun.…`). */
+async function checkDeclarations(dir: string): Promise<void> {
+  for await (const entry of Deno.readDir(dir)) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory) await checkDeclarations(path);
+    else if (entry.name.endsWith(".d.ts")) {
+      // Comments may name them; code may not.
+      const text = (await Deno.readTextFile(path)).replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, "");
+      const leak = text.match(/\b(Deno|Bun)\.[A-Za-z]/);
+      if (leak) throw new Error(`${relative(outDir, path)} mentions ${leak[0]}…: not portable`);
+    }
+  }
+}
+
 /** A conditional export: declarations first, then the code, for `import` and `require`. */
 function dual(name: string): Record<string, { types: string; default: string }> {
   return {
@@ -156,16 +213,23 @@ function dual(name: string): Record<string, { types: string; default: string }> 
 }
 
 function packageJson(deno: DenoJson): Record<string, unknown> {
-  const entryName = (path: string) => path.replace(/^\.\//, "").replace(/\.ts$/, "");
-  const main = entryName(deno.exports["."]);
-  const subpaths: Record<string, unknown> = {};
+  const exports: Record<string, unknown> = {};
   const typesVersions: Record<string, string[]> = {};
-  for (const [subpath, file] of Object.entries(deno.exports)) {
-    if (subpath === ".") continue;
-    subpaths[subpath] = dual(entryName(file));
-    // For TypeScript's old `node10` resolution, which ignores `exports`.
-    typesVersions[subpath.replace(/^\.\//, "")] = [`./cjs/${entryName(file)}.d.ts`];
+  for (const entry of ENTRIES) {
+    exports[entry.subpath] = {
+      // Browsers have a global WebSocket and no use for ws: the plain entry.
+      browser: { types: `./esm/${entry.name}.d.ts`, default: `./esm/${entry.name}.js` },
+      // Node (and Bun): the same exports, with ws registered where it may be needed.
+      node: dual(entry.node),
+      ...dual(entry.name),
+    };
+    if (entry.subpath !== ".") {
+      // For TypeScript's old `node10` resolution, which ignores `exports`.
+      typesVersions[entry.subpath.slice(2)] = [`./cjs/${entry.name}.d.ts`];
+    }
   }
+  exports["./package.json"] = "./package.json";
+  const nodeFiles = ENTRIES.flatMap((e) => [`./esm/${e.node}.js`, `./cjs/${e.node}.js`]);
   return {
     name: deno.name,
     version: deno.version,
@@ -177,24 +241,14 @@ function packageJson(deno: DenoJson): Record<string, unknown> {
     bugs: { url: "https://github.com/realm-ai/ws-client/issues" },
     keywords: ["realm", "llm", "inference", "websocket", "client", "streaming", "ai", "sdk"],
     type: "module",
-    main: `./cjs/node.js`,
-    module: `./esm/${main}.js`,
-    types: `./cjs/node.d.ts`,
-    exports: {
-      ".": {
-        // Browsers, Deno and Bun have a global WebSocket: the plain client.
-        browser: { types: `./esm/${main}.d.ts`, default: `./esm/${main}.js` },
-        // Node: the same client, with `ws` for versions without a global WebSocket.
-        node: dual("node"),
-        ...dual(main),
-      },
-      ...subpaths,
-      "./package.json": "./package.json",
-    },
-    ...(Object.keys(typesVersions).length > 0 ? { typesVersions: { "*": typesVersions } } : {}),
-    files: ["esm/", "cjs/"],
-    // The Node entry registers the ws fallback when it is evaluated: a bundler must keep it.
-    sideEffects: ["./esm/node.js", "./cjs/node.js"],
+    main: "./cjs/node.js",
+    module: "./esm/mod.js",
+    types: "./cjs/node.d.ts",
+    exports,
+    typesVersions: { "*": typesVersions },
+    files: ["esm/", "cjs/", "ts/"],
+    // The Node entries register ws when they are evaluated: a bundler must keep them.
+    sideEffects: nodeFiles,
     engines: { node: NODE_ENGINE },
     dependencies: { ws: WS_VERSION },
   };
@@ -212,26 +266,38 @@ async function copyIfPresent(name: string): Promise<boolean> {
 
 async function main(): Promise<void> {
   const deno = JSON.parse(await Deno.readTextFile(join(root, "deno.json"))) as DenoJson;
-  const entries = Object.values(deno.exports);
+  const expected = Object.fromEntries(ENTRIES.map((e) => [e.subpath, e.deno]));
+  if (JSON.stringify(deno.exports) !== JSON.stringify(expected)) {
+    throw new Error(
+      `deno.json's exports ${JSON.stringify(deno.exports)} differ from ENTRIES in ` +
+        "scripts/build_npm.ts: add the new entry there (and its Node entry, if it needs ws).",
+    );
+  }
+  const entries = ENTRIES.map((e) => e.deno);
   const temp = await Deno.makeTempDir({ prefix: "realm-npm-build-" });
   try {
-    const sources = await copySources(entries, temp);
-    await Deno.writeTextFile(join(temp, "node.ts"), NODE_ENTRY);
-    await Deno.writeTextFile(join(temp, "ambient.d.ts"), AMBIENT);
-    const rootNames = [...entries, "node.ts"];
-
     await Deno.remove(outDir, { recursive: true }).catch((error) => {
       if (!(error instanceof Deno.errors.NotFound)) throw error;
     });
-    compile(temp, rootNames, join(outDir, "esm"), {
+    const srcDir = join(outDir, "ts");
+    const sources = await copySources(entries, srcDir);
+    for (const [name, source] of Object.entries(NODE_ENTRIES)) {
+      await Deno.writeTextFile(join(srcDir, `${name}.ts`), source);
+    }
+    const ambient = join(temp, "ambient.d.ts");
+    await Deno.writeTextFile(ambient, AMBIENT);
+    const rootNames = [...entries, ...Object.keys(NODE_ENTRIES).map((name) => `${name}.ts`)];
+
+    compile(srcDir, rootNames, ambient, join(outDir, "esm"), {
       module: ts.ModuleKind.ES2022,
       moduleResolution: ts.ModuleResolutionKind.Bundler,
     });
-    compile(temp, rootNames, join(outDir, "cjs"), {
+    compile(srcDir, rootNames, ambient, join(outDir, "cjs"), {
       module: ts.ModuleKind.CommonJS,
       moduleResolution: ts.ModuleResolutionKind.Node10,
       esModuleInterop: true,
     });
+    await checkDeclarations(outDir);
     await Deno.writeTextFile(
       join(outDir, "cjs", "package.json"),
       JSON.stringify({ type: "commonjs" }, null, 2) + "\n",

@@ -2,9 +2,9 @@
  * The stub server's Node adapter: a `ws` `WebSocketServer` on 127.0.0.1 that moves text frames
  * between its sockets and the runtime-free {@linkcode StubEngine}.
  *
- * `ws` is the npm package's dependency and is loaded here only, on Node. Its types are not
- * imported (Deno type-checks this file without them): the few members used are declared below,
- * and the module specifier is built at runtime so that `deno check` does not try to resolve it.
+ * `ws` is the npm package's dependency, loaded on Node only, through the loader the package's
+ * Node entry registers with {@linkcode setWsLoader}. Its types are not imported (Deno
+ * type-checks this file without them): the few members used are declared below.
  *
  * @module
  */
@@ -51,16 +51,34 @@ interface WsModule {
 const CLOSE_GRACE_MS = 1000;
 const OPEN = 1;
 
-/** Loads `ws`, from wherever the package that contains this file resolves it. */
-async function loadWs(): Promise<WsModule> {
-  // A runtime string: a literal would make `deno check` resolve (and fail on) the npm package.
-  const specifier = ["w", "s"].join("");
-  const module = await import(specifier) as Partial<WsModule> & { default?: Partial<WsModule> };
-  const WebSocketServer = module.WebSocketServer ?? module.default?.WebSocketServer;
+let loadWs: (() => Promise<unknown>) | undefined;
+
+/**
+ * Registers how to load `ws`. The npm package's Node entry of `./testing` calls it with
+ * `() => import("ws")`: the import lives in the npm build, not here, so that neither `deno check`
+ * nor JSR tries to resolve the npm package from this file.
+ *
+ * @example
+ * ```ts ignore
+ * setWsLoader(() => import("ws"));
+ * ```
+ */
+export function setWsLoader(loader: () => Promise<unknown>): void {
+  loadWs = loader;
+}
+
+async function wsServerClass(): Promise<WsModule["WebSocketServer"]> {
+  const module = await loadWs?.() as
+    | Partial<WsModule> & { default?: Partial<WsModule> }
+    | undefined;
+  const WebSocketServer = module?.WebSocketServer ?? module?.default?.WebSocketServer;
   if (typeof WebSocketServer !== "function") {
-    throw new Error("The stub server needs the `ws` package on Node: npm install ws");
+    throw new Error(
+      "The stub server's Node adapter needs `ws`: use it through the npm package " +
+        "@realm-ai/ws-client/testing, which depends on ws.",
+    );
   }
-  return { WebSocketServer };
+  return WebSocketServer;
 }
 
 /**
@@ -77,7 +95,7 @@ async function loadWs(): Promise<WsModule> {
  * ```
  */
 export async function listenNode(engine: StubEngine, port: number): Promise<StubListener> {
-  const { WebSocketServer } = await loadWs();
+  const WebSocketServer = await wsServerClass();
   const server = new WebSocketServer({
     host: "127.0.0.1",
     port,
