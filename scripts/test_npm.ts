@@ -1,0 +1,302 @@
+/**
+ * Tests the npm package as users install it, on every runtime it supports.
+ *
+ * 1. builds `npm/` (`scripts/build_npm.ts`) and packs it with `npm pack`;
+ * 2. lints the tarball with `publint` and `@arethetypeswrong/cli`;
+ * 3. installs the tarball into a fresh temporary project (with the test tools), and Node 22 and
+ *    Bun from npm into another;
+ * 4. runs the one behaviour suite (`tests/npm/behaviour.mjs`) against the installed package on
+ *    Node 20 (the `ws` fallback), Node 22 and Bun (the global `WebSocket`), and in a headless
+ *    Chromium served from loopback; runs the CommonJS round trip on both Nodes; bundles the
+ *    package for the browser (no `ws` inside) and type-checks a strict consumer.
+ *
+ * Needs `node` and `npm` on PATH, the npm registry, and Chromium at `/usr/bin/chromium` (or
+ * `CHROMIUM=/path`). On Debian or Ubuntu: `apt-get update && apt-get install -y chromium`.
+ * Node 22 and Bun are fetched from npm (`REALM_NODE22` and `REALM_BUN` override the versions);
+ * when the machine's Node is not 20, Node 20 is fetched too (`REALM_NODE20`).
+ *
+ * Usage: `deno task test:npm [--keep]` (`--keep` leaves the temporary projects for a look).
+ *
+ * @module
+ */
+
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+/** Exact versions of everything the run installs, for a run that is the same on every machine. */
+const PINS = {
+  node22: Deno.env.get("REALM_NODE22") ?? "22.23.3",
+  node20: Deno.env.get("REALM_NODE20") ?? "20.20.2",
+  bun: Deno.env.get("REALM_BUN") ?? "1.4.5",
+  playwright: "1.65.1",
+  esbuild: "0.28.2",
+  typescript: "5.9.3",
+  publint: "0.3.25",
+  attw: "0.18.5",
+};
+const CHROMIUM_APT = "apt-get update && apt-get install -y chromium";
+
+const keep = Deno.args.includes("--keep");
+const chromium = Deno.env.get("CHROMIUM") ?? "/usr/bin/chromium";
+const npmEnv = {
+  npm_config_audit: "false",
+  npm_config_fund: "false",
+  npm_config_update_notifier: "false",
+  npm_config_loglevel: "error",
+};
+
+interface StepResult {
+  name: string;
+  ok: boolean;
+  passed: number;
+  failed: number;
+  seconds: number;
+}
+
+const results: StepResult[] = [];
+
+/**
+ * Runs a command, printing its output prefixed with the step's name, and returns its exit
+ * status and output. Kills it after `timeoutMs`.
+ */
+async function exec(
+  name: string,
+  command: string,
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number; quiet?: boolean } = {},
+): Promise<{ success: boolean; output: string }> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), options.timeoutMs ?? 180_000);
+  const child = new Deno.Command(command, {
+    args,
+    cwd: options.cwd ?? root,
+    env: { ...npmEnv, ...options.env },
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+    signal: controller.signal,
+  }).spawn();
+  const lines: string[] = [];
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    let pending = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      pending += chunk;
+      const parts = pending.split("\n");
+      pending = parts.pop()!;
+      for (const line of parts) record(line);
+    }
+    if (pending) record(pending);
+  };
+  const record = (line: string) => {
+    // npm repeats a warning about a config key of this machine on every call.
+    if (/npm warn Unknown user config/.test(line)) return;
+    lines.push(line);
+    if (!options.quiet) console.log(`  [${name}] ${line}`);
+  };
+  try {
+    const [status] = await Promise.all([child.status, pump(child.stdout), pump(child.stderr)]);
+    if (controller.signal.aborted) lines.push(`(killed after ${options.timeoutMs ?? 180_000} ms)`);
+    return { success: status.success && !controller.signal.aborted, output: lines.join("\n") };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Runs one step and records it; a suite's counts come from its last `N passed, N failed`. */
+async function step(
+  name: string,
+  command: string,
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<StepResult> {
+  console.log(`\n=== ${name}`);
+  const started = performance.now();
+  const { success, output } = await exec(name, command, args, options);
+  const counts = [...output.matchAll(/(\d+) passed, (\d+) failed/g)].at(-1);
+  const passed = counts ? Number(counts[1]) : success ? 1 : 0;
+  let failed = counts ? Number(counts[2]) : success ? 0 : 1;
+  // A crash after its report still fails the step.
+  if (!success && failed === 0) failed = 1;
+  const result: StepResult = {
+    name,
+    ok: success && failed === 0,
+    passed,
+    failed,
+    seconds: (performance.now() - started) / 1000,
+  };
+  results.push(result);
+  console.log(`=== ${name}: ${result.ok ? "ok" : "FAILED"} (${result.seconds.toFixed(1)} s)`);
+  return result;
+}
+
+/** Runs a setup command; throws with its output when it fails. */
+async function setup(
+  name: string,
+  command: string,
+  args: string[],
+  cwd?: string,
+  timeoutMs?: number,
+) {
+  console.log(`--- ${name}`);
+  const { success, output } = await exec(name, command, args, { cwd, timeoutMs, quiet: true });
+  if (!success) throw new Error(`${name} failed:\n${output}`);
+  return output;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function version(command: string): Promise<string> {
+  const { success, output } = await exec("version", command, ["--version"], { quiet: true });
+  if (!success) throw new Error(`${command} --version failed:\n${output}`);
+  return output.trim().split("\n").at(-1)!.trim();
+}
+
+async function main(): Promise<number> {
+  const started = performance.now();
+  if (!await exists(chromium)) {
+    console.error(
+      `Chromium not found at ${chromium}. Install it first (Debian/Ubuntu: ${CHROMIUM_APT}), ` +
+        "or point CHROMIUM at a Chrome/Chromium binary.",
+    );
+    return 1;
+  }
+  const systemNode = await version("node");
+  console.log(`machine: Node ${systemNode}, npm ${await version("npm")}, ${chromium}`);
+
+  const temp = await Deno.makeTempDir({ prefix: "realm-npm-test-" });
+  try {
+    // --- build, pack, install ----------------------------------------------------------------
+    await setup(
+      "build",
+      Deno.execPath(),
+      ["run", "--allow-read", "--allow-write", "--allow-env", "scripts/build_npm.ts"],
+    );
+    const packed = JSON.parse(
+      await setup(
+        "npm pack",
+        "npm",
+        ["pack", "--json", "--pack-destination", temp],
+        join(root, "npm"),
+      ),
+    ) as { filename: string; size: number; unpackedSize: number; entryCount: number }[];
+    const tarball = join(temp, packed[0].filename);
+    console.log(
+      `    ${packed[0].filename}: ${packed[0].entryCount} files, ${packed[0].size} B packed, ` +
+        `${packed[0].unpackedSize} B unpacked`,
+    );
+
+    const project = join(temp, "project");
+    const tools = join(temp, "tools");
+    await Deno.mkdir(project);
+    await Deno.mkdir(tools);
+    const manifest = { private: true, type: "module", name: "realm-npm-test" };
+    await Deno.writeTextFile(join(project, "package.json"), JSON.stringify(manifest, null, 2));
+    await Deno.writeTextFile(
+      join(tools, "package.json"),
+      JSON.stringify({ private: true, name: "realm-npm-test-tools" }, null, 2),
+    );
+    for await (const entry of Deno.readDir(join(root, "tests", "npm"))) {
+      if (entry.isFile) {
+        await Deno.copyFile(join(root, "tests", "npm", entry.name), join(project, entry.name));
+      }
+    }
+    const needNode20 = !systemNode.startsWith("v20.");
+    const runtimes = [`node22@npm:node@${PINS.node22}`, `bun@${PINS.bun}`];
+    if (needNode20) runtimes.push(`node20@npm:node@${PINS.node20}`);
+    await Promise.all([
+      setup(
+        "npm install (package and test tools)",
+        "npm",
+        [
+          "install",
+          tarball,
+          `playwright-core@${PINS.playwright}`,
+          `esbuild@${PINS.esbuild}`,
+          `typescript@${PINS.typescript}`,
+          `publint@${PINS.publint}`,
+          `@arethetypeswrong/cli@${PINS.attw}`,
+        ],
+        project,
+        600_000,
+      ),
+      setup("npm install (Node 22, Bun)", "npm", ["install", ...runtimes], tools, 600_000),
+    ]);
+    const bin = (name: string) => join(project, "node_modules", ".bin", name);
+    const node22 = join(tools, "node_modules", "node22", "bin", "node");
+    const node20 = needNode20 ? join(tools, "node_modules", "node20", "bin", "node") : "node";
+    const bun = join(tools, "node_modules", ".bin", "bun");
+    const node22Version = await version(node22);
+    const node20Version = await version(node20);
+    const bunVersion = await version(bun);
+    if (!node20Version.startsWith("v20.") || !node22Version.startsWith("v22.")) {
+      throw new Error(`expected Node 20 and 22, got ${node20Version} and ${node22Version}`);
+    }
+
+    // --- lint the tarball ---------------------------------------------------------------------
+    await step("publint", bin("publint"), ["run", tarball, "--strict"], { cwd: project });
+    await step("attw", bin("attw"), [tarball, "--no-emoji"], { cwd: project });
+    await step("types (tsc, nodenext, strict)", bin("tsc"), [
+      "--noEmit",
+      "--strict",
+      "--skipLibCheck",
+      "false",
+      "--module",
+      "nodenext",
+      "--target",
+      "es2022",
+      "--lib",
+      "es2022,dom,dom.iterable",
+      "types_check.mts",
+    ], { cwd: project });
+    await step("browser bundle (esbuild)", node20, ["bundle_check.mjs"], { cwd: project });
+
+    // --- the behaviour suite on every runtime -------------------------------------------------
+    await step(`Node ${node20Version} ESM (ws)`, node20, ["run.mjs", "fallback"], { cwd: project });
+    await step(`Node ${node20Version} CJS (ws)`, node20, ["roundtrip.cjs", "fallback"], {
+      cwd: project,
+    });
+    await step(`Node ${node22Version} ESM`, node22, ["run.mjs", "global"], { cwd: project });
+    await step(`Node ${node22Version} CJS`, node22, ["roundtrip.cjs", "global"], { cwd: project });
+    await step(`Bun ${bunVersion}`, bun, ["run.mjs", "global"], { cwd: project });
+    await step(`stub server, Node ${node20Version}`, node20, ["stub.mjs"], { cwd: project });
+    await step(`stub server, Node ${node22Version}`, node22, ["stub.mjs"], { cwd: project });
+    await step(`stub server, Bun ${bunVersion}`, bun, ["stub.mjs"], { cwd: project });
+    await step("Chromium", node20, ["browser.mjs"], {
+      cwd: project,
+      env: { CHROMIUM: chromium },
+      timeoutMs: 240_000,
+    });
+  } catch (error) {
+    console.error(`\n${error instanceof Error ? error.message : error}`);
+    results.push({ name: "setup", ok: false, passed: 0, failed: 1, seconds: 0 });
+  } finally {
+    if (keep) console.log(`\nkept ${temp}`);
+    else await Deno.remove(temp, { recursive: true }).catch(() => {});
+  }
+
+  console.log("\n=== summary");
+  for (const r of results) {
+    const counts = `${r.passed} passed, ${r.failed} failed`;
+    console.log(
+      `${r.ok ? "ok    " : "FAILED"} ${r.name.padEnd(34)} ${counts.padEnd(22)} ${
+        r.seconds.toFixed(1)
+      } s`,
+    );
+  }
+  const passed = results.reduce((sum, r) => sum + r.passed, 0);
+  const failed = results.reduce((sum, r) => sum + r.failed, 0);
+  const minutes = ((performance.now() - started) / 60_000).toFixed(1);
+  console.log(`npm package, all runtimes (${minutes} min): ${passed} passed, ${failed} failed`);
+  return results.every((r) => r.ok) ? 0 : 1;
+}
+
+if (import.meta.main) Deno.exit(await main());

@@ -1,0 +1,48 @@
+/**
+ * The CommonJS entries: `require`s the client and the stub server and runs one round trip of
+ * each kind (connect, generate, stream, health). Usage: `node roundtrip.cjs <expected source>`.
+ */
+"use strict";
+const process = require("node:process");
+const { RealmError, RealmWebSocketClient } = require("@realm-ai/ws-client");
+const { startStubServer } = require("@realm-ai/ws-client/testing");
+
+async function main() {
+  const expectedSource = process.argv[2];
+  const entry = require.resolve("@realm-ai/ws-client");
+  const testing = require.resolve("@realm-ai/ws-client/testing");
+  console.log(`# Node ${process.version}, CommonJS entries ${entry} and ${testing}`);
+  let passed = 0;
+  let failed = 0;
+  const check = (ok, name) => {
+    if (ok) passed++;
+    else failed++;
+    console.log(`${ok ? "ok" : "not ok"} ${passed + failed} - ${name}`);
+  };
+  check(/[\\/]cjs[\\/]/.test(entry) && /[\\/]cjs[\\/]/.test(testing), "resolved to the cjs build");
+  const server = await startStubServer({ tokenDelayMs: 1 });
+  const client = new RealmWebSocketClient({ url: server.url, model: "llama-2-7b" });
+  try {
+    await client.connect();
+    check(client.getWebSocketSource() === expectedSource, `WebSocket source ${expectedSource}`);
+    const { text } = await client.generate({ prompt: "What is the capital of France?" });
+    check(typeof text === "string" && text.length > 0, "generate");
+    const tokens = [];
+    for await (const token of client.generateStream({ prompt: "Hi", max_tokens: 3 })) {
+      tokens.push(token);
+    }
+    check(tokens.length === 3, "generateStream");
+    check((await client.health()).status === "healthy", "health");
+    const error = await client.executePipeline("missing", {}).catch((e) => e);
+    check(error instanceof RealmError && error.code === "DISPATCH_ERROR", "RealmError code");
+  } catch (error) {
+    check(false, `round trip threw ${error && error.stack || error}`);
+  } finally {
+    await client.disconnect();
+    await server.close();
+  }
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exitCode = failed === 0 ? 0 : 1;
+}
+
+main();
