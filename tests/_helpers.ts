@@ -3,7 +3,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { RealmError } from "../mod.ts";
+import { type ClientStats, RealmError } from "../mod.ts";
 
 /** Awaits a promise that must reject with a RealmError, and returns the error. */
 export async function rejection(promise: Promise<unknown>): Promise<RealmError> {
@@ -32,3 +32,8 @@ export async function until(check: () => boolean, ms = 3000, what = "condition")
 
 /** Leak sanitizers on: a leaked timer, op or socket fails the test. */
 export const sanitize = { sanitizeOps: true, sanitizeResources: true } as const;
+
+/** The stats of a client that holds nothing but `openConnections` sockets and `listeners`. */
+export function idleStats(openConnections = 0, listeners = 0): ClientStats {
+  return { pendingCalls: 0, queuedCalls: 0, openConnections, callsOnTheWire: 0, listeners };
+}

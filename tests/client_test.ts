@@ -10,7 +10,7 @@ import {
   RealmWebSocketClient,
 } from "../mod.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { rejection, sanitize, until } from "./_helpers.ts";
+import { idleStats, rejection, sanitize, until } from "./_helpers.ts";
 
 /** Runs `fn` with a stub server and a client, and tears both down. */
 async function withClient(
@@ -669,13 +669,7 @@ Deno.test({
       assert.equal(disconnected.length, 1);
       assert.equal(disconnected[0].willReconnect, false);
       client.off("disconnected", onDisconnected);
-      assert.deepEqual(client.stats(), {
-        pendingCalls: 0,
-        queuedCalls: 0,
-        openConnections: 0,
-        callsOnTheWire: 0,
-        listeners: 0,
-      });
+      assert.deepEqual(client.stats(), idleStats());
       assert.equal((await rejection(client.health())).code, "NOT_CONNECTED");
       // connect() after disconnect() works again.
       await client.connect();

@@ -11,7 +11,7 @@ import {
   RealmWebSocketClient,
 } from "../mod.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { delay, rejection, sanitize, until } from "./_helpers.ts";
+import { delay, idleStats, rejection, sanitize, until } from "./_helpers.ts";
 
 /** Fast reconnects so the suite stays quick. */
 const FAST: Partial<RealmClientOptions> = {
@@ -37,7 +37,16 @@ async function setup(
   ) {
     client.on(type, (detail: unknown) => events.push({ type, detail }));
   }
-  return { server, client, events };
+  return {
+    server,
+    client,
+    events,
+    /** `await using` tears both down, whatever the test did. */
+    async [Symbol.asyncDispose]() {
+      await client.disconnect();
+      await server.close();
+    },
+  };
 }
 
 function count(events: { type: string }[], type: string): number {
@@ -58,36 +67,32 @@ Deno.test({
   name: "a drop mid-stream: the iterator throws CONNECTION_CLOSED at once, the client reconnects",
   ...sanitize,
   fn: async () => {
-    const { server, client, events } = await setup({ tokenDelayMs: 2 }, { timeout: 20_000 });
-    try {
-      await client.connect();
-      server.faults.dropAfterFrames(4);
-      const tokens: string[] = [];
-      const started = performance.now();
-      const error = await rejection((async () => {
-        for await (const t of client.generateStream({ prompt: "story", max_tokens: 40 })) {
-          tokens.push(t);
-        }
-      })());
-      assert.equal(error.code, "CONNECTION_CLOSED");
-      assert.equal(error.sent, true);
-      assert.ok(performance.now() - started < 5000, "not by the 20 s timeout");
-      assert.equal(tokens.length, 4);
-      server.faults.clear();
-      await until(() => client.isConnected(), 3000, "reconnect");
-      assert.equal((await client.health()).status, "healthy");
-      const disconnected = events.find((e) => e.type === "disconnected")!
-        .detail as RealmEventMap["disconnected"];
-      assert.equal(disconnected.willReconnect, true);
-      const reconnecting = events.find((e) => e.type === "reconnecting")!
-        .detail as RealmEventMap["reconnecting"];
-      assert.equal(reconnecting.attempt, 1);
-      assert.ok(reconnecting.delay >= 0 && reconnecting.delay <= 50);
-      assert.equal(count(events, "connected"), 2);
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
+    await using fixture = await setup({ tokenDelayMs: 2 }, { timeout: 20_000 });
+    const { server, client, events } = fixture;
+    await client.connect();
+    server.faults.dropAfterFrames(4);
+    const tokens: string[] = [];
+    const started = performance.now();
+    const error = await rejection((async () => {
+      for await (const t of client.generateStream({ prompt: "story", max_tokens: 40 })) {
+        tokens.push(t);
+      }
+    })());
+    assert.equal(error.code, "CONNECTION_CLOSED");
+    assert.equal(error.sent, true);
+    assert.ok(performance.now() - started < 5000, "not by the 20 s timeout");
+    assert.equal(tokens.length, 4);
+    server.faults.clear();
+    await until(() => client.isConnected(), 3000, "reconnect");
+    assert.equal((await client.health()).status, "healthy");
+    const disconnected = events.find((e) => e.type === "disconnected")!
+      .detail as RealmEventMap["disconnected"];
+    assert.equal(disconnected.willReconnect, true);
+    const reconnecting = events.find((e) => e.type === "reconnecting")!
+      .detail as RealmEventMap["reconnecting"];
+    assert.equal(reconnecting.attempt, 1);
+    assert.ok(reconnecting.delay >= 0 && reconnecting.delay <= 50);
+    assert.equal(count(events, "connected"), 2);
   },
 });
 
@@ -128,23 +133,19 @@ Deno.test({
   name: "a server that accepts but never answers: connect() and calls end by their timeouts",
   ...sanitize,
   fn: async () => {
-    const { server, client } = await setup({}, { connectTimeout: 100, reconnect: false });
-    try {
-      server.faults.stall(true);
-      const error = await rejection(client.connect());
-      assert.equal(error.code, "TIMEOUT");
-      assert.match(error.message, /connectTimeout/);
-      assert.equal(client.isConnected(), false);
-      server.faults.stall(false);
-      await client.connect();
-      server.faults.stall(true);
-      const callError = await rejection(client.generate({ prompt: "p" }, { timeout: 80 }));
-      assert.equal(callError.code, "TIMEOUT");
-      assert.equal(callError.sent, true);
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
+    await using fixture = await setup({}, { connectTimeout: 100, reconnect: false });
+    const { server, client } = fixture;
+    server.faults.stall(true);
+    const error = await rejection(client.connect());
+    assert.equal(error.code, "TIMEOUT");
+    assert.match(error.message, /connectTimeout/);
+    assert.equal(client.isConnected(), false);
+    server.faults.stall(false);
+    await client.connect();
+    server.faults.stall(true);
+    const callError = await rejection(client.generate({ prompt: "p" }, { timeout: 80 }));
+    assert.equal(callError.code, "TIMEOUT");
+    assert.equal(callError.sent, true);
   },
 });
 
@@ -152,26 +153,22 @@ Deno.test({
   name: "a key revoked between connections: the reconnect stops with UNAUTHORIZED, no loop",
   ...sanitize,
   fn: async () => {
-    const { server, client, events } = await setup({ apiKeys: { "key-1": "acme" } }, {
+    await using fixture = await setup({ apiKeys: { "key-1": "acme" } }, {
       apiKey: "key-1",
     });
-    try {
-      await client.connect();
-      server.revokeApiKey("key-1", "disabled");
-      dropNow(server);
-      await until(() => count(events, "error") === 1, 3000, "the error event");
-      const error = events.find((e) => e.type === "error")!.detail as RealmError;
-      assert.equal(error.code, "UNAUTHORIZED");
-      assert.match(error.message, /API key is disabled/);
-      await delay(100);
-      assert.equal(count(events, "reconnecting"), 1, "one try, no retry loop");
-      assert.equal(client.isConnected(), false);
-      const callError = await rejection(client.health());
-      assert.equal(callError.code, "NOT_CONNECTED");
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
+    const { server, client, events } = fixture;
+    await client.connect();
+    server.revokeApiKey("key-1", "disabled");
+    dropNow(server);
+    await until(() => count(events, "error") === 1, 3000, "the error event");
+    const error = events.find((e) => e.type === "error")!.detail as RealmError;
+    assert.equal(error.code, "UNAUTHORIZED");
+    assert.match(error.message, /API key is disabled/);
+    await delay(100);
+    assert.equal(count(events, "reconnecting"), 1, "one try, no retry loop");
+    assert.equal(client.isConnected(), false);
+    const callError = await rejection(client.health());
+    assert.equal(callError.code, "NOT_CONNECTED");
   },
 });
 
@@ -179,27 +176,23 @@ Deno.test({
   name: "garbage mid-traffic (bad JSON, unknown ids, binary replies): every real call settles",
   ...sanitize,
   fn: async () => {
-    const { server, client, events } = await setup({ tokenDelayMs: 1 });
-    try {
-      await client.connect();
-      const kinds = ["not-json", "unknown-id", "binary-reply"] as const;
-      const noise = setInterval(() => server.faults.sendMalformed(kinds[Math.random() * 3 | 0]), 2);
-      const results = await Promise.allSettled([
-        ...Array.from({ length: 10 }, () => client.health()),
-        ...Array.from(
-          { length: 5 },
-          () => client.generate({ prompt: "story", stream: true, max_tokens: 10 }),
-        ),
-      ]);
-      clearInterval(noise);
-      assert.ok(results.every((r) => r.status === "fulfilled"));
-      assert.ok(count(events, "error") > 0);
-      for (const e of events.filter((e) => e.type === "error")) {
-        assert.equal((e.detail as RealmError).code, "PROTOCOL_ERROR");
-      }
-    } finally {
-      await client.disconnect();
-      await server.close();
+    await using fixture = await setup({ tokenDelayMs: 1 });
+    const { server, client, events } = fixture;
+    await client.connect();
+    const kinds = ["not-json", "unknown-id", "binary-reply"] as const;
+    const noise = setInterval(() => server.faults.sendMalformed(kinds[Math.random() * 3 | 0]), 2);
+    const results = await Promise.allSettled([
+      ...Array.from({ length: 10 }, () => client.health()),
+      ...Array.from(
+        { length: 5 },
+        () => client.generate({ prompt: "story", stream: true, max_tokens: 10 }),
+      ),
+    ]);
+    clearInterval(noise);
+    assert.ok(results.every((r) => r.status === "fulfilled"));
+    assert.ok(count(events, "error") > 0);
+    for (const e of events.filter((e) => e.type === "error")) {
+      assert.equal((e.detail as RealmError).code, "PROTOCOL_ERROR");
     }
   },
 });
@@ -210,7 +203,7 @@ Deno.test({
   ...sanitize,
   fn: async () => {
     const waits: { delayMs: number; retryAfter: number }[] = [];
-    const { server, client } = await setup(
+    await using fixture = await setup(
       { apiKeys: { k: "acme" }, rateLimit: { perMinute: 1200, burst: 3 } },
       {
         apiKey: "k",
@@ -220,31 +213,27 @@ Deno.test({
         },
       },
     );
-    try {
-      await client.connect();
-      const results = await Promise.allSettled(Array.from({ length: 12 }, () => client.health()));
-      let ok = 0;
-      for (const r of results) {
-        if (r.status === "fulfilled") ok++;
-        else assert.equal((r.reason as RealmError).code, "RATE_LIMIT_EXCEEDED");
-      }
-      assert.ok(ok > 3, `retries made more calls succeed than the burst (${ok})`);
-      assert.ok(waits.length > 0);
-      for (const w of waits) assert.ok(w.delayMs >= w.retryAfter * 1000 + 100, JSON.stringify(w));
-      // Without maxRetries the error reaches the caller unchanged.
-      const plain = await Promise.allSettled(
-        Array.from({ length: 6 }, () => client.health({ maxRetries: 0 })),
-      );
-      const limited = plain.filter((r) => r.status === "rejected");
-      assert.ok(limited.length > 0);
-      for (const r of limited) {
-        const e = (r as PromiseRejectedResult).reason as RealmError;
-        assert.equal(e.code, "RATE_LIMIT_EXCEEDED");
-        assert.equal(typeof e.retryAfter, "number");
-      }
-    } finally {
-      await client.disconnect();
-      await server.close();
+    const { server, client } = fixture;
+    await client.connect();
+    const results = await Promise.allSettled(Array.from({ length: 12 }, () => client.health()));
+    let ok = 0;
+    for (const r of results) {
+      if (r.status === "fulfilled") ok++;
+      else assert.equal((r.reason as RealmError).code, "RATE_LIMIT_EXCEEDED");
+    }
+    assert.ok(ok > 3, `retries made more calls succeed than the burst (${ok})`);
+    assert.ok(waits.length > 0);
+    for (const w of waits) assert.ok(w.delayMs >= w.retryAfter * 1000 + 100, JSON.stringify(w));
+    // Without maxRetries the error reaches the caller unchanged.
+    const plain = await Promise.allSettled(
+      Array.from({ length: 6 }, () => client.health({ maxRetries: 0 })),
+    );
+    const limited = plain.filter((r) => r.status === "rejected");
+    assert.ok(limited.length > 0);
+    for (const r of limited) {
+      const e = (r as PromiseRejectedResult).reason as RealmError;
+      assert.equal(e.code, "RATE_LIMIT_EXCEEDED");
+      assert.equal(typeof e.retryAfter, "number");
     }
   },
 });
@@ -253,26 +242,22 @@ Deno.test({
   name: "a drop: health is resent once on the new socket; generate is never sent twice",
   ...sanitize,
   fn: async () => {
-    const { server, client } = await setup({ tokenDelayMs: 2 });
-    try {
-      await client.connect();
-      server.faults.stall(true);
-      const health = client.health();
-      const generate = client.generate({ prompt: "p" });
-      await until(() => callsOf(server, "generate") === 1, 2000, "both sent");
-      server.faults.clear();
-      dropNow(server);
-      const error = await rejection(generate);
-      assert.equal(error.code, "CONNECTION_CLOSED");
-      assert.equal(error.sent, true);
-      server.faults.clear();
-      assert.equal((await health).status, "healthy");
-      assert.equal(callsOf(server, "health"), 2);
-      assert.equal(callsOf(server, "generate"), 1);
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
+    await using fixture = await setup({ tokenDelayMs: 2 });
+    const { server, client } = fixture;
+    await client.connect();
+    server.faults.stall(true);
+    const health = client.health();
+    const generate = client.generate({ prompt: "p" });
+    await until(() => callsOf(server, "generate") === 1, 2000, "both sent");
+    server.faults.clear();
+    dropNow(server);
+    const error = await rejection(generate);
+    assert.equal(error.code, "CONNECTION_CLOSED");
+    assert.equal(error.sent, true);
+    server.faults.clear();
+    assert.equal((await health).status, "healthy");
+    assert.equal(callsOf(server, "health"), 2);
+    assert.equal(callsOf(server, "generate"), 1);
   },
 });
 
@@ -280,30 +265,26 @@ Deno.test({
   name: "the queue of calls waiting for a connection is bounded by maxQueuedCalls",
   ...sanitize,
   fn: async () => {
-    const { server, client } = await setup({}, {
+    await using fixture = await setup({}, {
       maxQueuedCalls: 2,
       reconnectInterval: 10_000,
       maxReconnectInterval: 10_000,
     });
-    try {
-      await client.connect();
-      dropNow(server);
-      server.faults.rejectConnections(true);
-      await until(() => !client.isConnected(), 2000, "the drop");
-      const waiting = [client.health(), client.health()];
-      const error = await rejection(client.health());
-      assert.equal(error.code, "QUEUE_FULL");
-      assert.equal(error.sent, false);
-      assert.match(error.message, /maxQueuedCalls/);
-      await client.disconnect();
-      for (const call of waiting) {
-        const e = await rejection(call);
-        assert.equal(e.code, "CONNECTION_CLOSED");
-        assert.equal(e.sent, false);
-      }
-    } finally {
-      await client.disconnect();
-      await server.close();
+    const { server, client } = fixture;
+    await client.connect();
+    dropNow(server);
+    server.faults.rejectConnections(true);
+    await until(() => !client.isConnected(), 2000, "the drop");
+    const waiting = [client.health(), client.health()];
+    const error = await rejection(client.health());
+    assert.equal(error.code, "QUEUE_FULL");
+    assert.equal(error.sent, false);
+    assert.match(error.message, /maxQueuedCalls/);
+    await client.disconnect();
+    for (const call of waiting) {
+      const e = await rejection(call);
+      assert.equal(e.code, "CONNECTION_CLOSED");
+      assert.equal(e.sent, false);
     }
   },
 });
@@ -312,22 +293,18 @@ Deno.test({
   name: "connect(): the same promise while connecting; disconnect() cancels it; works again after",
   ...sanitize,
   fn: async () => {
-    const { server, client } = await setup({}, { connectTimeout: 5000 });
-    try {
-      server.faults.stall(true);
-      const first = client.connect();
-      assert.equal(client.connect(), first);
-      await delay(20);
-      await client.disconnect();
-      const error = await rejection(first);
-      assert.equal(error.code, "ABORTED");
-      server.faults.stall(false);
-      await client.connect();
-      assert.equal(client.isConnected(), true);
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
+    await using fixture = await setup({}, { connectTimeout: 5000 });
+    const { server, client } = fixture;
+    server.faults.stall(true);
+    const first = client.connect();
+    assert.equal(client.connect(), first);
+    await delay(20);
+    await client.disconnect();
+    const error = await rejection(first);
+    assert.equal(error.code, "ABORTED");
+    server.faults.stall(false);
+    await client.connect();
+    assert.equal(client.isConnected(), true);
   },
 });
 
@@ -357,28 +334,24 @@ Deno.test({
   name: "maxReconnectAttempts: the client gives up, says so, and rejects waiting calls",
   ...sanitize,
   fn: async () => {
-    const { server, client, events } = await setup({}, { maxReconnectAttempts: 3 });
-    try {
-      await client.connect();
-      dropNow(server);
-      server.faults.rejectConnections(true);
-      await until(() => !client.isConnected(), 2000, "the drop");
-      const queued = client.health();
-      const error = await rejection(queued);
-      assert.equal(error.code, "CONNECTION_CLOSED");
-      assert.match(error.message, /after 3 attempts/);
-      assert.equal(count(events, "reconnecting"), 3);
-      assert.equal((await rejection(client.health())).code, "NOT_CONNECTED");
-      server.faults.clear();
-      await client.connect();
-      assert.equal((await client.health()).status, "healthy");
-      // A fresh connect() starts a fresh count: the next drop reconnects again.
-      dropNow(server);
-      await until(() => count(events, "connected") === 3, 3000, "a reconnect after connect()");
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
+    await using fixture = await setup({}, { maxReconnectAttempts: 3 });
+    const { server, client, events } = fixture;
+    await client.connect();
+    dropNow(server);
+    server.faults.rejectConnections(true);
+    await until(() => !client.isConnected(), 2000, "the drop");
+    const queued = client.health();
+    const error = await rejection(queued);
+    assert.equal(error.code, "CONNECTION_CLOSED");
+    assert.match(error.message, /after 3 attempts/);
+    assert.equal(count(events, "reconnecting"), 3);
+    assert.equal((await rejection(client.health())).code, "NOT_CONNECTED");
+    server.faults.clear();
+    await client.connect();
+    assert.equal((await client.health()).status, "healthy");
+    // A fresh connect() starts a fresh count: the next drop reconnects again.
+    dropNow(server);
+    await until(() => count(events, "connected") === 3, 3000, "a reconnect after connect()");
   },
 });
 
@@ -386,24 +359,20 @@ Deno.test({
   name: "a server that accepts and drops at once does not reset the backoff (no tight loop)",
   ...sanitize,
   fn: async () => {
-    const { server, client, events } = await setup({}, {
+    await using fixture = await setup({}, {
       reconnectInterval: 5,
       maxReconnectInterval: 40,
     });
-    try {
-      await client.connect();
-      // Every new socket is dropped right after its welcome frame.
-      server.faults.dropAfterFrames(0);
-      server.faults.clear();
-      server.faults.dropAfterFrames(1);
-      await until(() => count(events, "reconnecting") >= 5, 5000, "five attempts");
-      const attempts = events.filter((e) => e.type === "reconnecting")
-        .map((e) => (e.detail as RealmEventMap["reconnecting"]).attempt);
-      assert.deepEqual(attempts.slice(0, 5), [1, 2, 3, 4, 5]);
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
+    const { server, client, events } = fixture;
+    await client.connect();
+    // Every new socket is dropped right after its welcome frame.
+    server.faults.dropAfterFrames(0);
+    server.faults.clear();
+    server.faults.dropAfterFrames(1);
+    await until(() => count(events, "reconnecting") >= 5, 5000, "five attempts");
+    const attempts = events.filter((e) => e.type === "reconnecting")
+      .map((e) => (e.detail as RealmEventMap["reconnecting"]).attempt);
+    assert.deepEqual(attempts.slice(0, 5), [1, 2, 3, 4, 5]);
   },
 });
 
@@ -411,27 +380,23 @@ Deno.test({
   name: "heartbeat: a silent server is detected and the socket replaced",
   ...sanitize,
   fn: async () => {
-    const { server, client, events } = await setup({}, {
+    await using fixture = await setup({}, {
       heartbeatInterval: 30,
       heartbeatTimeout: 50,
     });
-    try {
-      await client.connect();
-      await delay(80);
-      assert.ok(callsOf(server, "health") >= 1, "heartbeats are health calls");
-      assert.equal(count(events, "disconnected"), 0, "answered heartbeats keep the socket");
-      server.faults.stall(true);
-      await until(() => count(events, "disconnected") === 1, 2000, "the heartbeat timeout");
-      const detail = events.find((e) => e.type === "disconnected")!
-        .detail as RealmEventMap["disconnected"];
-      assert.equal(detail.code, 4000);
-      server.faults.stall(false);
-      await until(() => count(events, "connected") === 2, 3000, "the reconnect");
-      assert.equal((await client.health()).status, "healthy");
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
+    const { server, client, events } = fixture;
+    await client.connect();
+    await delay(80);
+    assert.ok(callsOf(server, "health") >= 1, "heartbeats are health calls");
+    assert.equal(count(events, "disconnected"), 0, "answered heartbeats keep the socket");
+    server.faults.stall(true);
+    await until(() => count(events, "disconnected") === 1, 2000, "the heartbeat timeout");
+    const detail = events.find((e) => e.type === "disconnected")!
+      .detail as RealmEventMap["disconnected"];
+    assert.equal(detail.code, 4000);
+    server.faults.stall(false);
+    await until(() => count(events, "connected") === 2, 3000, "the reconnect");
+    assert.equal((await client.health()).status, "healthy");
   },
 });
 
@@ -439,21 +404,17 @@ Deno.test({
   name: "heartbeat never runs while a call is in flight",
   ...sanitize,
   fn: async () => {
-    const { server, client, events } = await setup({}, {
+    await using fixture = await setup({}, {
       heartbeatInterval: 20,
       heartbeatTimeout: 20,
     });
-    try {
-      await client.connect();
-      server.faults.stall(true);
-      const error = await rejection(client.generate({ prompt: "p" }, { timeout: 200 }));
-      assert.equal(error.code, "TIMEOUT");
-      assert.equal(count(events, "disconnected"), 0);
-      assert.equal(callsOf(server, "health"), 0);
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
+    const { server, client, events } = fixture;
+    await client.connect();
+    server.faults.stall(true);
+    const error = await rejection(client.generate({ prompt: "p" }, { timeout: 200 }));
+    assert.equal(error.code, "TIMEOUT");
+    assert.equal(count(events, "disconnected"), 0);
+    assert.equal(callsOf(server, "health"), 0);
   },
 });
 
@@ -461,32 +422,22 @@ Deno.test({
   name: "200 drop-and-reconnect cycles leave no extra timers, listeners, calls or sockets",
   ...sanitize,
   fn: async () => {
-    const { server, client, events } = await setup({}, {
+    await using fixture = await setup({}, {
       reconnectInterval: 0,
       maxReconnectInterval: 0,
     });
-    try {
-      await client.connect();
-      for (let cycle = 0; cycle < 200; cycle++) {
-        assert.equal((await client.health()).status, "healthy");
-        const connectedBefore = count(events, "connected");
-        dropNow(server);
-        await until(() => count(events, "connected") > connectedBefore, 3000, `cycle ${cycle}`);
-      }
-      assert.equal(count(events, "disconnected"), 200);
-      await until(() => client.isConnected(), 3000, "the last reconnect");
-      assert.deepEqual(client.stats(), {
-        pendingCalls: 0,
-        queuedCalls: 0,
-        openConnections: 1,
-        callsOnTheWire: 0,
-        listeners: 5,
-      });
-      await until(() => server.connectionCount === 1, 3000, "old sockets closed");
-    } finally {
-      await client.disconnect();
-      await server.close();
+    const { server, client, events } = fixture;
+    await client.connect();
+    for (let cycle = 0; cycle < 200; cycle++) {
+      assert.equal((await client.health()).status, "healthy");
+      const connectedBefore = count(events, "connected");
+      dropNow(server);
+      await until(() => count(events, "connected") > connectedBefore, 3000, `cycle ${cycle}`);
     }
+    assert.equal(count(events, "disconnected"), 200);
+    await until(() => client.isConnected(), 3000, "the last reconnect");
+    assert.deepEqual(client.stats(), idleStats(1, 5));
+    await until(() => server.connectionCount === 1, 3000, "old sockets closed");
   },
 });
 
@@ -494,76 +445,72 @@ Deno.test({
   name: "soak: 1,000 mixed calls under random drops each settle once, streams intact",
   ...sanitize,
   fn: async () => {
-    const { server, client, events } = await setup({ tokenDelayMs: 0 }, {
+    await using fixture = await setup({ tokenDelayMs: 0 }, {
       connections: 2,
       reconnectInterval: 1,
       maxReconnectInterval: 5,
       maxQueuedCalls: 2000,
     });
-    try {
-      await client.connect();
-      const prompt = "Tell me a story";
-      const reference = (await client.generate({ prompt, max_tokens: 8, stream: true })).text;
-      const france = (await client.generate({ prompt: "What is the capital of France?" })).text;
-      let stop = false;
-      const chaos = (async () => {
-        while (!stop) {
-          await delay(2 + Math.random() * 6);
-          server.faults.dropAfterFrames(Math.floor(Math.random() * 30));
-          await delay(2);
-          server.faults.clear();
-        }
-      })();
-      const outcomes = new Map<number, number>();
-      let succeeded = 0;
-      const one = async (i: number) => {
-        try {
-          switch (i % 4) {
-            case 0:
-              assert.equal((await client.health()).status, "healthy");
-              break;
-            case 1:
-              assert.equal(
-                (await client.generate({ prompt: "What is the capital of France?" })).text,
-                france,
-              );
-              break;
-            case 2: {
-              let text = "";
-              for await (const t of client.generateStream({ prompt, max_tokens: 8 })) text += t;
-              assert.equal(text, reference, "no token missing or doubled");
-              break;
-            }
-            default:
-              assert.equal(
-                (await client.generate({ prompt, max_tokens: 8, stream: true })).text,
-                reference,
-              );
+    const { server, client, events } = fixture;
+    await client.connect();
+    const prompt = "Tell me a story";
+    const reference = (await client.generate({ prompt, max_tokens: 8, stream: true })).text;
+    const france = (await client.generate({ prompt: "What is the capital of France?" })).text;
+    let stop = false;
+    const chaos = (async () => {
+      while (!stop) {
+        await delay(2 + Math.random() * 6);
+        server.faults.dropAfterFrames(Math.floor(Math.random() * 30));
+        await delay(2);
+        server.faults.clear();
+      }
+    })();
+    const outcomes = new Map<number, number>();
+    let succeeded = 0;
+    const one = async (i: number) => {
+      try {
+        switch (i % 4) {
+          case 0:
+            assert.equal((await client.health()).status, "healthy");
+            break;
+          case 1:
+            assert.equal(
+              (await client.generate({ prompt: "What is the capital of France?" })).text,
+              france,
+            );
+            break;
+          case 2: {
+            let text = "";
+            for await (const t of client.generateStream({ prompt, max_tokens: 8 })) text += t;
+            assert.equal(text, reference, "no token missing or doubled");
+            break;
           }
-          succeeded++;
-        } catch (error) {
-          if (!(error instanceof RealmError)) throw error;
-          assert.ok(
-            ["CONNECTION_CLOSED", "TIMEOUT", "QUEUE_FULL"].includes(error.code),
-            error.code,
-          );
+          default:
+            assert.equal(
+              (await client.generate({ prompt, max_tokens: 8, stream: true })).text,
+              reference,
+            );
         }
-        outcomes.set(i, (outcomes.get(i) ?? 0) + 1);
-      };
-      // 20 users making 50 calls each, so drops land between and during calls.
-      await Promise.all(Array.from({ length: 20 }, async (_, user) => {
-        for (let n = 0; n < 50; n++) await one(user * 50 + n);
-      }));
-      stop = true;
-      await chaos;
-      assert.equal(outcomes.size, 1000);
-      assert.ok(succeeded >= 500, `most calls succeed despite the drops (${succeeded})`);
-      assert.ok(count(events, "disconnected") >= 3, "the soak really saw drops");
-      assert.ok([...outcomes.values()].every((n) => n === 1));
-      assert.equal(client.stats().pendingCalls, 0);
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
+        succeeded++;
+      } catch (error) {
+        if (!(error instanceof RealmError)) throw error;
+        assert.ok(
+          ["CONNECTION_CLOSED", "TIMEOUT", "QUEUE_FULL"].includes(error.code),
+          error.code,
+        );
+      }
+      outcomes.set(i, (outcomes.get(i) ?? 0) + 1);
+    };
+    // 20 users making 50 calls each, so drops land between and during calls.
+    await Promise.all(Array.from({ length: 20 }, async (_, user) => {
+      for (let n = 0; n < 50; n++) await one(user * 50 + n);
+    }));
+    stop = true;
+    await chaos;
+    assert.equal(outcomes.size, 1000);
+    assert.ok(succeeded >= 500, `most calls succeed despite the drops (${succeeded})`);
+    assert.ok(count(events, "disconnected") >= 3, "the soak really saw drops");
+    assert.ok([...outcomes.values()].every((n) => n === 1));
+    assert.equal(client.stats().pendingCalls, 0);
   },
 });
