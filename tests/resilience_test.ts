@@ -213,7 +213,7 @@ Deno.test({
         },
       },
     );
-    const { server, client } = fixture;
+    const { client } = fixture;
     await client.connect();
     const results = await Promise.allSettled(Array.from({ length: 12 }, () => client.health()));
     let ok = 0;
