@@ -83,10 +83,15 @@ export function listenBun(engine: StubEngine, port: number): StubListener {
       }
       let markClosed = () => {};
       const gone = new Promise<void>((resolve) => markClosed = resolve);
-      // Bun echoes a requested subprotocol unless told otherwise; the real server never selects
-      // one (a client that asks for one fails the handshake), and an empty value omits it.
-      const headers = { "Sec-WebSocket-Protocol": "" };
-      if (server.upgrade(request, { data: { closed: markClosed }, headers })) {
+      const options: Parameters<BunServer["upgrade"]>[1] = { data: { closed: markClosed } };
+      // Bun echoes a requested subprotocol unless told otherwise, but the real server never
+      // selects one: a client that asks for one must fail the handshake. An empty value omits
+      // the header (Bun 1.4; older versions send it empty). Set only when asked: some older
+      // versions reject a `headers` option they have nothing to merge into.
+      if (request.headers.has("sec-websocket-protocol")) {
+        options.headers = { "Sec-WebSocket-Protocol": "" };
+      }
+      if (server.upgrade(request, options)) {
         trackClose(gone);
         return undefined;
       }
@@ -134,7 +139,10 @@ export function listenBun(engine: StubEngine, port: number): StubListener {
         await Promise.race([allClosed, grace]);
         clearTimeout(timer);
         for (const socket of sockets) socket.terminate();
-        await server.stop(true);
+        // The listener closes at once; the promise can stay pending on Bun 1.1 to 1.3.
+        const stopped = Promise.resolve(server.stop(true));
+        await Promise.race([stopped, new Promise((resolve) => timer = setTimeout(resolve, 100))]);
+        clearTimeout(timer);
       })();
       return closing;
     },

@@ -26,7 +26,11 @@ watchdog.unref?.();
 
 const bun = globalThis.Bun;
 const runtime = bun ? `Bun ${bun.version}` : `Node ${process.version}`;
-console.log(`# ${runtime}, ESM entry ${import.meta.resolve("@realm-ai/ws-client")}`);
+// import.meta.resolve is synchronous from Node 20.6 on; older ones only name the runtime.
+const entry = typeof import.meta.resolve === "function"
+  ? `, ESM entry ${import.meta.resolve("@realm-ai/ws-client")}`
+  : "";
+console.log(`# ${runtime}${entry}`);
 
 const apiKey = "sk-test-npm";
 const tenantId = "tenant-npm";

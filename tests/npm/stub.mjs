@@ -26,9 +26,12 @@ function connect(url, protocols) {
     frames.push(String(event.data));
     wake();
   };
+  // A handshake that neither opens nor fails within 3 s counts as failed (Bun < 1.4's client
+  // reports nothing at all when the server picks no subprotocol).
   const opened = new Promise((resolve) => {
     socket.onopen = () => resolve(true);
     socket.onerror = () => resolve(false);
+    sleep(3000).then(() => resolve(false));
   });
   const closed = new Promise((resolve) => {
     socket.onclose = (event) => resolve(event.code);
