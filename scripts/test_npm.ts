@@ -7,8 +7,9 @@
  *    Bun from npm into another;
  * 4. runs the one behaviour suite (`tests/npm/behaviour.mjs`) against the installed package on
  *    Node 20 (the `ws` fallback), Node 22 and Bun (the global `WebSocket`), and in a headless
- *    Chromium served from loopback; runs the CommonJS round trip on both Nodes; bundles the
- *    package for the browser (no `ws` inside) and type-checks a strict consumer.
+ *    Chromium served from loopback; runs the CommonJS round trip on both Nodes; checks the
+ *    stub server's frames, close codes and fault switches on Node and Bun (`tests/npm/stub.mjs`);
+ *    bundles the package for the browser (no `ws` inside) and type-checks a strict consumer.
  *
  * Needs `node` and `npm` on PATH, the npm registry, and Chromium at `/usr/bin/chromium` (or
  * `CHROMIUM=/path`). On Debian or Ubuntu: `apt-get update && apt-get install -y chromium`.
