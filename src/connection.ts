@@ -53,6 +53,12 @@ export class Connection {
   readonly serverVersion: string;
   /** Calls sent on this socket with no terminal frame yet, oldest first. */
   readonly inFlight: Map<string, InFlight> = new Map();
+  /**
+   * Ids of the `inFlight` calls nobody listens to any more, so that `busy`
+   * scans these few instead of every call in flight (a pool asks it for every
+   * call it sends). Ids that left `inFlight` meanwhile are dropped as found.
+   */
+  readonly #abandoned = new Set<string>();
   #socket: WebSocket;
   #params: ConnectionParams;
   #handlers: ConnectionHandlers;
@@ -97,10 +103,13 @@ export class Connection {
    * ones whose frames were seen recently (the server is still producing them).
    */
   get busy(): number {
-    let count = 0;
+    let count = this.inFlight.size;
+    if (this.#abandoned.size === 0) return count;
     const now = performance.now();
-    for (const entry of this.inFlight.values()) {
-      if (entry.listening || now - entry.lastSeen < this.#params.abandonedCallTtl) count++;
+    for (const id of this.#abandoned) {
+      const entry = this.inFlight.get(id);
+      if (entry === undefined || entry.listening) this.#abandoned.delete(id);
+      else if (now - entry.lastSeen >= this.#params.abandonedCallTtl) count--;
     }
     return count;
   }
@@ -109,6 +118,7 @@ export class Connection {
   send(id: string, text: string): void {
     const now = performance.now();
     this.inFlight.set(id, { listening: true, lastSeen: now });
+    if (this.#abandoned.size > 0) this.#abandoned.delete(id);
     this.#lastActivity = now;
     this.#socket.send(text);
   }
@@ -116,12 +126,16 @@ export class Connection {
   /** The caller stopped listening to a call; its late frames will be dropped. */
   abandon(id: string): void {
     const entry = this.inFlight.get(id);
-    if (entry) entry.listening = false;
+    if (entry) {
+      entry.listening = false;
+      this.#abandoned.add(id);
+    }
   }
 
   /** Forgets a call whose terminal frame arrived. */
   settled(id: string): void {
     this.inFlight.delete(id);
+    if (this.#abandoned.size > 0) this.#abandoned.delete(id);
   }
 
   /**
