@@ -215,6 +215,24 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "pool: a stream left early stops counting as busy once it has been quiet for a while",
+  ...sanitize,
+  fn: async () => {
+    // abandonedCallTtl is streamIdleTimeout: 30 ms here, against 1 s between tokens.
+    await using t = await setup(2, { tokenDelayMs: 1000 }, { streamIdleTimeout: 30 });
+    await t.client.connect();
+    for await (const _ of t.client.generateStream({ prompt: "abandoned", max_tokens: 2 })) break;
+    const carrier = t.sockets.findIndex((s) => callsOn(s.sent).includes("abandoned"));
+    await delay(100);
+    // Both sockets count as idle again, so the call goes to the first, whichever carries it.
+    const health = t.client.health();
+    assert.equal(callsOn(t.sockets[0].sent).at(-1), "health");
+    assert.equal(carrier, 0, "the stream went to the first idle socket");
+    assert.equal((await health).status, "healthy");
+  },
+});
+
 /** The outcome of a rejected call, in a form to compare between pool sizes. */
 function outcome(error: RealmError) {
   return { code: error.code, sent: error.sent, message: error.message.replace(/call \d+/g, "") };
