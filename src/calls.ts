@@ -26,6 +26,9 @@ export interface CallSpec {
   onToken?: (token: string) => void;
 }
 
+/** Idle checks per `idleTimeout` span: a silent stream ends within 1.25× of it. */
+const IDLE_CHECKS = 4;
+
 /** How a call leaves the registry. */
 export type CallEnd = "answered" | "abandoned";
 
@@ -54,7 +57,10 @@ export class Call {
   readonly #deadlines: Deadlines;
   #wakeTimer: ReturnType<typeof setTimeout> | undefined;
   #streaming = false;
-  #lastFrameAt = 0;
+  /** Tokens received, and the count at the last idle check (no clock read per token). */
+  #tokens = 0;
+  #tokensAtCheck = 0;
+  #quietChecks = 0;
   #onEnd: (call: Call, end: CallEnd) => void;
   #onAbort = () => this.#abort();
 
@@ -93,11 +99,10 @@ export class Call {
   /** A `streaming` frame arrived with this token. */
   token(token: string): void {
     if (this.#settled) return;
-    this.#lastFrameAt = performance.now();
-    if (!this.#streaming) {
+    if (++this.#tokens === 1) {
       // From the first token on, the stream is bounded by its idle gap, not the total timeout.
       this.#streaming = true;
-      this.#arm(this.spec.idleTimeout);
+      this.#arm(this.spec.idleTimeout / IDLE_CHECKS);
     }
     try {
       this.spec.onToken?.(token);
@@ -148,9 +153,15 @@ export class Call {
     this.#deadline = undefined;
     if (this.#settled) return;
     if (this.#streaming) {
-      const quiet = performance.now() - this.#lastFrameAt;
-      if (quiet < this.spec.idleTimeout) {
-        this.#arm(this.spec.idleTimeout - quiet);
+      // Idle after IDLE_CHECKS checks in a row saw no new token: between 1 and
+      // 1 + 1/IDLE_CHECKS times `idleTimeout` after the last one. Counting
+      // tokens instead of timing each keeps the clock off the per-token path.
+      if (this.#tokens !== this.#tokensAtCheck) {
+        this.#tokensAtCheck = this.#tokens;
+        this.#quietChecks = 0;
+      }
+      if (++this.#quietChecks <= IDLE_CHECKS) {
+        this.#arm(this.spec.idleTimeout / IDLE_CHECKS);
         return;
       }
       this.fail(

@@ -603,7 +603,7 @@ export class RealmWebSocketClient extends EventTarget {
         const call = this.#calls.get(frame.id);
         if (call && call.connection === connection) {
           const token = readToken(frame.data);
-          if (token) return call.token(token.token);
+          if (token !== undefined) return call.token(token);
           return this.#protocolError(`streaming frame without a token for call ${frame.id}`);
         }
         return this.#lateFrame(connection, frame.id, false);

@@ -141,14 +141,15 @@ export function encodeAuth(apiKey: string): string {
 }
 
 /**
- * A streamed token from a `streaming` frame's data. The server sends it as
- * `text`; the SDK README called it `token`, so both are read.
+ * The token of a `streaming` frame's data. The server sends it as `text`;
+ * the SDK README called it `token`, so both are read. A frame with neither
+ * (a bare `is_final` marker) carries the empty token. `undefined` when the
+ * data is not an object. On the per-token path, so it allocates nothing.
  */
-export function readToken(data: unknown): { token: string; isFinal: boolean } | undefined {
+export function readToken(data: unknown): string | undefined {
   if (typeof data !== "object" || data === null) return undefined;
   const d = data as Json;
-  const token = typeof d.text === "string" ? d.text : typeof d.token === "string" ? d.token : "";
-  return { token, isFinal: d.is_final === true };
+  return typeof d.text === "string" ? d.text : typeof d.token === "string" ? d.token : "";
 }
 
 /** The tenant id rule the server applies: 3 to 64 letters, digits, `-`, `_`. */
