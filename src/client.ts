@@ -124,8 +124,9 @@ export class RealmWebSocketClient extends EventTarget {
   /**
    * Opens the socket(s) and runs the handshake. On an authenticating server
    * it sends the API key and adopts the tenant the server assigns. Resolves
-   * when every socket is ready; calling it while connecting returns the same
-   * promise, and while reconnecting waits for the next connection.
+   * when every socket is ready. Calling it while connecting returns the same
+   * promise; while reconnecting it resolves as soon as a socket is back; in a
+   * pool it reopens the sockets that gave up reconnecting.
    *
    * @throws {RealmError} `UNAUTHORIZED` (key refused or missing), `TIMEOUT`
    * (no handshake within `connectTimeout`), `CONNECTION_CLOSED` (no server),
@@ -142,18 +143,32 @@ export class RealmWebSocketClient extends EventTarget {
    */
   connect(): Promise<void> {
     if (this.#connecting) return this.#connecting;
-    if (this.isConnected()) return Promise.resolve();
-    if (this.#running) {
-      return new Promise((resolve, reject) => this.#openWaiters.push({ resolve, reject }));
+    if (!this.#running) {
+      this.#running = true;
+      this.#lifecycle = new AbortController();
+      for (const slot of this.#slots) slot.attempts = 0;
+      return this.#track(this.#connectAll());
     }
-    this.#running = true;
-    this.#lifecycle = new AbortController();
-    for (const slot of this.#slots) slot.attempts = 0;
-    const attempt = this.#connectAll().finally(() => {
+    // Sockets that gave up (a pool's others still up) are reopened now.
+    const down = this.#slots.filter((slot) => !slot.connection?.open && !slot.reconnecting);
+    if (down.length > 0) {
+      const signal = this.#lifecycle.signal;
+      for (const slot of down) slot.attempts = 0;
+      return this.#track(
+        Promise.all(down.map((slot) => this.#openSlot(slot, signal))).then(() => {}),
+      );
+    }
+    if (this.isConnected()) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#openWaiters.push({ resolve, reject }));
+  }
+
+  /** Remembers a connect attempt so that concurrent `connect()` calls share it. */
+  #track(attempt: Promise<void>): Promise<void> {
+    const tracked = attempt.finally(() => {
       this.#connecting = undefined;
     });
-    this.#connecting = attempt;
-    return attempt;
+    this.#connecting = tracked;
+    return tracked;
   }
 
   async #connectAll(): Promise<void> {

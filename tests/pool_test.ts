@@ -466,3 +466,23 @@ Deno.test({
     assert.deepEqual(t.client.stats(), idleStats(0, EVENT_TYPES.length));
   },
 });
+
+Deno.test({
+  name: "pool: a socket that gave up reconnecting is reopened by connect() while others serve",
+  ...sanitize,
+  fn: async () => {
+    await using t = await setup(2, {}, { maxReconnectAttempts: 2 });
+    await t.client.connect();
+    t.server.faults.rejectConnections(true);
+    t.sockets[0].socket.close();
+    await until(() => t.of("error").length === 1, 3000, "socket 0 giving up");
+    assert.equal((t.of("error")[0] as unknown as RealmError).code, "CONNECTION_CLOSED");
+    assert.equal(t.client.isConnected(), true, "socket 1 still serves");
+    assert.equal(t.client.stats().openConnections, 1);
+    assert.equal((await t.client.health()).status, "healthy");
+    t.server.faults.rejectConnections(false);
+    await t.client.connect();
+    assert.equal(t.client.stats().openConnections, 2);
+    assert.equal(t.server.connectionCount, 2);
+  },
+});
