@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { type Call, type CallEnd, CallRegistry, type CallSpec } from "../src/calls.ts";
+import { type Call, type CallEnd, CallRegistry, type CallSpec, Deadlines } from "../src/calls.ts";
 import { RealmError } from "../mod.ts";
-import { rejection } from "./_helpers.ts";
+import { delay, rejection, until } from "./_helpers.ts";
 
 const timers = { sanitizeOps: true, sanitizeResources: true };
 
@@ -129,5 +129,40 @@ Deno.test({
     await new Promise((r) => setTimeout(r, 15));
     assert.equal(woke, false);
     assert.deepEqual(ends, [[call.id, "abandoned"]]);
+  },
+});
+
+Deno.test({
+  name: "Deadlines: one timer fires every deadline once, in order, never early",
+  ...timers,
+  fn: async () => {
+    const deadlines = new Deadlines();
+    const fired: [number, number][] = [];
+    const start = performance.now();
+    for (const ms of [30, 10, 20, 10, 0]) {
+      deadlines.add(ms, () => fired.push([ms, performance.now() - start]));
+    }
+    assert.equal(deadlines.size, 5);
+    await until(() => fired.length === 5, 2000, "all deadlines");
+    assert.deepEqual(fired.map(([ms]) => ms), [0, 10, 10, 20, 30]);
+    for (const [ms, at] of fired) assert.ok(at >= ms - 1, `${ms} ms fired at ${at}`);
+    assert.equal(deadlines.size, 0);
+  },
+});
+
+Deno.test({
+  name: "Deadlines: cancelled deadlines never fire, and an empty set holds no timer",
+  ...timers,
+  fn: async () => {
+    const deadlines = new Deadlines();
+    let fired = 0;
+    const all = Array.from({ length: 1000 }, (_, i) => deadlines.add(5 + i % 10, () => fired++));
+    for (const deadline of all.slice(0, 999)) deadlines.cancel(deadline);
+    deadlines.cancel(all[0]); // twice is harmless
+    await until(() => fired === 1, 2000, "the one left");
+    await delay(30);
+    assert.equal(fired, 1);
+    assert.equal(deadlines.size, 0);
+    // The sanitizers fail this test if a timer was left behind.
   },
 });
