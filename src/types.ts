@@ -75,8 +75,8 @@ export interface RealmClientOptions {
   timeout?: number;
   /**
    * Longest gap in ms between two frames of a stream before it fails with
-   * `TIMEOUT`. The real server can stop a stream without a final frame.
-   * Default `30000`.
+   * `TIMEOUT` (checked in quarter steps, so within 1.25× of it). The real
+   * server can stop a stream without a final frame. Default `30000`.
    */
   streamIdleTimeout?: number;
   /**
