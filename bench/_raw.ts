@@ -1,3 +1,5 @@
+import { RealmWebSocketClient } from "../mod.ts";
+import { startStubServer } from "../testing.ts";
 /**
  * The baseline every bench compares the client with: a hand-written loop over a raw `WebSocket`
  * that does the least a correct caller must (JSON.stringify a call, send it, JSON.parse each
@@ -79,4 +81,17 @@ export function closeOnUnload(...closers: (() => Promise<unknown>)[]): void {
   globalThis.addEventListener("unload", () => {
     for (const close of closers) void close().catch(() => {});
   });
+}
+
+/**
+ * A client and a raw socket side by side on one stub server started with token delay 0, both
+ * closed when the bench file is done: the setup every "client vs raw" group shares.
+ */
+export async function clientBesideRaw() {
+  const server = await startStubServer({ tokenDelayMs: 0 });
+  const client = new RealmWebSocketClient({ url: server.url, model: "llama-2-7b" });
+  await client.connect();
+  const raw = await RawSocket.open(server.url);
+  closeOnUnload(() => raw.close(), () => client.disconnect(), () => server.close());
+  return { server, client, raw, tenantId: client.getTenantId() };
 }

@@ -1,6 +1,5 @@
 import { RealmWebSocketClient } from "../mod.ts";
-import { startStubServer } from "../testing.ts";
-import { closeOnUnload, RawSocket } from "./_raw.ts";
+import { clientBesideRaw, closeOnUnload, RawSocket } from "./_raw.ts";
 
 const TOKENS = 10_000;
 const PROMPT = "Tell me a story";
@@ -18,11 +17,7 @@ async function clientStream(client: RealmWebSocketClient): Promise<void> {
   expect(count);
 }
 
-const server = await startStubServer({ tokenDelayMs: 0 });
-const client = new RealmWebSocketClient({ url: server.url, model: "llama-2-7b" });
-await client.connect();
-const raw = await RawSocket.open(server.url);
-const tenantId = client.getTenantId();
+const { client, raw, tenantId } = await clientBesideRaw();
 
 // See _fast_server_worker.ts: the same frames as the stub's, written as fast as TCP takes them.
 const fastServer = new Worker(new URL("./_fast_server_worker.ts", import.meta.url), {
@@ -37,9 +32,6 @@ await fastClient.connect();
 const fastRaw = await RawSocket.open(fastUrl);
 
 closeOnUnload(
-  () => raw.close(),
-  () => client.disconnect(),
-  () => server.close(),
   () => fastRaw.close(),
   () => fastClient.disconnect(),
   () => Promise.resolve(fastServer.terminate()),
