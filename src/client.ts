@@ -472,7 +472,18 @@ export class RealmWebSocketClient extends EventTarget {
     return this;
   }
 
-  /** Removes a listener added with {@linkcode RealmWebSocketClient.on}. */
+  /**
+   * Removes a listener added with {@linkcode RealmWebSocketClient.on}.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * function once(client: RealmWebSocketClient) {
+   *   const onConnected = () => client.off("connected", onConnected);
+   *   client.on("connected", onConnected);
+   * }
+   * ```
+   */
   off<K extends keyof RealmEventMap>(type: K, callback: (payload: RealmEventMap[K]) => void): this {
     const byType = this.#listeners.get(type);
     const listener = byType?.get(callback);
@@ -494,15 +505,6 @@ export class RealmWebSocketClient extends EventTarget {
   /**
    * Starts a call and waits for its outcome. Checks run inside, so bad input
    * rejects the promise (never throws synchronously) before anything is sent.
-   *
-   * @example
-   * ```ts
-   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
-   * function once(client: RealmWebSocketClient) {
-   *   const onConnected = () => client.off("connected", onConnected);
-   *   client.on("connected", onConnected);
-   * }
-   * ```
    */
   #call(
     fn: RealmFunction,
