@@ -265,7 +265,15 @@ export class RealmWebSocketClient extends EventTarget {
     for (const waiter of this.#openWaiters.splice(0)) waiter.reject(reason);
   }
 
-  /** Whether at least one socket is open and handshaken. */
+  /**
+   * Whether at least one socket is open and handshaken.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * const ready = (client: RealmWebSocketClient) => client.isConnected();
+   * ```
+   */
   isConnected(): boolean {
     return this.#slots.some((slot) => slot.connection?.open === true);
   }
@@ -277,12 +285,6 @@ export class RealmWebSocketClient extends EventTarget {
    * @example
    * ```ts
    * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
-   * const ready = (client: RealmWebSocketClient) => client.isConnected();
-   * ```
-   *
-   * @example
-   * ```ts
-   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
    * const tenant = (client: RealmWebSocketClient) => client.getTenantId();
    * ```
    */
@@ -290,7 +292,15 @@ export class RealmWebSocketClient extends EventTarget {
     return this.#tenantId;
   }
 
-  /** The server's version from its welcome frame, once connected. */
+  /**
+   * The server's version from its welcome frame, once connected.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * const version = (client: RealmWebSocketClient) => client.getServerVersion() ?? "unknown";
+   * ```
+   */
   getServerVersion(): string | undefined {
     return this.#serverVersion;
   }
@@ -303,12 +313,6 @@ export class RealmWebSocketClient extends EventTarget {
    * @example
    * ```ts
    * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
-   * const version = (client: RealmWebSocketClient) => client.getServerVersion() ?? "unknown";
-   * ```
-   *
-   * @example
-   * ```ts
-   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
    * const usesWs = (client: RealmWebSocketClient) => client.getWebSocketSource() === "fallback";
    * ```
    */
@@ -316,7 +320,15 @@ export class RealmWebSocketClient extends EventTarget {
     return this.#webSocket?.source;
   }
 
-  /** Counts of pending calls, queued calls, sockets and listeners. */
+  /**
+   * Counts of pending calls, queued calls, sockets and listeners.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * const idle = (client: RealmWebSocketClient) => client.stats().pendingCalls === 0;
+   * ```
+   */
   stats(): ClientStats {
     let listeners = 0;
     for (const byType of this.#listeners.values()) listeners += byType.size;
@@ -338,12 +350,6 @@ export class RealmWebSocketClient extends EventTarget {
    *
    * @throws {RealmError} `INVALID_PARAMS` before sending; server codes; `TIMEOUT`, `ABORTED`,
    * `CONNECTION_CLOSED`, `NOT_CONNECTED`.
-   *
-   * @example
-   * ```ts
-   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
-   * const idle = (client: RealmWebSocketClient) => client.stats().pendingCalls === 0;
-   * ```
    *
    * @example
    * ```ts
@@ -421,12 +427,33 @@ export class RealmWebSocketClient extends EventTarget {
     return this.#call("pipeline", () => pipelineParams(pipelineName, input), false, opts);
   }
 
-  /** Checks the server's health: the cheapest round trip. */
+  /**
+   * Checks the server's health: the cheapest round trip.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * async function healthy(client: RealmWebSocketClient) {
+   *   return (await client.health({ timeout: 2_000 })).status === "healthy";
+   * }
+   * ```
+   */
   health(opts?: CallOptions): Promise<HealthStatus> {
     return this.#call("health", () => ({}), false, opts) as Promise<HealthStatus>;
   }
 
-  /** The server's functions and their parameters. */
+  /**
+   * The server's functions and their parameters.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * async function streamingFunctions(client: RealmWebSocketClient) {
+   *   const { functions } = await client.metadata();
+   *   return functions.filter((f) => f.streaming).map((f) => f.name);
+   * }
+   * ```
+   */
   metadata(opts?: CallOptions): Promise<RuntimeMetadata> {
     return this.#call("metadata", () => ({}), false, opts) as Promise<RuntimeMetadata>;
   }
@@ -441,23 +468,6 @@ export class RealmWebSocketClient extends EventTarget {
    * function watch(client: RealmWebSocketClient) {
    *   client.on("disconnected", ({ code }) => console.log("closed", code));
    *   client.on("error", (error) => console.log(error.code));
-   * }
-   * ```
-   *
-   * @example
-   * ```ts
-   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
-   * async function healthy(client: RealmWebSocketClient) {
-   *   return (await client.health({ timeout: 2_000 })).status === "healthy";
-   * }
-   * ```
-   *
-   * @example
-   * ```ts
-   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
-   * async function streamingFunctions(client: RealmWebSocketClient) {
-   *   const { functions } = await client.metadata();
-   *   return functions.filter((f) => f.streaming).map((f) => f.name);
    * }
    * ```
    */
