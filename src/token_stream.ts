@@ -1,6 +1,6 @@
 /**
- * A streamed call's tokens as a `ReadableStream<string>` that is also async
- * iterable, started lazily on the first read.
+ * A streamed call's tokens: async iterable, or a `ReadableStream<string>`
+ * made on demand; started lazily on the first read.
  *
  * @module
  */
@@ -10,7 +10,7 @@
  *
  * @example A stream of fixed tokens
  * ```ts
- * import { TokenStream, type TokenSink } from "@realm-ai/ws-client";
+ * import { type TokenSink, TokenStream } from "@realm-ai/ws-client";
  * const stream = new TokenStream((sink: TokenSink) => {
  *   sink.token("Hello");
  *   sink.close();
@@ -23,16 +23,19 @@ export interface TokenSink {
   token(token: string): void;
   /** The stream finished normally. */
   close(): void;
-  /** The stream failed; the reader throws this. */
+  /** The stream failed; the reader throws this once the tokens before it are read. */
   error(error: unknown): void;
 }
 
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
+
 /**
- * The tokens of one `generateStream()` call, in order. Iterate it with
- * `for await`, or take {@linkcode TokenStream.readable} to pipe it. The call
- * is sent on the first read; leaving a `for await` loop early (or calling
- * {@linkcode TokenStream.cancel}) stops listening, and the server's later
- * frames for the call are dropped.
+ * The tokens of one `generateStream()` call, in order. Read it once, one way:
+ * iterate it with `for await`, or take {@linkcode TokenStream.readable} to
+ * pipe it. The call is sent on the first read; leaving a `for await` loop
+ * early (or calling {@linkcode TokenStream.cancel}) stops listening, and the
+ * server's later frames for the call are dropped. Tokens that arrive faster
+ * than they are read wait in order; none is lost.
  *
  * @example Pipe tokens into an HTTP response
  * ```ts
@@ -45,14 +48,18 @@ export interface TokenSink {
  */
 export class TokenStream implements AsyncIterable<string> {
   readonly #start: (sink: TokenSink) => () => void;
+  #stop: (() => void) | undefined;
+  #started = false;
+  /** Tokens arrived and not yet read, from `#head` on. */
+  #queue: string[] = [];
+  #head = 0;
+  /** Closed by the server or cancelled by the reader. */
+  #ended = false;
+  #failure: { error: unknown } | undefined;
+  /** The pending read, waiting for a token or the end. */
+  #waiting: { resolve(r: IteratorResult<string>): void; reject(e: unknown): void } | undefined;
+  #readBy: "for await" | "readable" | undefined;
   #readable: ReadableStream<string> | undefined;
-  /** Set once a `for await` took the direct path (see `[Symbol.asyncIterator]`). */
-  #direct: DirectTokens | undefined;
-  /**
-   * Until the end of the current task: a ReadableStream that young has not
-   * finished starting, and defers its first pull by a microtask.
-   */
-  #young = true;
 
   /**
    * Wraps a streamed call; `generateStream()` makes these.
@@ -63,220 +70,106 @@ export class TokenStream implements AsyncIterable<string> {
    */
   constructor(start: (sink: TokenSink) => () => void) {
     this.#start = start;
-    queueMicrotask(() => this.#young = false);
   }
 
   /** The tokens as a web-standard stream, for `pipeThrough`/`pipeTo`. */
   get readable(): ReadableStream<string> {
-    this.#readable ??= this.#direct ? this.#direct.standIn() : tokenReadable(this.#start);
-    return this.#readable;
+    if (this.#readable) return this.#readable;
+    this.#claim("readable");
+    // highWaterMark 0: nothing is read (and no call sent) before the consumer asks.
+    return this.#readable = new ReadableStream<string>({
+      pull: async (controller) => {
+        const result = await this.#read();
+        if (result.done) controller.close();
+        else controller.enqueue(result.value);
+      },
+      cancel: (reason) => this.cancel(reason),
+    }, { highWaterMark: 0 });
   }
 
-  /** Stops listening; pending reads end and later frames are dropped. */
-  cancel(reason?: unknown): Promise<void> {
-    return this.readable.cancel(reason);
+  /** Stops listening; a pending read ends and later frames are dropped. */
+  cancel(_reason?: unknown): Promise<void> {
+    if (!this.#ended && !this.#failure) {
+      this.#ended = true;
+      this.#queue = [];
+      this.#head = 0;
+      this.#stop?.();
+      this.#wake();
+    }
+    return Promise.resolve();
   }
 
   /** Iterates the tokens; a `break` cancels the stream. */
   [Symbol.asyncIterator](): AsyncIterator<string> {
-    if (this.#readable === undefined && this.#direct === undefined) {
-      // The usual case, `for await` on a fresh stream: tokens go straight to the loop, without
-      // a ReadableStream's per-chunk promises and pull calls (a quarter of a token's cost).
-      this.#direct = new DirectTokens(this.#start, this.#young);
-      return this.#direct.iterator();
-    }
-    // Not `readable.values()`: some browsers still lack ReadableStream iteration.
-    const reader = this.readable.getReader();
+    this.#claim("for await");
     return {
-      next: () => reader.read() as Promise<IteratorResult<string>>,
+      next: () => this.#read(),
       return: async (value?: unknown) => {
-        await reader.cancel();
-        reader.releaseLock();
-        return { done: true, value: value as string };
-      },
-      throw: async (error?: unknown) => {
-        await reader.cancel(error);
-        reader.releaseLock();
-        throw error;
+        await this.cancel();
+        return { done: true, value: value as undefined };
       },
     };
   }
-}
 
-/** The stream as a `ReadableStream`: started by the first read, stopped by a cancel. */
-function tokenReadable(start: (sink: TokenSink) => () => void): ReadableStream<string> {
-  let stop: (() => void) | undefined;
-  let started = false;
-  // Once closed, errored or cancelled, late deliveries are ignored.
-  let open = true;
-  return new ReadableStream<string>({
-    pull(controller) {
-      if (started) return;
-      started = true;
-      stop = start({
-        token(token) {
-          if (open) controller.enqueue(token);
-        },
-        close() {
-          if (!open) return;
-          open = false;
-          controller.close();
-        },
-        error(error) {
-          if (!open) return;
-          open = false;
-          controller.error(error);
-        },
-      });
-    },
-    cancel() {
-      open = false;
-      stop?.();
-    },
-  }, { highWaterMark: 0 });
-}
-
-/**
- * A `for await` over a stream, fed by the sink directly: what the reader of a
- * `ReadableStream` would see, at a fraction of its cost per token. Like that
- * reader it holds a lock on the stream until the loop is left early: the
- * `readable` of such a stream is a stand-in, locked meanwhile, cancelled after.
- */
-class DirectTokens {
-  readonly #start: (sink: TokenSink) => () => void;
-  /** Start on the first read, but a microtask later (see `TokenStream.#young`). */
-  readonly #startLater: boolean;
-  #stop: (() => void) | undefined;
-  #started = false;
-  /** Tokens arrived and not yet read, from `#head` on. */
-  #queue: string[] = [];
-  #head = 0;
-  #state: "open" | "closed" | "errored" | "cancelled" = "open";
-  #error: unknown;
-  /** The pending `next()`, waiting for a token or the end. */
-  #waiting:
-    | { resolve: (result: IteratorResult<string>) => void; reject: (error: unknown) => void }
-    | undefined;
-  /** Whether the loop still holds the lock (it lets go only when left early). */
-  #locked = true;
-  /** The lock on the stand-in, taken for the loop while it holds its own. */
-  #standInLock: ReadableStreamDefaultReader<string> | undefined;
-
-  constructor(start: (sink: TokenSink) => () => void, startLater: boolean) {
-    this.#start = start;
-    this.#startLater = startLater;
-  }
-
-  iterator(): AsyncIterator<string> {
-    return {
-      next: () => this.#next(),
-      return: (value?: unknown) => this.#release(undefined).then(() => ({ done: true, value })),
-      throw: (error?: unknown) =>
-        this.#release(error).then(() => {
-          throw error;
-        }),
-    } as AsyncIterator<string>;
-  }
-
-  /**
-   * The `readable` of a stream read this way: locked while the loop runs, and
-   * cancelled once the loop has let go, as the real stream would be.
-   */
-  standIn(): ReadableStream<string> {
-    const released = !this.#locked;
-    const standIn = new ReadableStream<string>({
-      start(controller) {
-        if (released) controller.close();
-      },
-    }, { highWaterMark: 0 });
-    if (!released) this.#standInLock = standIn.getReader();
-    return standIn;
-  }
-
-  #sink: TokenSink = {
-    token: (token) => {
-      if (this.#state !== "open") return;
-      const waiting = this.#waiting;
-      if (waiting) {
-        this.#waiting = undefined;
-        waiting.resolve({ value: token, done: false });
-      } else this.#queue.push(token);
-    },
-    close: () => {
-      if (this.#state !== "open") return;
-      this.#state = "closed";
-      this.#settleWaiting();
-    },
-    error: (error) => {
-      if (this.#state !== "open") return;
-      this.#state = "errored";
-      this.#error = error;
-      // As a ReadableStream's error: tokens not yet read are dropped.
-      this.#queue = [];
-      this.#head = 0;
-      this.#settleWaiting();
-    },
-  };
-
-  #next(): Promise<IteratorResult<string>> {
-    if (!this.#locked) {
-      return Promise.reject(new TypeError("The reader of this stream was released."));
+  #claim(how: "for await" | "readable"): void {
+    if (this.#readBy) {
+      throw new TypeError(
+        `This token stream is already being read through ${this.#readBy}: read it once, one way.`,
+      );
     }
-    if (!this.#started) {
-      this.#started = true;
-      if (this.#startLater) queueMicrotask(() => this.#begin());
-      else this.#begin();
-    }
+    this.#readBy = how;
+  }
+
+  #read(): Promise<IteratorResult<string>> {
+    if (!this.#started && !this.#ended) this.#begin();
     if (this.#head < this.#queue.length) {
-      const token = this.#queue[this.#head++];
+      const value = this.#queue[this.#head++];
       if (this.#head === this.#queue.length) {
         this.#queue = [];
         this.#head = 0;
       }
-      return Promise.resolve({ value: token, done: false });
+      return Promise.resolve({ done: false, value });
     }
-    if (this.#state === "errored") return Promise.reject(this.#error);
-    if (this.#state !== "open") return Promise.resolve({ value: undefined, done: true });
+    if (this.#failure) return Promise.reject(this.#failure.error);
+    if (this.#ended) return Promise.resolve(DONE);
     return new Promise((resolve, reject) => this.#waiting = { resolve, reject });
   }
 
-  /** Sends the call, unless the loop was left before. */
   #begin(): void {
-    if (this.#state !== "open") return;
+    this.#started = true;
+    const open = () => !this.#ended && !this.#failure;
     try {
-      this.#stop = this.#start(this.#sink);
+      this.#stop = this.#start({
+        token: (token) => {
+          if (!open()) return;
+          const waiting = this.#waiting;
+          if (waiting) {
+            this.#waiting = undefined;
+            waiting.resolve({ done: false, value: token });
+          } else this.#queue.push(token);
+        },
+        close: () => {
+          if (!open()) return;
+          this.#ended = true;
+          this.#wake();
+        },
+        error: (error) => {
+          if (!open()) return;
+          this.#failure = { error };
+          this.#wake();
+        },
+      });
     } catch (error) {
-      this.#sink.error(error);
+      this.#failure = { error };
     }
   }
 
-  /** Ends a pending read: with the stream's error, else as done. */
-  #settleWaiting(): void {
+  /** Ends a pending read: the stream closed, failed or was cancelled. */
+  #wake(): void {
     const waiting = this.#waiting;
     if (!waiting) return;
     this.#waiting = undefined;
-    if (this.#state === "errored") waiting.reject(this.#error);
-    else waiting.resolve({ value: undefined, done: true });
-  }
-
-  /** Leaves the loop early: cancels the stream (stopping the call) and lets go of it. */
-  async #release(reason: unknown): Promise<void> {
-    if (!this.#locked) throw new TypeError("The reader of this stream was released.");
-    if (this.#state === "errored") throw this.#error;
-    // A close with tokens still unread is only requested: a cancel still reaches the source.
-    if (this.#state === "open" || (this.#state === "closed" && this.#head < this.#queue.length)) {
-      this.#state = "cancelled";
-      this.#queue = [];
-      this.#head = 0;
-      this.#settleWaiting();
-      this.#stop?.();
-    }
-    this.#locked = false;
-    const lock = this.#standInLock;
-    this.#standInLock = undefined;
-    if (lock) {
-      await lock.cancel(reason);
-      lock.releaseLock();
-    }
+    if (this.#failure) waiting.reject(this.#failure.error);
+    else waiting.resolve(DONE);
   }
 }

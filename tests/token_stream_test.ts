@@ -67,3 +67,51 @@ Deno.test("TokenStream: a start that throws fails the stream before anything is 
     for await (const _ of stream) { /* drain */ }
   }, /bad params/);
 });
+
+Deno.test("TokenStream: tokens that arrive before the reader are kept, then the error", async () => {
+  const stream = new TokenStream((sink) => {
+    sink.token("a");
+    sink.token("b");
+    sink.error(new Error("late failure"));
+    sink.token("ignored");
+    return () => {};
+  });
+  const seen: string[] = [];
+  await assert.rejects(async () => {
+    for await (const token of stream) seen.push(token);
+  }, /late failure/);
+  assert.deepEqual(seen, ["a", "b"], "nothing that arrived before the error is lost");
+});
+
+Deno.test("TokenStream: cancel() before the first read means the call is never sent", async () => {
+  let started = 0;
+  const stream = new TokenStream(() => {
+    started++;
+    return () => {};
+  });
+  await stream.cancel();
+  for await (const _ of stream) assert.fail("a cancelled stream yields nothing");
+  assert.equal(started, 0);
+});
+
+Deno.test("TokenStream: read once, one way; a second reader gets a TypeError saying so", () => {
+  const stream = new TokenStream(() => () => {});
+  stream[Symbol.asyncIterator]();
+  assert.throws(() => stream.readable, TypeError);
+  assert.throws(() => stream[Symbol.asyncIterator](), /already being read through for await/);
+  const piped = new TokenStream(() => () => {});
+  assert.equal(piped.readable, piped.readable, "the same readable every time");
+  assert.throws(() => piped[Symbol.asyncIterator](), /through readable/);
+});
+
+Deno.test("TokenStream: cancelling the readable stops listening", async () => {
+  let stopped = 0;
+  const stream = new TokenStream((sink) => {
+    sink.token("x");
+    return () => stopped++;
+  });
+  const reader = stream.readable.getReader();
+  assert.deepEqual(await reader.read(), { done: false, value: "x" });
+  await reader.cancel();
+  assert.equal(stopped, 1);
+});
