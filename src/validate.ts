@@ -32,23 +32,6 @@ export interface ResolvedOptions {
   logger?: RealmClientOptions["logger"];
 }
 
-/** The documented defaults, in one place. */
-export const DEFAULTS = {
-  url: "ws://localhost:8080",
-  reconnect: true,
-  reconnectInterval: 5000,
-  maxReconnectInterval: 60_000,
-  maxReconnectAttempts: Infinity,
-  timeout: 30_000,
-  streamIdleTimeout: 30_000,
-  connectTimeout: 10_000,
-  heartbeatInterval: 0,
-  heartbeatTimeout: 10_000,
-  maxRetries: 0,
-  maxQueuedCalls: 1000,
-  connections: 1,
-} as const;
-
 function invalidOption(message: string): RealmError {
   return new RealmError("INVALID_OPTIONS", message);
 }
@@ -57,24 +40,49 @@ function invalidParam(message: string): RealmError {
   return new RealmError("INVALID_PARAMS", message);
 }
 
-type Check = (value: number) => boolean;
-const nonNegative: Check = (v) => v >= 0;
-const positive: Check = (v) => v > 0;
+const MS = "a number of milliseconds";
+const finite = (v: number) => v < Infinity;
+const integerOrInfinity = (v: number) => v === Infinity || Number.isInteger(v);
 
-function numberOption(
-  options: Record<string, unknown>,
-  name: string,
-  fallback: number,
-  ok: Check,
-  rule: string,
-  integer = false,
-): number {
-  const value = options[name];
+/** The numeric options: name, documented default, the rule as the error states it, the check. */
+const NUMERIC_OPTIONS: [name: NumericOption, fallback: number, rule: string, ok: Check][] = [
+  ["reconnectInterval", 5000, `${MS} ≥ 0`, (v) => v >= 0 && finite(v)],
+  [
+    "maxReconnectAttempts",
+    Infinity,
+    "an integer ≥ 0 or Infinity",
+    (v) => v >= 0 && integerOrInfinity(v),
+  ],
+  ["timeout", 30_000, `${MS} > 0`, (v) => v > 0],
+  ["streamIdleTimeout", 30_000, `${MS} > 0`, (v) => v > 0],
+  ["connectTimeout", 10_000, `${MS} > 0`, (v) => v > 0],
+  ["heartbeatInterval", 0, `${MS} ≥ 0 (0 turns it off)`, (v) => v >= 0 && finite(v)],
+  ["heartbeatTimeout", 10_000, `${MS} > 0`, (v) => v > 0 && finite(v)],
+  ["maxRetries", 0, "an integer ≥ 0", (v) => v >= 0 && Number.isInteger(v)],
+  ["maxQueuedCalls", 1000, "an integer ≥ 0 or Infinity", (v) => v >= 0 && integerOrInfinity(v)],
+  ["connections", 1, "an integer from 1 to 64", (v) => v >= 1 && v <= 64 && Number.isInteger(v)],
+];
+
+/** The longest reconnect delay by default, in ms (never below `reconnectInterval`). */
+const MAX_RECONNECT_INTERVAL = 60_000;
+
+type NumericOption =
+  | "reconnectInterval"
+  | "maxReconnectAttempts"
+  | "timeout"
+  | "streamIdleTimeout"
+  | "connectTimeout"
+  | "heartbeatInterval"
+  | "heartbeatTimeout"
+  | "maxRetries"
+  | "maxQueuedCalls"
+  | "connections";
+
+type Check = (value: number) => boolean;
+
+function numberOption(value: unknown, name: string, fallback: number, rule: string, ok: Check) {
   if (value === undefined) return fallback;
-  if (
-    typeof value !== "number" || Number.isNaN(value) || !ok(value) ||
-    (integer && Number.isFinite(value) && !Number.isInteger(value))
-  ) {
+  if (typeof value !== "number" || Number.isNaN(value) || !ok(value)) {
     throw invalidOption(`\`${name}\` must be ${rule}; got ${describe(value)}.`);
   }
   return value;
@@ -110,7 +118,7 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
       '`model` is required: a model name, file path or URL, e.g. `{ model: "llama-2-7b" }`.',
     );
   }
-  const url = input.url ?? DEFAULTS.url;
+  const url = input.url ?? "ws://localhost:8080";
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -161,94 +169,27 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
   if (input.logger !== undefined && typeof input.logger !== "function") {
     throw invalidOption("`logger` must be a function `(message, data) => void`.");
   }
-  const ms = "a number of milliseconds ≥ 0";
-  const positiveMs = "a number of milliseconds > 0";
-  const reconnectInterval = numberOption(
-    options,
-    "reconnectInterval",
-    DEFAULTS.reconnectInterval,
-    (v) => nonNegative(v) && Number.isFinite(v),
-    ms,
-  );
-  const resolved: ResolvedOptions = {
+  const resolved = {
     model: input.model,
     url,
     apiKey: input.apiKey,
     tenantId: input.tenantId,
-    reconnect: input.reconnect ?? DEFAULTS.reconnect,
-    reconnectInterval,
-    maxReconnectInterval: numberOption(
-      options,
-      "maxReconnectInterval",
-      Math.max(DEFAULTS.maxReconnectInterval, reconnectInterval),
-      (v) => v >= reconnectInterval,
-      `a number of milliseconds ≥ reconnectInterval (${reconnectInterval})`,
-    ),
-    maxReconnectAttempts: numberOption(
-      options,
-      "maxReconnectAttempts",
-      DEFAULTS.maxReconnectAttempts,
-      nonNegative,
-      "an integer ≥ 0 or Infinity",
-      true,
-    ),
-    timeout: numberOption(options, "timeout", DEFAULTS.timeout, positive, positiveMs),
-    streamIdleTimeout: numberOption(
-      options,
-      "streamIdleTimeout",
-      DEFAULTS.streamIdleTimeout,
-      positive,
-      positiveMs,
-    ),
-    connectTimeout: numberOption(
-      options,
-      "connectTimeout",
-      DEFAULTS.connectTimeout,
-      positive,
-      positiveMs,
-    ),
-    heartbeatInterval: numberOption(
-      options,
-      "heartbeatInterval",
-      DEFAULTS.heartbeatInterval,
-      (v) => nonNegative(v) && Number.isFinite(v),
-      `${ms} (0 turns it off)`,
-    ),
-    heartbeatTimeout: numberOption(
-      options,
-      "heartbeatTimeout",
-      DEFAULTS.heartbeatTimeout,
-      (v) => positive(v) && Number.isFinite(v),
-      positiveMs,
-    ),
-    maxRetries: numberOption(
-      options,
-      "maxRetries",
-      DEFAULTS.maxRetries,
-      (v) => nonNegative(v) && Number.isFinite(v),
-      "an integer ≥ 0",
-      true,
-    ),
-    maxQueuedCalls: numberOption(
-      options,
-      "maxQueuedCalls",
-      DEFAULTS.maxQueuedCalls,
-      nonNegative,
-      "an integer ≥ 0 or Infinity",
-      true,
-    ),
-    connections: numberOption(
-      options,
-      "connections",
-      DEFAULTS.connections,
-      (v) => v >= 1 && v <= 64,
-      "an integer from 1 to 64",
-      true,
-    ),
+    reconnect: input.reconnect ?? true,
     allowInsecureAuth: input.allowInsecureAuth ?? false,
     WebSocket: input.WebSocket,
     logger: input.logger,
-  };
+  } as ResolvedOptions;
+  for (const [name, fallback, rule, ok] of NUMERIC_OPTIONS) {
+    resolved[name] = numberOption(options[name], name, fallback, rule, ok);
+  }
+  const floor = resolved.reconnectInterval;
+  resolved.maxReconnectInterval = numberOption(
+    options.maxReconnectInterval,
+    "maxReconnectInterval",
+    Math.max(MAX_RECONNECT_INTERVAL, floor),
+    `${MS} ≥ reconnectInterval (${floor})`,
+    (v) => v >= floor,
+  );
   return resolved;
 }
 
