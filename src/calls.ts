@@ -55,7 +55,8 @@ export class Call {
   /** The pending timeout (or idle) deadline. */
   #deadline: Deadline | undefined;
   readonly #deadlines: Deadlines;
-  #wakeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The pending rate-limit retry wait, on the same shared timer. */
+  #wake: Deadline | undefined;
   #streaming = false;
   /** Tokens received, and the count at the last idle check (no clock read per token). */
   #tokens = 0;
@@ -136,10 +137,10 @@ export class Call {
 
   /** Runs `then` after `ms` unless the call settles first (a rate-limit retry wait). */
   wake(ms: number, then: () => void): void {
-    this.#wakeTimer = setTimeout(() => {
-      this.#wakeTimer = undefined;
+    this.#wake = this.#deadlines.add(ms, () => {
+      this.#wake = undefined;
       if (!this.#settled) then();
-    }, ms);
+    });
   }
 
   #arm(ms: number): void {
@@ -206,8 +207,8 @@ export class Call {
     this.#settled = true;
     if (this.#deadline !== undefined) this.#deadlines.cancel(this.#deadline);
     this.#deadline = undefined;
-    if (this.#wakeTimer !== undefined) clearTimeout(this.#wakeTimer);
-    this.#wakeTimer = undefined;
+    if (this.#wake !== undefined) this.#deadlines.cancel(this.#wake);
+    this.#wake = undefined;
     this.spec.signal?.removeEventListener("abort", this.#onAbort);
     this.#onEnd(this, end);
     return true;
@@ -238,11 +239,6 @@ export class CallRegistry {
   /** The unsettled call with this id. */
   get(id: string): Call | undefined {
     return this.#calls.get(id);
-  }
-
-  /** Unsettled calls, oldest first. */
-  values(): IterableIterator<Call> {
-    return this.#calls.values();
   }
 
   /** Number of unsettled calls. */

@@ -627,8 +627,8 @@ export class RealmWebSocketClient extends EventTarget {
   #onFrame(connection: Connection, frame: ServerFrame): void {
     switch (frame.kind) {
       case "streaming": {
-        const call = this.#calls.get(frame.id);
-        if (call && call.connection === connection) {
+        const call = this.#callOn(connection, frame.id);
+        if (call) {
           const token = readToken(frame.data);
           if (token !== undefined) return call.token(token);
           return this.#protocolError(`streaming frame without a token for call ${frame.id}`);
@@ -636,8 +636,8 @@ export class RealmWebSocketClient extends EventTarget {
         return this.#lateFrame(connection, frame.id, false);
       }
       case "complete": {
-        const call = this.#calls.get(frame.id);
-        if (call && call.connection === connection) {
+        const call = this.#callOn(connection, frame.id);
+        if (call) {
           connection.settled(frame.id);
           return call.complete(frame.data);
         }
@@ -650,8 +650,8 @@ export class RealmWebSocketClient extends EventTarget {
           message: "The server cancelled the call.",
         };
         if (frame.id === "unknown") return this.#unattributedError(connection, error);
-        const call = this.#calls.get(frame.id);
-        if (call && call.connection === connection) {
+        const call = this.#callOn(connection, frame.id);
+        if (call) {
           connection.settled(frame.id);
           return this.#callFailed(call, serverError(error, frame.id));
         }
@@ -666,6 +666,12 @@ export class RealmWebSocketClient extends EventTarget {
           `Ignored an unexpected ${frame.kind} frame after the handshake.`,
         );
     }
+  }
+
+  /** The unsettled call with this id, if it was sent on this socket (ids are per client). */
+  #callOn(connection: Connection, id: string): Call | undefined {
+    const call = this.#calls.get(id);
+    return call?.connection === connection ? call : undefined;
   }
 
   /** A frame of an abandoned call is dropped silently; one of an unknown id is reported. */
@@ -694,8 +700,7 @@ export class RealmWebSocketClient extends EventTarget {
     this.#emit("error", realmError);
     if (id === undefined) return;
     connection.settled(id);
-    const call = this.#calls.get(id);
-    if (call && call.connection === connection) call.fail(realmError);
+    this.#callOn(connection, id)?.fail(realmError);
   }
 
   #callFailed(call: Call, error: RealmError): void {
@@ -725,8 +730,8 @@ export class RealmWebSocketClient extends EventTarget {
     const resend: Call[] = [];
     // Calls on the dead socket learn it now, not at their timeout.
     for (const id of connection.inFlight.keys()) {
-      const call = this.#calls.get(id);
-      if (!call || call.connection !== connection) continue;
+      const call = this.#callOn(connection, id);
+      if (!call) continue;
       if (willReconnect && IDEMPOTENT.has(call.spec.fn) && !call.resentAfterDrop) {
         call.resentAfterDrop = true;
         call.resetForRetry();

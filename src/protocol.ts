@@ -37,7 +37,9 @@ type Json = Record<string, unknown>;
  * Decodes one text frame. Never throws: a frame the client cannot use comes
  * back as `{ kind: "invalid" }` with the reason.
  */
-export function decodeFrame(text: string): ServerFrame {
+export function decodeFrame(text: unknown): ServerFrame {
+  // The server sends text frames only; a binary one is unusable like any other bad frame.
+  if (typeof text !== "string") return { kind: "invalid", reason: "binary frame from the server" };
   let value: unknown;
   try {
     value = JSON.parse(text);
