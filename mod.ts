@@ -32,6 +32,7 @@ export {
   type RealmErrorCode,
   type RealmErrorInit,
 } from "./src/errors.ts";
+export { type ConnectionState, STATE_EDGES, type StateChange } from "./src/lifecycle.ts";
 export { type TokenSink, TokenStream } from "./src/token_stream.ts";
 export type { WebSocketSource } from "./src/websocket.ts";
 export type {

@@ -12,7 +12,8 @@ import type { RealmFunction } from "./protocol.ts";
 /** What a caller asked for. */
 export interface CallSpec {
   fn: RealmFunction;
-  params: Record<string, unknown>;
+  /** The call's `params`, already JSON: checked once, sent as is on every try. */
+  paramsJson: string;
   /** The call answers with `streaming` frames before its `complete`. */
   stream: boolean;
   /** Total wait for the answer (for a stream: for its first frame), in ms. */
@@ -129,6 +130,14 @@ export class Call {
     if (this.#finish("abandoned")) this.#resolve(undefined);
   }
 
+  /**
+   * When the call times out if nothing arrives, on the `performance.now()`
+   * clock; `Infinity` once it streams or without a timeout.
+   */
+  get deadlineAt(): number {
+    return this.#streaming ? Infinity : this.#deadline?.at ?? Infinity;
+  }
+
   /** Prepares a new try (rate-limit retry or resend after a drop); the timer keeps running. */
   resetForRetry(): void {
     this.sent = false;
@@ -241,6 +250,17 @@ export class CallRegistry {
     return this.#calls.get(id);
   }
 
+  /** Whether `id` is one this registry gave out (so a frame for it is late, not foreign). */
+  issued(id: string): boolean {
+    const n = Number(id);
+    return Number.isInteger(n) && n >= 1 && n <= this.#nextId && String(n) === id;
+  }
+
+  /** The unsettled calls, oldest first (a copy: settling them while iterating is safe). */
+  pending(): Call[] {
+    return [...this.#calls.values()];
+  }
+
   /** Number of unsettled calls. */
   get size(): number {
     return this.#calls.size;
@@ -323,7 +343,8 @@ export class Deadlines {
   #arm(at: number, now: number): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timerAt = at;
-    this.#timer = setTimeout(this.#onTimer, Math.max(0, at - now));
+    // Timers fire at once past 2^31-1 ms: wait that long at most, then look again.
+    this.#timer = setTimeout(this.#onTimer, Math.min(MAX_TIMER_MS, Math.max(0, at - now)));
   }
 
   #fireDue(): void {
@@ -382,6 +403,9 @@ export class Deadlines {
     return top;
   }
 }
+
+/** The longest delay `setTimeout` honours; a longer one fires at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function earlier(a: Deadline, b: Deadline): boolean {
   return a.at < b.at || (a.at === b.at && a.seq < b.seq);

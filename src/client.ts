@@ -1,15 +1,20 @@
 /**
- * `RealmWebSocketClient`: the public methods, composing the connection,
- * the calls registry and the token streams.
+ * `RealmWebSocketClient`: the public façade. It checks what the caller
+ * passes, then hands the work to the modules that own it: the state machine
+ * (`lifecycle.ts`), the sockets (`pool.ts`), the calls (`calls.ts`) and the
+ * routing between them (`dispatch.ts`).
  *
  * @module
  */
 
-import { reconnectDelay, retryDelay, sleep } from "./backoff.ts";
-import { type Call, type CallEnd, CallRegistry, type CallSpec } from "./calls.ts";
-import { type Connection, openConnection } from "./connection.ts";
-import { parseRetryAfter, RealmError } from "./errors.ts";
-import { encodeCall, readToken, type RealmFunction, type ServerFrame } from "./protocol.ts";
+import { watchBrowser } from "./browser.ts";
+import { CallRegistry, type CallSpec } from "./calls.ts";
+import type { Connection } from "./connection.ts";
+import { Dispatcher, withRequest } from "./dispatch.ts";
+import { RealmError } from "./errors.ts";
+import { type ConnectionState, Lifecycle, type SocketSummary } from "./lifecycle.ts";
+import { Pool, type Slot } from "./pool.ts";
+import { encodeParams, type RealmFunction } from "./protocol.ts";
 import { TokenStream } from "./token_stream.ts";
 import type {
   CallOptions,
@@ -20,7 +25,6 @@ import type {
   RealmClientOptions,
   RealmEventMap,
   RuntimeMetadata,
-  WebSocketConstructor,
 } from "./types.ts";
 import {
   checkCallOptions,
@@ -31,18 +35,10 @@ import {
 } from "./validate.ts";
 import { resolveWebSocket, type WebSocketSource } from "./websocket.ts";
 
-/** One socket of the client (one per `connections`), reconnecting on its own. */
-interface Slot {
-  index: number;
-  connection?: Connection;
-  /** Consecutive reconnect attempts since the last stable connection. */
-  attempts: number;
-  connectedAt: number;
-  reconnecting: boolean;
-}
-
 /**
- * Counts of what the client holds right now; all zero after `disconnect()`.
+ * Counts of what the client holds right now. After `disconnect()` all are
+ * zero but `listeners`, which counts the `on()` listeners still registered:
+ * they survive `disconnect()`, so that a later `connect()` keeps them.
  *
  * @example
  * ```ts
@@ -51,25 +47,30 @@ interface Slot {
  * ```
  */
 export interface ClientStats {
-  /** Calls without an outcome yet (queued or sent). */
+  /** Calls without an outcome yet (queued, sent, or waiting out a rate-limit retry). */
   pendingCalls: number;
   /** Calls waiting for a connection. */
   queuedCalls: number;
   /** Sockets open and handshaken. */
   openConnections: number;
-  /** Calls written to sockets whose last frame has not arrived (abandoned ones included). */
+  /**
+   * Calls written to sockets whose last frame has not arrived, abandoned ones
+   * included until they have been quiet for `streamIdleTimeout`.
+   */
   callsOnTheWire: number;
   /** Event listeners added with `on()`. */
   listeners: number;
 }
 
-const IDEMPOTENT: ReadonlySet<RealmFunction> = new Set(["health", "metadata"]);
+/** A listener of the caller's, and the guard that keeps its exceptions in. */
+type Guards = Map<string, EventListener>;
 
 /**
  * A client of the Realm inference server over one WebSocket (or a few, with
  * `connections`). It is an `EventTarget`: `on()`/`off()` hand callbacks the
  * event's payload, `addEventListener()` receives a `CustomEvent` whose
- * `detail` is that payload. It prints nothing by itself.
+ * `detail` is that payload. It prints nothing by itself, and an exception
+ * thrown by a listener goes to the `logger` instead of the runtime.
  *
  * @example Connect, generate, stream
  * ```ts
@@ -80,9 +81,9 @@ const IDEMPOTENT: ReadonlySet<RealmFunction> = new Set(["health", "metadata"]);
  * const client = new RealmWebSocketClient({ url: server.url, model: "llama-2-7b" });
  * await client.connect();
  * const { text } = await client.generate({ prompt: "What is the capital of France?" });
- * console.log(text); // "The capital of France is Paris."
+ * let story = "";
  * for await (const token of client.generateStream({ prompt: "Hi", max_tokens: 5 })) {
- *   console.log(token);
+ *   story += token;
  * }
  * await client.disconnect();
  * await server.close();
@@ -91,19 +92,28 @@ const IDEMPOTENT: ReadonlySet<RealmFunction> = new Set(["health", "metadata"]);
 export class RealmWebSocketClient extends EventTarget {
   readonly #options: ResolvedOptions;
   readonly #calls = new CallRegistry();
-  readonly #slots: Slot[];
-  /** Calls waiting for a socket, oldest first. */
-  readonly #queue: Call[] = [];
+  readonly #lifecycle: Lifecycle;
+  readonly #pool: Pool;
+  readonly #dispatcher: Dispatcher;
   readonly #listeners = new Map<string, Map<(payload: never) => void, EventListener>>();
+  readonly #guards = new WeakMap<object, Guards>();
   #tenantId: string;
   #serverVersion: string | undefined;
-  #webSocket: { WebSocket: WebSocketConstructor; source: WebSocketSource } | undefined;
-  /** Between `connect()` and `disconnect()` (or giving up): calls may wait for a socket. */
-  #running = false;
-  /** Aborted by `disconnect()`: cancels handshakes and reconnect waits. */
-  #lifecycle = new AbortController();
+  #webSocketSource: WebSocketSource | undefined;
+  /** The running `connect()` of this run, shared by concurrent callers. */
   #connecting: Promise<void> | undefined;
-  #openWaiters: { resolve: () => void; reject: (error: RealmError) => void }[] = [];
+  /** `connect()`/`reconnect()` callers waiting for a socket while reconnecting. */
+  #openWaiters: {
+    resolve: () => void;
+    reject: (error: RealmError) => void;
+    promise: Promise<void>;
+  }[] = [];
+  /** Removes the browser's network and page listeners. */
+  #unwatchBrowser: (() => void) | undefined;
+  /** Sockets are being closed on purpose (disconnect, failed connect): none reconnects. */
+  #halting = false;
+  /** Sockets are being dropped by `reconnect()`: they reconnect at once, even with `reconnect` off. */
+  #reconnectingNow = false;
 
   /**
    * Creates a client; nothing is opened until {@linkcode RealmWebSocketClient.connect}.
@@ -115,22 +125,65 @@ export class RealmWebSocketClient extends EventTarget {
     super();
     this.#options = resolveOptions(options);
     this.#tenantId = this.#options.tenantId ?? randomTenantId();
-    this.#slots = Array.from(
-      { length: this.#options.connections },
-      (_, index) => ({ index, attempts: 0, connectedAt: 0, reconnecting: false }),
-    );
+    this.#lifecycle = new Lifecycle((change) => this.#emit("statechange", change));
+    this.#pool = new Pool(this.#options, {
+      opened: (slot) => this.#onOpened(slot),
+      frame: (connection, frame) => this.#dispatcher.frame(connection, frame),
+      closed: (slot, connection, code, reason) => this.#onClosed(slot, connection, code, reason),
+      reconnecting: (slot, attempt, delay) => {
+        this.#log("reconnecting", { attempt, delayMs: delay, socket: slot.index });
+        this.#emit("reconnecting", { attempt, delay, socket: slot.index });
+      },
+      connecting: (slot, attempt) => this.#emit("connecting", { attempt, socket: slot.index }),
+      attemptFailed: (slot, error) => {
+        this.#log("reconnect failed", { socket: slot.index, error: error.message });
+        if (this.#pool.openCount === 0) this.#rejectWaiters(error);
+      },
+      gaveUp: (_slot, error) => this.#onGaveUp(error),
+      tenantId: () => this.#tenantId,
+      log: (message, data) => this.#log(message, data),
+    });
+    this.#dispatcher = new Dispatcher(this.#calls, {
+      pick: () => this.#pool.leastBusy(),
+      mayWait: () => this.#lifecycle.running,
+      maxQueuedCalls: this.#options.maxQueuedCalls,
+      report: (error) => this.#emit("error", error),
+      dropSocket: (connection) => {
+        const slot = this.#pool.slots.find((candidate) => candidate.connection === connection);
+        if (slot) this.#pool.drop(slot, 1006, "send failed");
+      },
+      log: (message, data) => this.#log(message, data),
+    });
+  }
+
+  /**
+   * The connection state: `"idle"`, `"connecting"`, `"open"`,
+   * `"reconnecting"` or `"closed"`; every change fires `statechange`.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * const ready = (client: RealmWebSocketClient) => client.state === "open";
+   * ```
+   */
+  get state(): ConnectionState {
+    return this.#lifecycle.state;
   }
 
   /**
    * Opens the socket(s) and runs the handshake. On an authenticating server
    * it sends the API key and adopts the tenant the server assigns. Resolves
-   * when every socket is ready. Calling it while connecting returns the same
-   * promise; while reconnecting it resolves as soon as a socket is back; in a
-   * pool it reopens the sockets that gave up reconnecting.
+   * when every socket is ready. What it does depends on the state:
+   * - `"idle"` or `"closed"`: starts a new connection;
+   * - `"connecting"`: returns the same promise;
+   * - `"reconnecting"`: tries every socket now (the backoff is reset) and
+   *   settles with the first outcome: a socket open, or that attempt's error;
+   * - `"open"`: reopens the sockets of a pool that gave up, else resolves.
    *
    * @throws {RealmError} `UNAUTHORIZED` (key refused or missing), `TIMEOUT`
    * (no handshake within `connectTimeout`), `CONNECTION_CLOSED` (no server),
-   * `ABORTED` (`disconnect()` was called meanwhile).
+   * `PROTOCOL_ERROR` (not a Realm server), `ABORTED` (`disconnect()` was
+   * called meanwhile).
    *
    * @example
    * ```ts
@@ -143,100 +196,63 @@ export class RealmWebSocketClient extends EventTarget {
    */
   connect(): Promise<void> {
     if (this.#connecting) return this.#connecting;
-    if (!this.#running) {
-      this.#running = true;
-      this.#lifecycle = new AbortController();
-      for (const slot of this.#slots) slot.attempts = 0;
-      return this.#track(this.#connectAll());
-    }
-    // Sockets that gave up (a pool's others still up) are reopened now.
-    const down = this.#slots.filter((slot) => !slot.connection?.open && !slot.reconnecting);
-    if (down.length > 0) {
-      const signal = this.#lifecycle.signal;
-      for (const slot of down) slot.attempts = 0;
-      return this.#track(
-        Promise.all(down.map((slot) => this.#openSlot(slot, signal))).then(() => {}),
-      );
-    }
-    if (this.isConnected()) return Promise.resolve();
-    return new Promise((resolve, reject) => this.#openWaiters.push({ resolve, reject }));
-  }
-
-  /** Remembers a connect attempt so that concurrent `connect()` calls share it. */
-  #track(attempt: Promise<void>): Promise<void> {
-    const tracked = attempt.finally(() => {
-      this.#connecting = undefined;
-    });
-    this.#connecting = tracked;
-    return tracked;
-  }
-
-  async #connectAll(): Promise<void> {
-    const signal = this.#lifecycle.signal;
-    try {
-      this.#webSocket ??= await resolveWebSocket(this.#options.WebSocket);
-      if (signal.aborted) throw cancelledConnect();
-      this.#emit("connecting", { attempt: 0 });
-      const results = await Promise.allSettled(
-        this.#slots.map((slot) => this.#openSlot(slot, signal)),
-      );
-      const failure = results.find((r) => r.status === "rejected");
-      if (failure) throw (failure as PromiseRejectedResult).reason;
-    } catch (error) {
-      const realmError = error instanceof RealmError ? error : cancelledConnect();
-      if (this.#lifecycle.signal === signal && this.#running) {
-        // Leave nothing half-open: close the sockets that did open.
-        this.#stop(realmError);
-        await Promise.all(
-          this.#slots.map((slot) => slot.connection?.close(1000, "connect failed")),
-        );
+    switch (this.#lifecycle.state) {
+      case "idle":
+      case "closed":
+        return this.#startRun();
+      case "reconnecting": {
+        const open = this.#whenOpen();
+        this.#pool.retryNow();
+        return open;
       }
-      throw realmError;
+      default: {
+        // Sockets of a pool that gave up (the others still up) are reopened now.
+        const down = this.#pool.slots.filter((slot) => !slot.connection?.open && !slot.retrying);
+        for (const slot of down) slot.attempts = 0;
+        return Promise.all(down.map((slot) => this.#pool.open(slot))).then(() => {});
+      }
     }
-  }
-
-  /** Opens one slot's socket and puts it to work. */
-  async #openSlot(slot: Slot, signal: AbortSignal): Promise<void> {
-    const options = this.#options;
-    const connection = await openConnection(
-      {
-        url: options.url,
-        WebSocket: this.#webSocket!.WebSocket,
-        apiKey: options.apiKey,
-        tenantId: this.#tenantId,
-        connectTimeout: options.connectTimeout,
-        heartbeatInterval: options.heartbeatInterval,
-        heartbeatTimeout: options.heartbeatTimeout,
-        abandonedCallTtl: options.streamIdleTimeout,
-        signal,
-        log: options.logger,
-      },
-      {
-        frame: (conn, frame) => this.#onFrame(conn, frame),
-        closed: (conn, code, reason) => this.#onClosed(slot, conn, code, reason),
-      },
-    );
-    if (signal.aborted) {
-      await connection.close(1000, "disconnected");
-      throw cancelledConnect();
-    }
-    slot.connection = connection;
-    slot.connectedAt = performance.now();
-    this.#tenantId = connection.tenantId;
-    this.#serverVersion = connection.serverVersion;
-    this.#emit("connected", {
-      tenantId: connection.tenantId,
-      version: connection.serverVersion,
-      socket: slot.index,
-    });
-    for (const waiter of this.#openWaiters.splice(0)) waiter.resolve();
-    this.#flushQueue();
   }
 
   /**
-   * Closes every socket and stops reconnecting. Calls still waiting reject
-   * with `CONNECTION_CLOSED`. The returned promise resolves once the sockets
-   * have closed (awaiting it is optional) and never rejects.
+   * Drops the sockets and reconnects now, with the backoff reset: what to
+   * call after a network change. Calls in flight fail with
+   * `CONNECTION_CLOSED` (`sent: true`; `health`/`metadata` are resent once),
+   * queued calls wait for the new sockets. Resolves once a socket is open
+   * again; from `"idle"` or `"closed"` it is {@linkcode RealmWebSocketClient.connect}.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * async function networkChanged(client: RealmWebSocketClient) {
+   *   await client.reconnect();
+   * }
+   * ```
+   */
+  reconnect(): Promise<void> {
+    if (this.#connecting) return this.#connecting;
+    const state = this.#lifecycle.state;
+    if (state === "idle" || state === "closed") return this.connect();
+    const open = this.#whenOpen();
+    this.#pool.retryNow();
+    this.#reconnectingNow = true;
+    try {
+      for (const slot of this.#pool.slots) {
+        if (slot.connection) this.#pool.drop(slot, 1000, "client reconnect");
+        else if (!slot.retrying && this.#lifecycle.running) void this.#pool.reconnect(slot, true);
+      }
+    } finally {
+      this.#reconnectingNow = false;
+    }
+    return open;
+  }
+
+  /**
+   * Closes every socket, stops reconnecting and settles every call the
+   * client holds: calls in flight and waiting ones reject with
+   * `CONNECTION_CLOSED`, a pending `connect()` with `ABORTED`. The state is
+   * `"idle"` at once; the returned promise resolves once the sockets have
+   * closed (awaiting it is optional) and never rejects.
    *
    * @example
    * ```ts
@@ -247,22 +263,22 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   disconnect(): Promise<void> {
-    // Stop first, so the close handlers below see a client that must not reconnect.
-    this.#stop(
-      new RealmError("CONNECTION_CLOSED", "disconnect() was called before the call finished.", {
-        sent: false,
-      }),
+    const error = new RealmError(
+      "CONNECTION_CLOSED",
+      "disconnect() was called before the call finished.",
+      { sent: false },
     );
-    const closing = this.#slots.map((slot) => slot.connection?.close(1000, "client disconnect"));
-    return Promise.all(closing).then(() => {});
-  }
-
-  /** Ends the running state: cancels waits and rejects every waiting call. */
-  #stop(reason: RealmError): void {
-    this.#running = false;
-    this.#lifecycle.abort(reason);
-    for (const call of this.#queue.splice(0)) call.fail(withSent(reason, false, call.id));
-    for (const waiter of this.#openWaiters.splice(0)) waiter.reject(reason);
+    this.#unwatchBrowser?.();
+    this.#unwatchBrowser = undefined;
+    // A connect() cancelled on purpose is no unhandled rejection if nobody awaits it.
+    this.#connecting?.catch(() => {});
+    this.#connecting = undefined;
+    for (const waiter of this.#openWaiters) waiter.promise.catch(() => {});
+    const closed = this.#halt();
+    for (const call of this.#calls.pending()) call.fail(withRequest(error, call));
+    this.#rejectWaiters(cancelledConnect());
+    this.#lifecycle.stop();
+    return closed;
   }
 
   /**
@@ -275,7 +291,7 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   isConnected(): boolean {
-    return this.#slots.some((slot) => slot.connection?.open === true);
+    return this.#pool.openCount > 0;
   }
 
   /**
@@ -306,9 +322,10 @@ export class RealmWebSocketClient extends EventTarget {
   }
 
   /**
-   * Where the `WebSocket` implementation came from, once connected: the
-   * `WebSocket` option, the runtime's global, or the fallback (`ws` in the
-   * npm package on Node versions without a global `WebSocket`).
+   * Where the `WebSocket` implementation came from, once `connect()` has
+   * picked it (`undefined` before): the `WebSocket` option, the runtime's
+   * global, or the fallback (`ws` in the npm package on Node versions
+   * without a global `WebSocket`).
    *
    * @example
    * ```ts
@@ -317,7 +334,7 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   getWebSocketSource(): WebSocketSource | undefined {
-    return this.#webSocket?.source;
+    return this.#webSocketSource;
   }
 
   /**
@@ -333,11 +350,14 @@ export class RealmWebSocketClient extends EventTarget {
     let listeners = 0;
     for (const byType of this.#listeners.values()) listeners += byType.size;
     let onTheWire = 0;
-    for (const slot of this.#slots) onTheWire += slot.connection?.inFlight.size ?? 0;
+    for (const connection of this.#pool.connections()) {
+      connection.forgetAbandoned();
+      onTheWire += connection.inFlight.size;
+    }
     return {
       pendingCalls: this.#calls.size,
-      queuedCalls: this.#queue.length,
-      openConnections: this.#slots.filter((slot) => slot.connection?.open).length,
+      queuedCalls: this.#dispatcher.queue.length,
+      openConnections: this.#pool.openCount,
       callsOnTheWire: onTheWire,
       listeners,
     };
@@ -504,13 +524,220 @@ export class RealmWebSocketClient extends EventTarget {
     return this;
   }
 
+  /**
+   * Adds a listener. The client wraps it so that an exception it throws goes
+   * to the `logger` instead of escaping into the runtime.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * function watch(client: RealmWebSocketClient) {
+   *   client.addEventListener("statechange", (event) => {
+   *     const { from, to } = (event as CustomEvent).detail;
+   *     console.log(from, "→", to);
+   *   });
+   * }
+   * ```
+   */
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void {
+    if (listener === null) return;
+    const key = guardKey(type, options);
+    let guards = this.#guards.get(listener);
+    if (!guards) this.#guards.set(listener, guards = new Map());
+    let guarded = guards.get(key);
+    if (!guarded) {
+      guarded = (event) => {
+        try {
+          if (typeof listener === "function") listener.call(this, event);
+          else listener.handleEvent(event);
+        } catch (error) {
+          this.#log(`a "${type}" listener threw; the client went on`, { error: String(error) });
+        }
+      };
+      guards.set(key, guarded);
+    }
+    super.addEventListener(type, guarded, options);
+  }
+
+  /**
+   * Removes a listener added with {@linkcode RealmWebSocketClient.addEventListener}.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * function watchOnce(client: RealmWebSocketClient) {
+   *   const listener = () => client.removeEventListener("connected", listener);
+   *   client.addEventListener("connected", listener);
+   * }
+   * ```
+   */
+  override removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void {
+    if (listener === null) return;
+    const guarded = this.#guards.get(listener)?.get(guardKey(type, options));
+    if (guarded) super.removeEventListener(type, guarded, options);
+  }
+
   #emit<K extends keyof RealmEventMap>(type: K, detail: RealmEventMap[K]): void {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
   #log(message: string, data?: Record<string, unknown>): void {
-    this.#options.logger?.(message, data);
+    try {
+      this.#options.logger?.(message, data);
+    } catch {
+      // A logger that throws must not stop the client; there is nowhere left to report it.
+    }
   }
+
+  // -- connecting and reconnecting --------------------------------------------------------------
+
+  #startRun(): Promise<void> {
+    const run = this.#lifecycle.start();
+    for (const slot of this.#pool.slots) slot.attempts = 0;
+    this.#unwatchBrowser ??= watchBrowser({
+      offline: () => {
+        for (const slot of this.#pool.slots) this.#pool.drop(slot, 1001, "browser offline");
+      },
+      online: () => this.#pool.retryNow(),
+      wake: () => {
+        for (const connection of this.#pool.connections()) connection.probe();
+        this.#pool.retryNow();
+      },
+    });
+    const connecting: Promise<void> = this.#openAll(run).then(
+      () => {
+        if (this.#connecting === connecting) this.#connecting = undefined;
+      },
+      (error) => {
+        if (this.#connecting === connecting) this.#connecting = undefined;
+        throw error;
+      },
+    );
+    return this.#connecting = connecting;
+  }
+
+  /** Opens every socket of a new run; on any failure closes them all and gives up. */
+  async #openAll(run: number): Promise<void> {
+    let failure: unknown;
+    try {
+      if (!this.#pool.WebSocket) {
+        const { WebSocket, source } = await resolveWebSocket(this.#options.WebSocket);
+        this.#pool.WebSocket = WebSocket;
+        this.#webSocketSource = source;
+      }
+      if (run !== this.#lifecycle.run) throw cancelledConnect();
+      this.#emit("connecting", { attempt: 0 });
+      if (run !== this.#lifecycle.run) throw cancelledConnect();
+      const results = await Promise.allSettled(
+        this.#pool.slots.map((slot) => this.#pool.open(slot)),
+      );
+      failure = results.find((r) => r.status === "rejected")?.reason;
+    } catch (error) {
+      failure = error;
+    }
+    if (run !== this.#lifecycle.run) throw cancelledConnect();
+    if (failure === undefined) return this.#lifecycle.started(this.#sockets());
+    const error = failure instanceof RealmError ? failure : cancelledConnect();
+    // Leave nothing half-open, and settle what waited, before anyone hears of the failure.
+    const closed = this.#halt("connect failed");
+    this.#dispatcher.failQueued(error);
+    this.#lifecycle.giveUp(error);
+    await closed;
+    throw error;
+  }
+
+  /** Closes every socket on purpose: none reconnects, their calls fail as sent. */
+  #halt(reason = "client disconnect"): Promise<void> {
+    this.#halting = true;
+    try {
+      return this.#pool.closeAll(1000, reason);
+    } finally {
+      this.#halting = false;
+    }
+  }
+
+  /** Resolves when a socket opens; rejects when an attempt fails with none open, or on a stop. */
+  #whenOpen(): Promise<void> {
+    let resolve!: () => void, reject!: (error: RealmError) => void;
+    const promise = new Promise<void>((yes, no) => {
+      resolve = yes;
+      reject = no;
+    });
+    this.#openWaiters.push({ resolve, reject, promise });
+    return promise;
+  }
+
+  #rejectWaiters(error: RealmError): void {
+    for (const waiter of this.#openWaiters.splice(0)) waiter.reject(error);
+  }
+
+  #sockets(): SocketSummary {
+    return { open: this.#pool.openCount, retrying: this.#pool.retryingCount };
+  }
+
+  #onOpened(slot: Slot): void {
+    const connection = slot.connection!;
+    this.#tenantId = connection.tenantId;
+    this.#serverVersion = connection.serverVersion;
+    this.#lifecycle.update(this.#sockets());
+    if (!connection.open) return; // a statechange listener disconnected
+    this.#emit("connected", {
+      tenantId: connection.tenantId,
+      version: connection.serverVersion,
+      socket: slot.index,
+    });
+    if (!connection.open) return;
+    for (const waiter of this.#openWaiters.splice(0)) waiter.resolve();
+    this.#dispatcher.flush();
+  }
+
+  #onClosed(slot: Slot, connection: Connection, code: number, reason: string): void {
+    const running = this.#lifecycle.running && !this.#halting;
+    const now = this.#reconnectingNow;
+    const willReconnect = running && (this.#options.reconnect || now);
+    this.#dispatcher.socketClosed(connection, code, willReconnect);
+    if (willReconnect) void this.#pool.reconnect(slot, now);
+    this.#log("disconnected", { code, reason, willReconnect, socket: slot.index });
+    if (running) {
+      this.#settleState(
+        new RealmError(
+          "CONNECTION_CLOSED",
+          `The connection closed (code ${code}) and \`reconnect\` is off. Call connect() again.`,
+          { sent: false },
+        ),
+      );
+    }
+    this.#emit("disconnected", { code, reason, willReconnect, socket: slot.index });
+    // Other sockets of a pool take over what waits.
+    if (this.#lifecycle.running) this.#dispatcher.flush();
+  }
+
+  /** A socket stopped reconnecting; the client gives up when no socket is left or coming. */
+  #onGaveUp(error: RealmError): void {
+    this.#emit("error", error);
+    this.#settleState(error);
+  }
+
+  /** After a socket closed or gave up: the state from the sockets, and giving up if none is left. */
+  #settleState(reason: RealmError): void {
+    if (!this.#lifecycle.running || this.#lifecycle.starting) return;
+    const sockets = this.#sockets();
+    if (sockets.open === 0 && sockets.retrying === 0) {
+      this.#dispatcher.failQueued(reason);
+      this.#rejectWaiters(reason);
+    }
+    this.#lifecycle.update(sockets, reason);
+  }
+
+  // -- calls ------------------------------------------------------------------------------------
 
   /**
    * Starts a call and waits for its outcome. Checks run inside, so bad input
@@ -536,11 +763,20 @@ export class RealmWebSocketClient extends EventTarget {
     stream: boolean,
     opts: CallOptions | undefined,
     onToken?: (token: string) => void,
-  ): Call {
+  ) {
     const callOptions = checkCallOptions(opts);
+    const encoded = encodeParams(params);
+    if ("problem" in encoded) {
+      throw new RealmError(
+        "INVALID_PARAMS",
+        `The ${fn} call's parameters cannot be sent as JSON (${encoded.problem}). Pass only ` +
+          "strings, finite numbers, booleans, null, arrays and plain objects, without cycles.",
+        { sent: false },
+      );
+    }
     const spec: CallSpec = {
       fn,
-      params,
+      paramsJson: encoded.json,
       stream,
       timeout: callOptions.timeout ?? this.#options.timeout,
       idleTimeout: callOptions.streamIdleTimeout ?? this.#options.streamIdleTimeout,
@@ -548,285 +784,16 @@ export class RealmWebSocketClient extends EventTarget {
       signal: callOptions.signal,
       onToken,
     };
-    const call = this.#calls.create(spec, (ended, end) => this.#onCallEnd(ended, end));
-    this.#dispatch(call);
+    const call = this.#calls.create(spec, (ended, end) => this.#dispatcher.ended(ended, end));
+    this.#dispatcher.dispatch(call);
     return call;
   }
+}
 
-  #onCallEnd(call: Call, end: CallEnd): void {
-    const connection = call.connection as Connection | undefined;
-    if (call.sent && connection) {
-      if (end === "abandoned") connection.abandon(call.id);
-      return;
-    }
-    const queued = this.#queue.indexOf(call);
-    if (queued >= 0) this.#queue.splice(queued, 1);
-  }
-
-  /** Sends a call on the least busy socket, or queues it while (re)connecting. */
-  #dispatch(call: Call): void {
-    if (call.settled) return;
-    const connection = this.#leastBusy();
-    if (connection) return this.#send(call, connection);
-    if (!this.#running) {
-      return call.fail(
-        new RealmError(
-          "NOT_CONNECTED",
-          `Cannot call ${call.spec.fn}: the client is not connected. Call \`await client.connect()\` first.`,
-          { requestId: call.id, sent: false },
-        ),
-      );
-    }
-    if (this.#queue.length >= this.#options.maxQueuedCalls) {
-      return call.fail(
-        new RealmError(
-          "QUEUE_FULL",
-          `${this.#queue.length} calls are already waiting for a connection (maxQueuedCalls). ` +
-            "Wait for the client to reconnect, or raise `maxQueuedCalls`.",
-          { requestId: call.id, sent: false },
-        ),
-      );
-    }
-    this.#queue.push(call);
-  }
-
-  #leastBusy(): Connection | undefined {
-    let best: Connection | undefined;
-    let bestLoad = Infinity;
-    for (const slot of this.#slots) {
-      const connection = slot.connection;
-      if (!connection?.open) continue;
-      const load = this.#slots.length === 1 ? 0 : connection.busy;
-      if (load < bestLoad) {
-        best = connection;
-        bestLoad = load;
-      }
-    }
-    return best;
-  }
-
-  #send(call: Call, connection: Connection): void {
-    const frame = encodeCall(call.id, call.spec.fn, call.spec.params, connection.tenantId);
-    try {
-      connection.send(call.id, frame);
-    } catch (cause) {
-      // The socket is closing: treat it as closed; the call was not sent.
-      connection.settled(call.id);
-      this.#log("send failed; closing the socket", { error: String(cause) });
-      void connection.close(1006, "send failed", 0);
-      return this.#dispatch(call);
-    }
-    call.sent = true;
-    call.connection = connection;
-  }
-
-  #flushQueue(): void {
-    while (this.#queue.length > 0 && this.#leastBusy()) this.#dispatch(this.#queue.shift()!);
-  }
-
-  #onFrame(connection: Connection, frame: ServerFrame): void {
-    switch (frame.kind) {
-      case "streaming": {
-        const call = this.#callOn(connection, frame.id);
-        if (call) {
-          const token = readToken(frame.data);
-          if (token !== undefined) return call.token(token);
-          return this.#protocolError(`streaming frame without a token for call ${frame.id}`);
-        }
-        return this.#lateFrame(connection, frame.id, false);
-      }
-      case "complete": {
-        const call = this.#callOn(connection, frame.id);
-        if (call) {
-          connection.settled(frame.id);
-          return call.complete(frame.data);
-        }
-        return this.#lateFrame(connection, frame.id, true);
-      }
-      case "cancelled":
-      case "error": {
-        const error = frame.kind === "error" ? frame.error : {
-          code: "CANCELLED",
-          message: "The server cancelled the call.",
-        };
-        if (frame.id === "unknown") return this.#unattributedError(connection, error);
-        const call = this.#callOn(connection, frame.id);
-        if (call) {
-          connection.settled(frame.id);
-          return this.#callFailed(call, serverError(error, frame.id));
-        }
-        return this.#lateFrame(connection, frame.id, true);
-      }
-      case "bare_error":
-        return this.#protocolError(`The server sent an error that names no call: ${frame.message}`);
-      case "invalid":
-        return this.#protocolError(`Ignored a frame the client cannot use (${frame.reason}).`);
-      default:
-        return this.#protocolError(
-          `Ignored an unexpected ${frame.kind} frame after the handshake.`,
-        );
-    }
-  }
-
-  /** The unsettled call with this id, if it was sent on this socket (ids are per client). */
-  #callOn(connection: Connection, id: string): Call | undefined {
-    const call = this.#calls.get(id);
-    return call?.connection === connection ? call : undefined;
-  }
-
-  /** A frame of an abandoned call is dropped silently; one of an unknown id is reported. */
-  #lateFrame(connection: Connection, id: string, terminal: boolean): void {
-    const entry = connection.inFlight.get(id);
-    if (entry) {
-      if (terminal) connection.settled(id);
-      else entry.lastSeen = performance.now();
-      return;
-    }
-    this.#protocolError(`Ignored a frame for call id ${JSON.stringify(id)}, which is not pending.`);
-  }
-
-  /**
-   * The server answers a frame it cannot parse with `id: "unknown"`. It
-   * serves a socket's frames in order, so the error belongs to the oldest
-   * call on that socket without a terminal frame.
-   */
-  #unattributedError(
-    connection: Connection,
-    error: { code: string; message: string; details?: unknown },
-  ): void {
-    const oldest = connection.inFlight.keys().next();
-    const id = oldest.done ? undefined : oldest.value;
-    const realmError = serverError(error, id);
-    this.#emit("error", realmError);
-    if (id === undefined) return;
-    connection.settled(id);
-    this.#callOn(connection, id)?.fail(realmError);
-  }
-
-  #callFailed(call: Call, error: RealmError): void {
-    if (error.code === "RATE_LIMIT_EXCEEDED" && call.retriesLeft > 0) {
-      call.retriesLeft--;
-      call.resetForRetry();
-      const delay = retryDelay(error.retryAfter ?? 0);
-      this.#log("rate limited; retrying", {
-        requestId: call.id,
-        delayMs: delay,
-        retryAfter: error.retryAfter,
-      });
-      call.wake(delay, () => this.#dispatch(call));
-      return;
-    }
-    call.fail(error);
-  }
-
-  #protocolError(message: string): void {
-    this.#log(message);
-    this.#emit("error", new RealmError("PROTOCOL_ERROR", message));
-  }
-
-  #onClosed(slot: Slot, connection: Connection, code: number, reason: string): void {
-    if (slot.connection === connection) slot.connection = undefined;
-    const willReconnect = this.#running && this.#options.reconnect;
-    const resend: Call[] = [];
-    // Calls on the dead socket learn it now, not at their timeout.
-    for (const id of connection.inFlight.keys()) {
-      const call = this.#callOn(connection, id);
-      if (!call) continue;
-      if (willReconnect && IDEMPOTENT.has(call.spec.fn) && !call.resentAfterDrop) {
-        call.resentAfterDrop = true;
-        call.resetForRetry();
-        resend.push(call);
-        continue;
-      }
-      call.fail(
-        new RealmError(
-          "CONNECTION_CLOSED",
-          `The connection closed (code ${code}) before ${call.spec.fn} (call ${id}) finished. ` +
-            "It was sent, so the server may have run it.",
-          { requestId: id, sent: true },
-        ),
-      );
-    }
-    connection.inFlight.clear();
-    this.#queue.unshift(...resend);
-    this.#log("disconnected", { code, reason, willReconnect });
-    this.#emit("disconnected", { code, reason, willReconnect, socket: slot.index });
-    if (!this.#running) return;
-    if (willReconnect) {
-      // A connection that dropped soon after opening does not reset the backoff.
-      if (performance.now() - slot.connectedAt >= 2 * this.#options.reconnectInterval) {
-        slot.attempts = 0;
-      }
-      void this.#reconnect(slot);
-    } else if (!this.isConnected()) {
-      return this.#stop(
-        new RealmError(
-          "CONNECTION_CLOSED",
-          `The connection closed (code ${code}) and \`reconnect\` is off. Call connect() again.`,
-          { sent: false },
-        ),
-      );
-    }
-    // Other sockets of a pool take over what waits.
-    this.#flushQueue();
-  }
-
-  /** Reopens one slot's socket with backoff until it works, a fatal error, or the attempt limit. */
-  async #reconnect(slot: Slot): Promise<void> {
-    if (slot.reconnecting) return;
-    slot.reconnecting = true;
-    const signal = this.#lifecycle.signal;
-    const options = this.#options;
-    try {
-      while (!signal.aborted) {
-        if (slot.attempts >= options.maxReconnectAttempts) {
-          return this.#giveUp(
-            slot,
-            new RealmError(
-              "CONNECTION_CLOSED",
-              `Gave up reconnecting to ${options.url} after ${slot.attempts} attempts ` +
-                "(maxReconnectAttempts). Call connect() to try again.",
-              { sent: false },
-            ),
-          );
-        }
-        const attempt = ++slot.attempts;
-        const delay = reconnectDelay(
-          attempt,
-          options.reconnectInterval,
-          options.maxReconnectInterval,
-        );
-        this.#emit("reconnecting", { attempt, delay, socket: slot.index });
-        this.#log("reconnecting", { attempt, delayMs: delay });
-        await sleep(delay, signal);
-        this.#emit("connecting", { attempt, socket: slot.index });
-        try {
-          await this.#openSlot(slot, signal);
-          return;
-        } catch (error) {
-          if (signal.aborted) return;
-          const realmError = error as RealmError;
-          // A refused key or a bad URL will not fix itself: stop instead of looping.
-          if (realmError.code === "UNAUTHORIZED" || realmError.code === "INVALID_OPTIONS") {
-            return this.#giveUp(slot, realmError);
-          }
-          this.#log("reconnect failed", { attempt, error: realmError.message });
-        }
-      }
-    } catch {
-      // The wait was cancelled by disconnect().
-    } finally {
-      slot.reconnecting = false;
-    }
-  }
-
-  /** One slot stops reconnecting; the client stops when no socket is left or coming. */
-  #giveUp(slot: Slot, error: RealmError): void {
-    this.#emit("error", error);
-    const others = this.#slots.filter((other) => other !== slot);
-    if (this.isConnected() || others.some((other) => other.reconnecting)) return;
-    this.#stop(error);
-  }
+/** Listeners are told apart by type and capture, as `EventTarget` does. */
+function guardKey(type: string, options: boolean | EventListenerOptions | undefined): string {
+  const capture = typeof options === "boolean" ? options : options?.capture === true;
+  return `${capture ? "c" : "b"}:${type}`;
 }
 
 /**
@@ -847,28 +814,6 @@ function randomTenantId(): string {
 function cancelledConnect(): RealmError {
   return new RealmError("ABORTED", "The connection attempt was cancelled by disconnect().", {
     sent: false,
-  });
-}
-
-function withSent(error: RealmError, sent: boolean, requestId: string): RealmError {
-  return new RealmError(error.code, error.message, {
-    requestId,
-    sent,
-    retryAfter: error.retryAfter,
-    details: error.details,
-  });
-}
-
-function serverError(
-  error: { code: string; message: string; details?: unknown; retry_after?: unknown },
-  requestId: string | undefined,
-): RealmError {
-  const retryAfter = error.code === "RATE_LIMIT_EXCEEDED" ? parseRetryAfter(error) ?? 0 : undefined;
-  return new RealmError(error.code, error.message, {
-    requestId,
-    retryAfter,
-    details: error.details,
-    sent: true,
   });
 }
 

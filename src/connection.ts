@@ -6,7 +6,13 @@
  */
 
 import { RealmError } from "./errors.ts";
-import { decodeFrame, encodeAuth, encodeCall, type ServerFrame } from "./protocol.ts";
+import {
+  decodeFrame,
+  encodeAuth,
+  encodeCall,
+  type ServerFrame,
+  TENANT_ID_PATTERN,
+} from "./protocol.ts";
 import type { RealmLogger, WebSocketConstructor } from "./types.ts";
 
 /** What opening a socket needs. */
@@ -24,6 +30,8 @@ export interface ConnectionParams {
   /** Aborting it (a `disconnect()` during the handshake) ends the attempt. */
   signal?: AbortSignal;
   log?: RealmLogger;
+  /** Told of a socket given up during the handshake, with a promise of its end. */
+  closing?: (closed: Promise<void>) => void;
 }
 
 /** Where an open connection reports its frames and its end. */
@@ -67,8 +75,10 @@ export class Connection {
   #heartbeatId: string | undefined;
   #heartbeatCount = 0;
   #lastActivity = performance.now();
-  #closeWaiters: (() => void)[] = [];
+  /** Resolves once the socket has closed, or its close grace ran out. */
+  #ended: Promise<void> | undefined;
   #socketClosed = false;
+  #onSocketClosed: (() => void) | undefined;
   readonly #heartbeatOn: boolean;
 
   constructor(
@@ -87,7 +97,7 @@ export class Connection {
     socket.onclose = (event) => {
       this.#socketClosed = true;
       this.#finish(event.code, event.reason);
-      for (const wake of this.#closeWaiters.splice(0)) wake();
+      this.#onSocketClosed?.();
     };
     socket.onerror = () => {};
     this.#scheduleHeartbeat();
@@ -103,15 +113,31 @@ export class Connection {
    * ones whose frames were seen recently (the server is still producing them).
    */
   get busy(): number {
-    let count = this.inFlight.size;
-    if (this.#abandoned.size === 0) return count;
+    if (this.#abandoned.size > 0) this.forgetAbandoned();
+    return this.inFlight.size;
+  }
+
+  /**
+   * Forgets the abandoned calls quiet for `abandonedCallTtl`: the server
+   * stopped producing them (a stream can end with no final frame), so they
+   * are no longer on the wire. Their late frames, if any, are dropped.
+   */
+  forgetAbandoned(): void {
     const now = performance.now();
     for (const id of this.#abandoned) {
       const entry = this.inFlight.get(id);
       if (entry === undefined || entry.listening) this.#abandoned.delete(id);
-      else if (now - entry.lastSeen >= this.#params.abandonedCallTtl) count--;
+      else if (now - entry.lastSeen >= this.#params.abandonedCallTtl) {
+        this.inFlight.delete(id);
+        this.#abandoned.delete(id);
+      }
     }
-    return count;
+  }
+
+  /** The oldest call in flight that somebody still listens to. */
+  oldestListening(): string | undefined {
+    for (const [id, entry] of this.inFlight) if (entry.listening) return id;
+    return undefined;
   }
 
   /** Writes a call frame and remembers it as in flight. */
@@ -143,21 +169,11 @@ export class Connection {
    * server answers a close frame only after its current stream ends.
    * Resolves when the socket has closed, or after `graceMs`.
    */
-  close(code = 1000, reason = "", graceMs = 2000): Promise<void> {
+  close(code = 1000, reason = "", graceMs = CLOSE_GRACE_MS): Promise<void> {
     this.#finish(code, reason);
     if (this.#socketClosed) return Promise.resolve();
-    try {
-      this.#socket.close(code, reason);
-    } catch {
-      this.#socket.close();
-    }
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, graceMs);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.#closeWaiters.push(done);
+    return this.#ended ??= closeSocket(this.#socket, code, reason, graceMs, (wake) => {
+      this.#onSocketClosed = wake;
     });
   }
 
@@ -192,17 +208,17 @@ export class Connection {
    * flight: the server serves one call at a time, so a heartbeat behind a long
    * stream would look like a dead server.
    */
-  #heartbeatTick(): void {
+  #heartbeatTick(now = false): void {
     this.#heartbeatTimer = undefined;
     const quiet = performance.now() - this.#lastActivity;
-    if (quiet < this.#params.heartbeatInterval || this.busy > 0) {
+    if (!now && (quiet < this.#params.heartbeatInterval || this.busy > 0)) {
       this.#scheduleHeartbeat(Math.max(this.#params.heartbeatInterval - quiet, 50));
       return;
     }
     const id = `${HEARTBEAT_ID_PREFIX}${++this.#heartbeatCount}`;
     this.#heartbeatId = id;
     try {
-      this.#socket.send(encodeCall(id, "health", {}, this.tenantId));
+      this.#socket.send(encodeCall(id, "health", "{}", this.tenantId));
     } catch {
       // A socket that cannot send is as dead as one that does not answer.
     }
@@ -215,12 +231,65 @@ export class Connection {
     }, this.#params.heartbeatTimeout);
   }
 
+  /**
+   * Checks the socket now (a page back from the background, where timers
+   * were throttled): a heartbeat unless one is out or calls are in flight.
+   */
+  probe(): void {
+    if (this.#closed || this.#heartbeatId !== undefined || this.busy > 0) return;
+    if (this.#heartbeatTimer !== undefined) clearTimeout(this.#heartbeatTimer);
+    this.#heartbeatTick(true);
+  }
+
   #heartbeatAnswered(): void {
     this.#heartbeatId = undefined;
     if (this.#heartbeatTimer !== undefined) clearTimeout(this.#heartbeatTimer);
     this.#heartbeatTimer = undefined;
+    this.#lastActivity = performance.now();
     this.#scheduleHeartbeat();
   }
+}
+
+/** How long a close waits for the peer's close frame before the socket is torn down. */
+const CLOSE_GRACE_MS = 2000;
+
+/**
+ * Closes a socket; resolves when it has closed or after `graceMs`. A peer
+ * that never answers the close handshake is then torn down where the
+ * implementation can (`ws`'s `terminate()`); the runtimes' own WebSockets
+ * cannot, and keep waiting for the peer in the background.
+ */
+function closeSocket(
+  socket: WebSocket,
+  code: number,
+  reason: string,
+  graceMs: number,
+  onClosed: (wake: () => void) => void,
+): Promise<void> {
+  try {
+    socket.close(code, reason);
+  } catch {
+    try {
+      socket.close();
+    } catch { /* an implementation that cannot close is left to its own end */ }
+  }
+  if (socket.readyState === 3) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      const terminate = (socket as { terminate?: () => void }).terminate;
+      if (typeof terminate === "function") {
+        try {
+          terminate.call(socket);
+        } catch { /* already gone */ }
+      }
+      done();
+    }, graceMs);
+    function done() {
+      clearTimeout(timer);
+      resolve();
+    }
+    onClosed(done);
+  });
 }
 
 const ABORTED = Symbol("aborted");
@@ -257,15 +326,18 @@ export function openConnection(
     let done = false;
     let authTenant: string | undefined;
     let authFailure: RealmError | undefined;
+    /** The socket reported an error or a close: nothing is left to close. */
+    let dead = false;
 
     const fail = (error: RealmError | typeof ABORTED) => {
       if (done) return;
       done = true;
       cleanup();
-      socket.onclose = () => {};
-      try {
-        socket.close();
-      } catch { /* already closing */ }
+      if (!dead) {
+        let wake: (() => void) | undefined;
+        socket.onclose = () => wake?.();
+        params.closing?.(closeSocket(socket, 1000, "", CLOSE_GRACE_MS, (w) => wake = w));
+      }
       reject(
         error === ABORTED
           ? new RealmError("ABORTED", "The connection attempt was cancelled by disconnect().", {
@@ -274,15 +346,24 @@ export function openConnection(
           : error,
       );
     };
-    const timer = setTimeout(() =>
-      fail(
-        new RealmError(
-          "TIMEOUT",
-          `The server at ${params.url} accepted no handshake within ${params.connectTimeout} ms. ` +
-            "Check that it is a Realm server and that it is answering, or raise `connectTimeout`.",
-          { sent: false },
-        ),
-      ), params.connectTimeout);
+    const unreachable = (detail: string) =>
+      new RealmError(
+        "CONNECTION_CLOSED",
+        `Could not connect to ${params.url}${detail}. Is the server running at that address?`,
+        { sent: false },
+      );
+    const timer = Number.isFinite(params.connectTimeout)
+      ? setTimeout(() =>
+        fail(
+          new RealmError(
+            "TIMEOUT",
+            `The server at ${params.url} accepted no handshake within ${params.connectTimeout} ` +
+              "ms. Check that it is a Realm server and that it is answering, or raise " +
+              "`connectTimeout`.",
+            { sent: false },
+          ),
+        ), params.connectTimeout)
+      : undefined;
     const onAbort = () => fail(ABORTED);
     params.signal?.addEventListener("abort", onAbort, { once: true });
     const cleanup = () => {
@@ -290,33 +371,34 @@ export function openConnection(
       params.signal?.removeEventListener("abort", onAbort);
       socket.onmessage = null;
       socket.onopen = null;
+      socket.onerror = null;
     };
     if (params.signal?.aborted) return fail(ABORTED);
 
     socket.onerror = () => {
-      // The close event that follows carries the code; nothing to add here.
+      // Node 22's WebSocket fires `error` and never `close` when it cannot
+      // connect, so an error before the handshake ends the attempt now.
+      dead = true;
+      if (authFailure) return fail(authFailure);
+      fail(unreachable(""));
     };
     socket.onclose = (event) => {
+      dead = true;
       if (done) return;
       if (authFailure) return fail(authFailure);
-      fail(
-        new RealmError(
-          "CONNECTION_CLOSED",
-          `Could not connect to ${params.url} (close code ${event.code}${
-            event.reason ? `: ${event.reason}` : ""
-          }). Is the server running at that address?`,
-          { sent: false },
-        ),
-      );
+      fail(unreachable(` (close code ${event.code}${event.reason ? `: ${event.reason}` : ""})`));
     };
     socket.onmessage = (event) => {
       if (done) return;
       const frame = decodeFrame(event.data);
       switch (frame.kind) {
         case "welcome": {
+          const tenantId = authTenant ?? frame.tenantId ?? params.tenantId;
+          if (frame.tenantId !== null && !TENANT_ID_PATTERN.test(frame.tenantId)) {
+            return fail(badTenant(params.url, frame.tenantId));
+          }
           done = true;
           cleanup();
-          const tenantId = authTenant ?? frame.tenantId ?? params.tenantId;
           params.log?.("connected", { url: params.url, tenantId, version: frame.version });
           resolve(new Connection(socket, { tenantId, version: frame.version }, params, handlers));
           return;
@@ -331,10 +413,17 @@ export function openConnection(
               ),
             );
           }
-          socket.send(encodeAuth(params.apiKey));
+          try {
+            socket.send(encodeAuth(params.apiKey));
+          } catch {
+            fail(unreachable(" (the socket closed during the handshake)"));
+          }
           return;
         case "auth_success":
           // The key decides the tenant; the welcome frame follows.
+          if (!TENANT_ID_PATTERN.test(frame.tenantId)) {
+            return fail(badTenant(params.url, frame.tenantId));
+          }
           authTenant = frame.tenantId;
           return;
         case "auth_failed":
@@ -355,4 +444,14 @@ export function openConnection(
       }
     };
   });
+}
+
+function badTenant(url: string, tenantId: string): RealmError {
+  return new RealmError(
+    "PROTOCOL_ERROR",
+    `The server at ${url} assigned the tenant id ${
+      JSON.stringify(tenantId.slice(0, 80))
+    }, which breaks the server's own rule (3 to 64 letters, digits, '-' or '_'). ` +
+      "Check that it is a Realm server.",
+  );
 }

@@ -127,14 +127,35 @@ function preview(text: string): string {
   return text.length > 120 ? `${text.slice(0, 120)}…` : text;
 }
 
-/** Encodes a call frame. `params` must be a JSON object (the server requires it). */
+/**
+ * Encodes a call frame around `paramsJson`, the call's params already as a
+ * JSON object (see {@linkcode encodeParams}).
+ */
 export function encodeCall(
   id: string,
   fn: RealmFunction,
-  params: Record<string, unknown>,
+  paramsJson: string,
   tenantId: string,
 ): string {
-  return JSON.stringify({ id, function: fn, params, tenant_id: tenantId });
+  return `{"id":${JSON.stringify(id)},"function":"${fn}","params":${paramsJson},"tenant_id":${
+    JSON.stringify(tenantId)
+  }}`;
+}
+
+/**
+ * A call's params as JSON, or the reason they cannot be sent as JSON (a
+ * `BigInt`, a cycle, a `toJSON` that throws).
+ */
+export function encodeParams(
+  params: Record<string, unknown>,
+): { json: string } | { problem: string } {
+  try {
+    const json = JSON.stringify(params);
+    if (typeof json === "string" && json.startsWith("{")) return { json };
+    return { problem: "they do not turn into a JSON object" };
+  } catch (error) {
+    return { problem: error instanceof Error ? error.message : String(error) };
+  }
 }
 
 /** Encodes the authentication frame. */
@@ -146,12 +167,18 @@ export function encodeAuth(apiKey: string): string {
  * The token of a `streaming` frame's data. The server sends it as `text`;
  * the SDK README called it `token`, so both are read. A frame with neither
  * (a bare `is_final` marker) carries the empty token. `undefined` when the
- * data is not an object. On the per-token path, so it allocates nothing.
+ * data is not an object or the token is not a string. On the per-token path,
+ * so it allocates nothing.
  */
 export function readToken(data: unknown): string | undefined {
   if (typeof data !== "object" || data === null) return undefined;
   const d = data as Json;
-  return typeof d.text === "string" ? d.text : typeof d.token === "string" ? d.token : "";
+  const text = d.text;
+  if (typeof text === "string") return text;
+  if (text !== undefined) return undefined;
+  const token = d.token;
+  if (typeof token === "string") return token;
+  return token === undefined ? "" : undefined;
 }
 
 /** The tenant id rule the server applies: 3 to 64 letters, digits, `-`, `_`. */

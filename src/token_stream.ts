@@ -56,8 +56,8 @@ export class TokenStream implements AsyncIterable<string> {
   /** Closed by the server or cancelled by the reader. */
   #ended = false;
   #failure: { error: unknown } | undefined;
-  /** The pending read, waiting for a token or the end. */
-  #waiting: { resolve(r: IteratorResult<string>): void; reject(e: unknown): void } | undefined;
+  /** Reads waiting for a token or the end, oldest first, as an async generator queues them. */
+  #waiting: { resolve(r: IteratorResult<string>): void; reject(e: unknown): void }[] = [];
   #readBy: "for await" | "readable" | undefined;
   #readable: ReadableStream<string> | undefined;
 
@@ -127,12 +127,16 @@ export class TokenStream implements AsyncIterable<string> {
       if (this.#head === this.#queue.length) {
         this.#queue = [];
         this.#head = 0;
+      } else if (this.#head >= 1024 && this.#head * 2 >= this.#queue.length) {
+        // Let go of the tokens already read: memory follows the unread backlog.
+        this.#queue = this.#queue.slice(this.#head);
+        this.#head = 0;
       }
       return Promise.resolve({ done: false, value });
     }
     if (this.#failure) return Promise.reject(this.#failure.error);
     if (this.#ended) return Promise.resolve(DONE);
-    return new Promise((resolve, reject) => this.#waiting = { resolve, reject });
+    return new Promise((resolve, reject) => this.#waiting.push({ resolve, reject }));
   }
 
   #begin(): void {
@@ -142,11 +146,9 @@ export class TokenStream implements AsyncIterable<string> {
       this.#stop = this.#start({
         token: (token) => {
           if (!open()) return;
-          const waiting = this.#waiting;
-          if (waiting) {
-            this.#waiting = undefined;
-            waiting.resolve({ done: false, value: token });
-          } else this.#queue.push(token);
+          const waiting = this.#waiting.shift();
+          if (waiting) waiting.resolve({ done: false, value: token });
+          else this.#queue.push(token);
         },
         close: () => {
           if (!open()) return;
@@ -164,12 +166,11 @@ export class TokenStream implements AsyncIterable<string> {
     }
   }
 
-  /** Ends a pending read: the stream closed, failed or was cancelled. */
+  /** Ends the pending reads: the stream closed, failed (each read sees the error) or was cancelled. */
   #wake(): void {
-    const waiting = this.#waiting;
-    if (!waiting) return;
-    this.#waiting = undefined;
-    if (this.#failure) waiting.reject(this.#failure.error);
-    else waiting.resolve(DONE);
+    for (const read of this.#waiting.splice(0)) {
+      if (this.#failure) read.reject(this.#failure.error);
+      else read.resolve(DONE);
+    }
   }
 }

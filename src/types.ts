@@ -5,6 +5,7 @@
  */
 
 import type { RealmError } from "./errors.ts";
+import type { StateChange } from "./lifecycle.ts";
 
 /**
  * A `WebSocket` constructor: the runtime's global one, `ws` on older Node, or
@@ -308,4 +309,6 @@ export interface RealmEventMap {
   reconnecting: { attempt: number; delay: number; socket: number };
   /** Something went wrong that is not one call's result. */
   error: RealmError;
+  /** `client.state` changed; see the README's "Connection states". */
+  statechange: StateChange;
 }

@@ -41,23 +41,33 @@ function invalidParam(message: string): RealmError {
 }
 
 const MS = "a number of milliseconds";
-const finite = (v: number) => v < Infinity;
+/** The longest delay timers honour (2^31-1 ms, about 24.8 days); a longer one fires at once. */
+const MAX_DELAY = 2 ** 31 - 1;
+const UP_TO = `up to ${MAX_DELAY}`;
+const OR_NO_LIMIT = `${UP_TO}, or Infinity for no limit`;
+const delay = (v: number) => v <= MAX_DELAY;
+const delayOrNoLimit = (v: number) => v <= MAX_DELAY || v === Infinity;
 const integerOrInfinity = (v: number) => v === Infinity || Number.isInteger(v);
 
 /** The numeric options: name, documented default, the rule as the error states it, the check. */
 const NUMERIC_OPTIONS: [name: NumericOption, fallback: number, rule: string, ok: Check][] = [
-  ["reconnectInterval", 5000, `${MS} ≥ 0`, (v) => v >= 0 && finite(v)],
+  ["reconnectInterval", 5000, `${MS} ≥ 0, ${UP_TO}`, (v) => v >= 0 && delay(v)],
   [
     "maxReconnectAttempts",
     Infinity,
     "an integer ≥ 0 or Infinity",
     (v) => v >= 0 && integerOrInfinity(v),
   ],
-  ["timeout", 30_000, `${MS} > 0`, (v) => v > 0],
-  ["streamIdleTimeout", 30_000, `${MS} > 0`, (v) => v > 0],
-  ["connectTimeout", 10_000, `${MS} > 0`, (v) => v > 0],
-  ["heartbeatInterval", 0, `${MS} ≥ 0 (0 turns it off)`, (v) => v >= 0 && finite(v)],
-  ["heartbeatTimeout", 10_000, `${MS} > 0`, (v) => v > 0 && finite(v)],
+  ["timeout", 30_000, `${MS} > 0, ${OR_NO_LIMIT}`, (v) => v > 0 && delayOrNoLimit(v)],
+  ["streamIdleTimeout", 30_000, `${MS} > 0, ${OR_NO_LIMIT}`, (v) => v > 0 && delayOrNoLimit(v)],
+  ["connectTimeout", 10_000, `${MS} > 0, ${OR_NO_LIMIT}`, (v) => v > 0 && delayOrNoLimit(v)],
+  [
+    "heartbeatInterval",
+    0,
+    `${MS} ≥ 0 (0 turns it off), ${UP_TO}`,
+    (v) => v >= 0 && delay(v),
+  ],
+  ["heartbeatTimeout", 10_000, `${MS} > 0, ${UP_TO}`, (v) => v > 0 && delay(v)],
   ["maxRetries", 0, "an integer ≥ 0", (v) => v >= 0 && Number.isInteger(v)],
   ["maxQueuedCalls", 1000, "an integer ≥ 0 or Infinity", (v) => v >= 0 && integerOrInfinity(v)],
   ["connections", 1, "an integer from 1 to 64", (v) => v >= 1 && v <= 64 && Number.isInteger(v)],
@@ -187,10 +197,18 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
     options.maxReconnectInterval,
     "maxReconnectInterval",
     Math.max(MAX_RECONNECT_INTERVAL, floor),
-    `${MS} ≥ reconnectInterval (${floor})`,
-    (v) => v >= floor,
+    `${MS} ≥ reconnectInterval (${floor}), ${UP_TO}`,
+    (v) => v >= floor && delay(v),
   );
   return resolved;
+}
+
+/** An `AbortSignal`, or something that behaves like one (another realm's, a polyfill's). */
+function isAbortSignal(value: unknown): value is AbortSignal {
+  if (typeof value !== "object" || value === null) return false;
+  const signal = value as Partial<AbortSignal>;
+  return typeof signal.aborted === "boolean" && typeof signal.addEventListener === "function" &&
+    typeof signal.removeEventListener === "function";
 }
 
 /** Checks a call's last argument. */
@@ -199,18 +217,19 @@ export function checkCallOptions(opts: CallOptions | undefined): CallOptions {
   if (typeof opts !== "object" || opts === null) {
     throw invalidParam("The call options must be an object like `{ signal, timeout }`.");
   }
-  if (
-    opts.signal !== undefined &&
-    (typeof opts.signal !== "object" || opts.signal === null || !("aborted" in opts.signal))
-  ) {
-    throw invalidParam("`signal` must be an AbortSignal.");
+  if (opts.signal !== undefined && !isAbortSignal(opts.signal)) {
+    throw invalidParam(
+      `\`signal\` must be an AbortSignal (e.g. from an AbortController); got ${
+        describe(opts.signal)
+      }.`,
+    );
   }
   for (const name of ["timeout", "streamIdleTimeout"] as const) {
     const value = opts[name];
-    if (value !== undefined && (typeof value !== "number" || !(value > 0))) {
-      throw invalidParam(
-        `\`${name}\` must be a number of milliseconds > 0; got ${describe(value)}.`,
-      );
+    if (
+      value !== undefined && (typeof value !== "number" || !(value > 0) || !delayOrNoLimit(value))
+    ) {
+      throw invalidParam(`\`${name}\` must be ${MS} > 0, ${OR_NO_LIMIT}; got ${describe(value)}.`);
     }
   }
   const retries = opts.maxRetries;
@@ -230,12 +249,21 @@ type Range = [
   int: boolean,
 ];
 
+/** The server reads these as `usize`; past 2^53-1 a JavaScript number is no exact integer. */
+const MAX_INT = Number.MAX_SAFE_INTEGER;
+
 const GENERATION_RANGES: Range[] = [
-  ["max_tokens", (v) => v >= 1, "an integer ≥ 1", true],
+  ["max_tokens", (v) => v >= 1 && v <= MAX_INT, `an integer from 1 to ${MAX_INT}`, true],
   ["temperature", (v) => v >= 0 && v <= 2, "a number from 0 to 2", false],
   ["top_p", (v) => v > 0 && v <= 1, "a number in (0, 1]", false],
-  ["top_k", (v) => v >= 0, "an integer ≥ 0 (0 turns it off)", true],
-  ["repetition_penalty", (v) => v > 0, "a number > 0", false],
+  [
+    "top_k",
+    (v) => v >= 0 && v <= MAX_INT,
+    `an integer from 0 to ${MAX_INT} (0 turns it off)`,
+    true,
+  ],
+  // The server's f32: a larger number would become infinity there.
+  ["repetition_penalty", (v) => v > 0 && v <= 3.4e38, "a number > 0, up to 3.4e38", false],
 ];
 
 /**

@@ -8,7 +8,7 @@ const timers = { sanitizeOps: true, sanitizeResources: true };
 function spec(overrides: Partial<CallSpec> = {}): CallSpec {
   return {
     fn: "health",
-    params: {},
+    paramsJson: "{}",
     stream: false,
     timeout: 1000,
     idleTimeout: 1000,

@@ -359,7 +359,10 @@ Deno.test({
       const bad: [unknown, RegExp][] = [
         [{}, /`prompt` must be a string/],
         [{ prompt: 1 }, /`prompt`/],
-        [{ prompt: "p", max_tokens: 0 }, /`max_tokens` must be an integer ≥ 1; got 0/],
+        [
+          { prompt: "p", max_tokens: 0 },
+          /`max_tokens` must be an integer from 1 to 9007199254740991; got 0/,
+        ],
         [{ prompt: "p", max_tokens: 1.5 }, /`max_tokens`/],
         [{ prompt: "p", temperature: 2.5 }, /`temperature` must be a number from 0 to 2/],
         [{ prompt: "p", top_p: 0 }, /`top_p` must be a number in \(0, 1\]/],

@@ -70,7 +70,7 @@ Deno.test("readToken reads `text` (the server) and `token` (the old README)", ()
 });
 
 Deno.test("encodeCall always sends params and the tenant id", () => {
-  assert.deepEqual(JSON.parse(encodeCall("7", "health", {}, "acme")), {
+  assert.deepEqual(JSON.parse(encodeCall("7", "health", "{}", "acme")), {
     id: "7",
     function: "health",
     params: {},
