@@ -114,6 +114,14 @@ export class RealmWebSocketClient extends EventTarget {
   #halting = false;
   /** Sockets are being dropped by `reconnect()`: they reconnect at once, even with `reconnect` off. */
   #reconnectingNow = false;
+  /**
+   * Events not dispatched yet, oldest first. Events go out one at a time in
+   * the order they happened, even when a listener calls back into the
+   * client; a teardown holds them back until it is done.
+   */
+  readonly #events: CustomEvent[] = [];
+  #dispatching = false;
+  #holding = false;
 
   /**
    * Creates a client; nothing is opened until {@linkcode RealmWebSocketClient.connect}.
@@ -274,11 +282,13 @@ export class RealmWebSocketClient extends EventTarget {
     this.#connecting?.catch(() => {});
     this.#connecting = undefined;
     for (const waiter of this.#openWaiters) waiter.promise.catch(() => {});
-    const closed = this.#halt();
-    for (const call of this.#calls.pending()) call.fail(withRequest(error, call));
-    this.#rejectWaiters(cancelledConnect());
-    this.#lifecycle.stop();
-    return closed;
+    return this.#holdingEvents(() => {
+      const closed = this.#halt();
+      for (const call of this.#calls.pending()) call.fail(withRequest(error, call));
+      this.#rejectWaiters(cancelledConnect());
+      this.#lifecycle.stop();
+      return closed;
+    });
   }
 
   /**
@@ -586,7 +596,34 @@ export class RealmWebSocketClient extends EventTarget {
   }
 
   #emit<K extends keyof RealmEventMap>(type: K, detail: RealmEventMap[K]): void {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
+    this.#events.push(new CustomEvent(type, { detail }));
+    if (!this.#dispatching && !this.#holding) this.#dispatchEvents();
+  }
+
+  #dispatchEvents(): void {
+    this.#dispatching = true;
+    try {
+      let event: CustomEvent | undefined;
+      while ((event = this.#events.shift()) !== undefined) this.dispatchEvent(event);
+    } finally {
+      this.#dispatching = false;
+    }
+  }
+
+  /**
+   * Runs a teardown with its events held back, then dispatches them: a
+   * listener that calls `connect()` or `disconnect()` meets the client in its
+   * end state, never half torn down.
+   */
+  #holdingEvents<T>(teardown: () => T): T {
+    if (this.#holding || this.#dispatching) return teardown();
+    this.#holding = true;
+    try {
+      return teardown();
+    } finally {
+      this.#holding = false;
+      this.#dispatchEvents();
+    }
   }
 
   #log(message: string, data?: Record<string, unknown>): void {
@@ -647,10 +684,12 @@ export class RealmWebSocketClient extends EventTarget {
     if (failure === undefined) return this.#lifecycle.started(this.#sockets());
     const error = failure instanceof RealmError ? failure : cancelledConnect();
     // Leave nothing half-open, and settle what waited, before anyone hears of the failure.
-    const closed = this.#halt("connect failed");
-    this.#dispatcher.failQueued(error);
-    this.#lifecycle.giveUp(error);
-    await closed;
+    await this.#holdingEvents(() => {
+      const closed = this.#halt("connect failed");
+      this.#dispatcher.failQueued(error);
+      this.#lifecycle.giveUp(error);
+      return closed;
+    });
     throw error;
   }
 

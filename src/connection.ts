@@ -266,16 +266,24 @@ function closeSocket(
   graceMs: number,
   onClosed: (wake: () => void) => void,
 ): Promise<void> {
-  try {
-    socket.close(code, reason);
-  } catch {
+  const close = () => {
     try {
-      socket.close();
-    } catch { /* an implementation that cannot close is left to its own end */ }
-  }
+      socket.close(code, reason);
+    } catch {
+      try {
+        socket.close();
+      } catch { /* an implementation that cannot close is left to its own end */ }
+    }
+  };
+  // Deno leaves the server's end open when a socket is closed while still connecting:
+  // close it once it opens instead (or at the end of the grace).
+  const connecting = socket.readyState === 0;
+  if (connecting) socket.onopen = close;
+  else close();
   if (socket.readyState === 3) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
+      if (socket.readyState === 0) close();
       const terminate = (socket as { terminate?: () => void }).terminate;
       if (typeof terminate === "function") {
         try {
