@@ -268,6 +268,11 @@ async function main(): Promise<number> {
     await step(`Node ${node22Version} ESM`, node22, ["run.mjs", "global"], { cwd: project });
     await step(`Node ${node22Version} CJS`, node22, ["roundtrip.cjs", "global"], { cwd: project });
     await step(`Bun ${bunVersion}`, bun, ["run.mjs", "global"], { cwd: project });
+    await step(`lifecycle, Node ${node20Version} (ws)`, node20, ["lifecycle.mjs"], {
+      cwd: project,
+    });
+    await step(`lifecycle, Node ${node22Version}`, node22, ["lifecycle.mjs"], { cwd: project });
+    await step(`lifecycle, Bun ${bunVersion}`, bun, ["lifecycle.mjs"], { cwd: project });
     await step(`stub server, Node ${node20Version}`, node20, ["stub.mjs"], { cwd: project });
     await step(`stub server, Node ${node22Version}`, node22, ["stub.mjs"], { cwd: project });
     await step(`stub server, Bun ${bunVersion}`, bun, ["stub.mjs"], { cwd: project });

@@ -681,7 +681,18 @@ export class RealmWebSocketClient extends EventTarget {
       failure = error;
     }
     if (run !== this.#lifecycle.run) throw cancelledConnect();
-    if (failure === undefined) return this.#lifecycle.started(this.#sockets());
+    if (failure === undefined) {
+      const dropped = new RealmError(
+        "CONNECTION_CLOSED",
+        "The connection closed while connect() was opening the others, and `reconnect` is off. " +
+          "Call connect() again.",
+        { sent: false },
+      );
+      // A socket that dropped meanwhile with `reconnect` off may have left none.
+      const sockets = this.#sockets();
+      if (sockets.open === 0 && sockets.retrying === 0) this.#dispatcher.failQueued(dropped);
+      return this.#lifecycle.started(sockets, dropped);
+    }
     const error = failure instanceof RealmError ? failure : cancelledConnect();
     // Leave nothing half-open, and settle what waited, before anyone hears of the failure.
     await this.#holdingEvents(() => {

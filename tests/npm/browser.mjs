@@ -59,6 +59,29 @@ try {
 </script>
 `;
 
+/** The lifecycle page: one client on the open server, its states recorded, left to the driver. */
+const lifecyclePage = `<!doctype html>
+<meta charset="utf-8">
+<script type="importmap">
+{ "imports": { "@realm-ai/ws-client": "/pkg/${browserEntry}" } }
+</script>
+<script type="module">
+import { RealmWebSocketClient } from "@realm-ai/ws-client";
+const config = await (await fetch("/config")).json();
+// A 60 s backoff: only the browser's own events can bring the socket back quickly.
+const client = new RealmWebSocketClient({
+  url: config.openUrl,
+  model: "llama-2-7b",
+  reconnectInterval: 60000,
+  maxReconnectInterval: 60000,
+});
+window.states = [];
+client.on("statechange", ({ to }) => window.states.push(to));
+await client.connect();
+window.client = client;
+</script>
+`;
+
 const TYPES = { ".js": "text/javascript", ".mjs": "text/javascript", ".json": "application/json" };
 /** Every path the page asked the static server for. */
 const requested = [];
@@ -72,6 +95,7 @@ const http = createServer(async (request, response) => {
   };
   try {
     if (path === "/") return send(200, "text/html; charset=utf-8", page);
+    if (path === "/lifecycle") return send(200, "text/html; charset=utf-8", lifecyclePage);
     if (path === "/favicon.ico") return send(204, "image/x-icon", "");
     if (path === "/config") {
       const config = { openUrl: open.url, authUrl: auth.url, apiKey, tenantId };
@@ -100,9 +124,74 @@ const http = createServer(async (request, response) => {
 await new Promise((done) => http.listen(0, "127.0.0.1", done));
 const origin = `http://127.0.0.1:${http.address().port}`;
 
+/**
+ * The browser's network and page events: offline drops the sockets, online reconnects at once
+ * (despite a 60 s backoff), a page shown again checks its socket with a heartbeat, and after
+ * `disconnect()` none of these does anything.
+ */
+async function lifecycleChecks(context, tab) {
+  const outcome = { passed: 0, failed: 0 };
+  const check = async (name, fn) => {
+    try {
+      await fn();
+      outcome.passed++;
+      console.log(`ok - browser lifecycle: ${name}`);
+    } catch (error) {
+      outcome.failed++;
+      console.log(`not ok - browser lifecycle: ${name}: ${error?.message ?? error}`);
+    }
+  };
+  const state = () => tab.evaluate(() => globalThis.client.state);
+  const until = async (what, test, ms = 5000) => {
+    const deadline = Date.now() + ms;
+    while (!(await test())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  };
+  const heartbeats = () =>
+    open.receivedFrames().filter((frame) => frame.includes('"id":"heartbeat-')).length;
+  await tab.goto(origin + "/lifecycle");
+  await tab.waitForFunction(() => globalThis.client?.state === "open", null, { timeout: 10_000 });
+  await check("offline drops the sockets", async () => {
+    await context.setOffline(true);
+    await until("reconnecting", async () => (await state()) === "reconnecting");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    if ((await state()) !== "reconnecting") throw new Error(`state ${await state()} offline`);
+  });
+  await check("online reconnects at once despite a 60 s backoff", async () => {
+    await context.setOffline(false);
+    await until("open", async () => (await state()) === "open", 3000);
+  });
+  await check("a page shown again checks its socket at once", async () => {
+    const before = heartbeats();
+    await tab.evaluate(() =>
+      globalThis.dispatchEvent(new PageTransitionEvent("pageshow", { persisted: true }))
+    );
+    await until("a heartbeat", () => heartbeats() === before + 1, 3000);
+    await until("its answer", async () => (await state()) === "open");
+    await tab.evaluate(() => document.dispatchEvent(new Event("visibilitychange")));
+    await until("a second heartbeat", () => heartbeats() === before + 2, 3000);
+  });
+  await check("disconnect() removes the listeners", async () => {
+    await tab.evaluate(() => globalThis.client.disconnect());
+    const before = heartbeats();
+    await context.setOffline(true);
+    await context.setOffline(false);
+    await tab.evaluate(() => globalThis.dispatchEvent(new Event("pageshow")));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const states = await tab.evaluate(() => globalThis.states.join(" "));
+    if (states !== "connecting open reconnecting open idle") throw new Error(`states ${states}`);
+    if (heartbeats() !== before) throw new Error("a heartbeat after disconnect()");
+    if (open.connectionCount !== 0) throw new Error(`${open.connectionCount} sockets left`);
+  });
+  return outcome;
+}
+
 const profile = await mkdtemp(join(tmpdir(), "realm-chromium-"));
 let context;
 let result;
+let lifecycle;
 const problems = [];
 try {
   context = await chromium.launchPersistentContext(profile, {
@@ -133,6 +222,7 @@ try {
     polling: 100,
   });
   result = await tab.evaluate(() => globalThis.realmResult);
+  lifecycle = await lifecycleChecks(context, await context.newPage());
 } finally {
   await context?.close();
   await rm(profile, { recursive: true, force: true });
@@ -149,6 +239,7 @@ for (const path of forbidden) problems.push(`the page requested ${path}`);
 const fromPackage = requested.filter((path) => path.startsWith("/pkg/"));
 console.log(`# the page loaded ${fromPackage.length} files of the package, none of them ws`);
 for (const problem of problems) console.log(`not ok - ${problem}`);
-const failed = (result?.failed ?? 1) + problems.length;
-console.log(`browser total: ${result?.passed ?? 0} passed, ${failed} failed`);
+const failed = (result?.failed ?? 1) + (lifecycle?.failed ?? 1) + problems.length;
+const passed = (result?.passed ?? 0) + (lifecycle?.passed ?? 0);
+console.log(`browser total: ${passed} passed, ${failed} failed`);
 process.exitCode = failed === 0 ? 0 : 1;

@@ -1,0 +1,184 @@
+/**
+ * The connection lifecycle where runtimes differ, against the installed package:
+ * - a refused port fails `connect()` at once (Node 22's `WebSocket` fires `error` and never
+ *   `close` there), and reconnect attempts against a gone server do not each wait
+ *   `connectTimeout`;
+ * - a peer that never answers the close handshake: `disconnect()` still resolves after its
+ *   grace, and where the implementation can tear the socket down (`ws` on Node 20) the peer
+ *   sees the TCP connection end.
+ *
+ * The peer is a hand-written WebSocket server on `node:net` (so that it can ignore close
+ * frames), listening on 127.0.0.1.
+ *
+ * Usage: `node lifecycle.mjs` (or `bun lifecycle.mjs`) from a project that has the package
+ * installed. Prints one line per check and `N passed, N failed`.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { createServer } from "node:net";
+import process from "node:process";
+import { RealmError, RealmWebSocketClient } from "@realm-ai/ws-client";
+import { startStubServer } from "@realm-ai/ws-client/testing";
+
+const watchdog = setTimeout(() => {
+  console.error("lifecycle.mjs: still running after 60 s, giving up");
+  process.exit(2);
+}, 60_000);
+watchdog.unref?.();
+
+const bun = globalThis.Bun;
+console.log(`# lifecycle on ${bun ? `Bun ${bun.version}` : `Node ${process.version}`}`);
+
+const checks = [];
+const check = (name, fn) => checks.push({ name, fn });
+
+/** A port nothing listens on: one the system gave out and took back. */
+async function closedPort() {
+  const server = createServer();
+  await new Promise((done) => server.listen(0, "127.0.0.1", done));
+  const { port } = server.address();
+  await new Promise((done) => server.close(done));
+  return port;
+}
+
+/**
+ * A WebSocket peer that completes the upgrade, sends the welcome frame and then ignores
+ * everything, close frames included. Records when each TCP connection ends.
+ */
+async function deafPeer() {
+  const ended = [];
+  const sockets = new Set();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    let request = "";
+    socket.on("data", (chunk) => {
+      if (request.endsWith("\r\n\r\n")) return; // after the upgrade: deaf
+      request += chunk.toString("latin1");
+      if (!request.endsWith("\r\n\r\n")) return;
+      const key = /sec-websocket-key: *(.+)\r\n/i.exec(request)?.[1].trim();
+      const accept = createHash("sha1")
+        .update(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+        .digest("base64");
+      socket.write(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
+      );
+      const welcome = Buffer.from('{"status":"connected","version":"0.1.0","tenant_id":null}');
+      socket.write(Buffer.concat([Buffer.from([0x81, welcome.length]), welcome]));
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      sockets.delete(socket);
+      ended.push(performance.now());
+    });
+  });
+  await new Promise((done) => server.listen(0, "127.0.0.1", done));
+  return {
+    url: `ws://127.0.0.1:${server.address().port}`,
+    ended,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((done) => server.close(done));
+    },
+  };
+}
+
+function assert(condition, message) {
+  if (!condition) throw new Error(`assertion failed: ${message}`);
+}
+
+function expectCode(error, code) {
+  assert(error instanceof RealmError, `expected a RealmError, got ${error}`);
+  assert(error.code === code, `expected ${code}, got ${error.code}: ${error.message}`);
+}
+
+/** Settles `promise` within `ms`, as `{ value }` or `{ error }`; fails past `ms`. */
+function within(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not settled within ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([
+    promise.then((value) => ({ value }), (error) => ({ error })),
+    timeout,
+  ]).finally(() => clearTimeout(timer));
+}
+
+check("a refused port fails connect() at once, whatever connectTimeout", async () => {
+  const port = await closedPort();
+  const client = new RealmWebSocketClient({
+    url: `ws://127.0.0.1:${port}`,
+    model: "m",
+    connectTimeout: 60_000,
+  });
+  const started = performance.now();
+  const result = await within(client.connect(), 5_000, "connect() to a refused port");
+  expectCode(result.error, "CONNECTION_CLOSED");
+  assert(performance.now() - started < 5_000, "failed before connectTimeout");
+  assert(client.state === "closed", `state ${client.state}`);
+  await client.disconnect();
+});
+
+check("reconnect attempts to a gone server do not each wait connectTimeout", async () => {
+  const server = await startStubServer({ tokenDelayMs: 0 });
+  const client = new RealmWebSocketClient({
+    url: server.url,
+    model: "m",
+    connectTimeout: 60_000,
+    reconnectInterval: 1,
+    maxReconnectInterval: 5,
+    maxReconnectAttempts: 5,
+  });
+  let attempts = 0;
+  client.on("connecting", ({ attempt }) => attempt > 0 && attempts++);
+  await client.connect();
+  const gaveUp = new Promise((resolve) => {
+    client.on("statechange", ({ to }) => to === "closed" && resolve());
+  });
+  await server.close();
+  const result = await within(gaveUp, 10_000, "five failed attempts, then closed");
+  assert("value" in result, String(result.error));
+  assert(attempts === 5, `${attempts} attempts`);
+  await client.disconnect();
+});
+
+check("a peer that never answers the close handshake: disconnect() resolves", async () => {
+  const peer = await deafPeer();
+  const client = new RealmWebSocketClient({ url: peer.url, model: "m" });
+  try {
+    await client.connect();
+    assert(client.state === "open", `state ${client.state}`);
+    const started = performance.now();
+    const result = await within(client.disconnect(), 5_000, "disconnect() from a deaf peer");
+    assert("value" in result, String(result.error));
+    const source = client.getWebSocketSource();
+    if (source === "fallback") {
+      // ws can tear the socket down: the peer sees the TCP connection end after the grace.
+      const deadline = performance.now() + 4_000;
+      while (peer.ended.length === 0 && performance.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      assert(peer.ended.length === 1, "ws terminated the socket");
+      assert(peer.ended[0] - started < 4_000, "within the close grace");
+    }
+    console.log(`#   (${source}: the peer saw ${peer.ended.length} connection end(s))`);
+  } finally {
+    await peer.close();
+  }
+});
+
+let passed = 0;
+let failed = 0;
+for (const { name, fn } of checks) {
+  try {
+    await fn();
+    passed++;
+    console.log(`ok - ${name}`);
+  } catch (error) {
+    failed++;
+    console.log(`not ok - ${name}: ${error?.stack ?? error}`);
+  }
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exitCode = failed === 0 ? 0 : 1;
