@@ -136,13 +136,14 @@ export class RealmWebSocketClient extends EventTarget {
     this.#lifecycle = new Lifecycle((change) => this.#emit("statechange", change));
     this.#pool = new Pool(this.#options, {
       opened: (slot) => this.#onOpened(slot),
+      accept: (slot, connection) => this.#accept(slot, connection),
       frame: (connection, frame) => this.#dispatcher.frame(connection, frame),
       closed: (slot, connection, code, reason) => this.#onClosed(slot, connection, code, reason),
       reconnecting: (slot, attempt, delay) => {
         this.#log("reconnecting", { attempt, delayMs: delay, socket: slot.index });
-        this.#emit("reconnecting", { attempt, delay, socket: slot.index });
+        this.#emit("reconnecting", { attempt, delay, ...where(slot) });
       },
-      connecting: (slot, attempt) => this.#emit("connecting", { attempt, socket: slot.index }),
+      connecting: (slot, attempt) => this.#emit("connecting", { attempt, ...where(slot) }),
       attemptFailed: (slot, error) => {
         this.#log("reconnect failed", { socket: slot.index, error: error.message });
         if (this.#pool.openCount === 0) this.#rejectWaiters(error);
@@ -733,6 +734,21 @@ export class RealmWebSocketClient extends EventTarget {
     return { open: this.#pool.openCount, retrying: this.#pool.retryingCount };
   }
 
+  /**
+   * Every call carries one tenant: a server that assigns another one than
+   * the open sockets use is not used.
+   */
+  #accept(slot: Slot, connection: Connection): RealmError | undefined {
+    if (connection.tenantId === this.#tenantId || this.#pool.openCount === 0) return undefined;
+    return new RealmError(
+      "TENANT_MISMATCH",
+      `The server at ${slot.server.url} assigned the tenant ${connection.tenantId}, but the ` +
+        `client's other servers use ${this.#tenantId}, and every call carries one tenant. ` +
+        "It is not used: give every server the same key-to-tenant map.",
+      { details: { url: slot.server.url } },
+    );
+  }
+
   #onOpened(slot: Slot): void {
     const connection = slot.connection!;
     this.#tenantId = connection.tenantId;
@@ -742,7 +758,7 @@ export class RealmWebSocketClient extends EventTarget {
     this.#emit("connected", {
       tenantId: connection.tenantId,
       version: connection.serverVersion,
-      socket: slot.index,
+      ...where(slot),
     });
     if (!connection.open) return;
     for (const waiter of this.#openWaiters.splice(0)) waiter.resolve();
@@ -765,7 +781,7 @@ export class RealmWebSocketClient extends EventTarget {
         ),
       );
     }
-    this.#emit("disconnected", { code, reason, willReconnect, socket: slot.index });
+    this.#emit("disconnected", { code, reason, willReconnect, ...where(slot) });
     // Other sockets of a pool take over what waits.
     if (this.#lifecycle.running) this.#dispatcher.flush();
   }
@@ -838,6 +854,11 @@ export class RealmWebSocketClient extends EventTarget {
     this.#dispatcher.dispatch(call);
     return call;
   }
+}
+
+/** Which socket and server an event is about. */
+function where(slot: Slot): { socket: number; url: string } {
+  return { socket: slot.index, url: slot.server.url };
 }
 
 /** Listeners are told apart by type and capture, as `EventTarget` does. */

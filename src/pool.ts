@@ -14,10 +14,31 @@ import type { ServerFrame } from "./protocol.ts";
 import type { ResolvedOptions } from "./validate.ts";
 import type { WebSocketConstructor } from "./types.ts";
 
+/**
+ * One Realm server of the list. Its sockets reconnect on their own; after
+ * {@linkcode EJECT_AFTER} failed attempts in a row over its sockets, a server
+ * of a list is ejected: none of its sockets tries again until the ejection
+ * ends, and each ejection in a row lasts twice the one before.
+ */
+export interface Server {
+  readonly url: string;
+  /** Failed attempts in a row, over its sockets. */
+  failures: number;
+  /** Ejections in a row, to grow the next one. */
+  ejections: number;
+  /** Until when (`performance.now()`) it is ejected; 0 when it is not. */
+  ejectedUntil: number;
+}
+
+/** Failed attempts in a row after which a server of a list is ejected. */
+export const EJECT_AFTER = 3;
+
 /** One socket of the pool, reopened on its own after a drop. */
 export interface Slot {
   /** Its index among `connections`, from 0: the `socket` of events. */
   readonly index: number;
+  /** The server it connects to (slots go round the servers in turn). */
+  readonly server: Server;
   /** The open, handshaken socket, if any. */
   connection: Connection | undefined;
   /** Consecutive reconnect attempts since the last stable connection. */
@@ -36,6 +57,8 @@ export interface Slot {
 export interface PoolHandlers {
   /** A slot's socket completed its handshake. */
   opened(slot: Slot): void;
+  /** Whether a freshly handshaken socket may be used; an error closes it (a tenant mismatch). */
+  accept(slot: Slot, connection: Connection): RealmError | undefined;
   /** A frame arrived on an open socket. */
   frame(connection: Connection, frame: ServerFrame): void;
   /** An open socket closed; `slot.connection` is already cleared. */
@@ -54,8 +77,13 @@ export interface PoolHandlers {
   log(message: string, data?: Record<string, unknown>): void;
 }
 
-/** Errors a reconnect cannot fix: a refused key, a URL the implementation refuses. */
-const FATAL = new Set(["UNAUTHORIZED", "INVALID_OPTIONS", "PROTOCOL_ERROR"]);
+/** Errors a reconnect cannot fix: a refused key, a URL the implementation refuses, ... */
+export const FATAL: ReadonlySet<string> = new Set([
+  "UNAUTHORIZED",
+  "INVALID_OPTIONS",
+  "PROTOCOL_ERROR",
+  "TENANT_MISMATCH",
+]);
 
 /**
  * The sockets. Each pool generation (from {@linkcode Pool.closeAll} to the
@@ -65,6 +93,7 @@ const FATAL = new Set(["UNAUTHORIZED", "INVALID_OPTIONS", "PROTOCOL_ERROR"]);
  */
 export class Pool {
   readonly slots: readonly Slot[];
+  readonly servers: readonly Server[];
   readonly #options: ResolvedOptions;
   readonly #handlers: PoolHandlers;
   readonly #connectionHandlers: ConnectionHandlers;
@@ -76,8 +105,10 @@ export class Pool {
   constructor(options: ResolvedOptions, handlers: PoolHandlers) {
     this.#options = options;
     this.#handlers = handlers;
+    this.servers = options.urls.map((url) => ({ url, failures: 0, ejections: 0, ejectedUntil: 0 }));
     this.slots = Array.from({ length: options.connections }, (_, index) => ({
       index,
+      server: this.servers[index % this.servers.length],
       connection: undefined,
       attempts: 0,
       connectedAt: 0,
@@ -148,7 +179,7 @@ export class Pool {
     try {
       const connection = await openConnection(
         {
-          url: options.url,
+          url: slot.server.url,
           WebSocket: this.WebSocket!,
           apiKey: options.apiKey,
           tenantId: this.#handlers.tenantId(),
@@ -167,14 +198,46 @@ export class Pool {
         this.#track(connection.close(1000, "client disconnect"));
         throw cancelled();
       }
+      const refusal = this.#handlers.accept(slot, connection);
+      if (refusal) {
+        this.#track(connection.close(1000, "not used"));
+        throw refusal;
+      }
+      const server = slot.server;
+      server.failures = server.ejections = server.ejectedUntil = 0;
       slot.connection = connection;
       slot.connectedAt = performance.now();
       this.#handlers.opened(slot);
+    } catch (error) {
+      const aborted = (error as RealmError)?.code === "ABORTED";
+      if (generation === this.#generation && !aborted) this.#failed(slot.server);
+      throw error;
     } finally {
       if (slot.cancelAttempt !== undefined && generation === this.#generation) {
         slot.cancelAttempt = undefined;
       }
     }
+    // The server is back: its other sockets waiting out a backoff or an ejection try now.
+    for (const other of this.slots) if (other.server === slot.server) other.wakeUp?.();
+  }
+
+  /** The server's state, for `stats()`. */
+  serverState(server: Server): "up" | "down" | "ejected" {
+    if (this.slots.some((slot) => slot.server === server && slot.connection?.open)) return "up";
+    return server.ejectedUntil > performance.now() ? "ejected" : "down";
+  }
+
+  /** Counts a failed attempt; a server of a list that keeps failing is ejected. */
+  #failed(server: Server): void {
+    if (++server.failures < EJECT_AFTER || this.servers.length === 1) return;
+    server.failures = 0;
+    const options = this.#options;
+    const period = Math.min(
+      options.maxReconnectInterval,
+      Math.max(options.reconnectInterval, 1) * 2 ** Math.min(++server.ejections, 30),
+    );
+    server.ejectedUntil = performance.now() + period;
+    this.#handlers.log("server ejected", { url: server.url, ms: period });
   }
 
   /**
@@ -192,13 +255,19 @@ export class Pool {
     await undefined;
     try {
       while (current()) {
+        // An ejected server is not tried until its ejection ends; waiting it out is no attempt.
+        const ejected = slot.server.ejectedUntil - performance.now();
+        if (ejected > 0) {
+          await this.#wait(slot, ejected);
+          continue;
+        }
         if (slot.attempts >= options.maxReconnectAttempts) {
           slot.retrying = false;
           return this.#handlers.gaveUp(
             slot,
             new RealmError(
               "CONNECTION_CLOSED",
-              `Gave up reconnecting to ${options.url} after ${slot.attempts} attempts ` +
+              `Gave up reconnecting to ${slot.server.url} after ${slot.attempts} attempts ` +
                 "(maxReconnectAttempts). Call connect() to try again.",
               { sent: false },
             ),
@@ -214,6 +283,7 @@ export class Pool {
         this.#handlers.reconnecting(slot, attempt, delay);
         await this.#wait(slot, delay);
         if (!current()) return;
+        if (slot.server.ejectedUntil > performance.now()) continue;
         this.#handlers.connecting(slot, attempt);
         try {
           await this.open(slot);

@@ -44,8 +44,12 @@ export type RealmLogger = (message: string, data?: Record<string, unknown>) => v
 export interface RealmClientOptions {
   /** Model name, file path or URL, sent with every `generate`. Required. */
   model: string;
-  /** Server address, `ws:` or `wss:`. Default `"ws://localhost:8080"`. */
-  url?: string;
+  /**
+   * Server address, `ws:` or `wss:`, or a list of servers: calls are spread
+   * over all of them, and a server that fails is left out until it is back.
+   * Default `"ws://localhost:8080"`.
+   */
+  url?: string | string[];
   /**
    * API key for servers started with `--auth`. The server then decides the
    * tenant: the client adopts the tenant id from `auth_success`.
@@ -103,9 +107,10 @@ export interface RealmClientOptions {
    */
   maxQueuedCalls?: number;
   /**
-   * Sockets to open to the server. Each call goes to the least busy one, so
-   * up to this many calls run in parallel (the server serves one call at a
-   * time per socket). Default `1`.
+   * Sockets to open. Each call goes to the least busy one, so up to this
+   * many calls run in parallel (the server serves one call at a time per
+   * socket). With a list of servers they are spread over the servers in turn.
+   * Default `1`, or one per server with a list.
    */
   connections?: number;
   /**
@@ -287,7 +292,8 @@ export type PipelineInput = Record<string, unknown>;
 /**
  * Payloads of the client's events, by event name. With `on()` the callback
  * receives the payload; with `addEventListener()` it is the event's `detail`.
- * `socket` is the index (from 0) of the socket among `connections`.
+ * `socket` is the index (from 0) of the socket among `connections`, `url`
+ * its server.
  *
  * @example
  * ```ts
@@ -300,13 +306,19 @@ export interface RealmEventMap {
    * Socket(s) are being opened: `attempt` 0 for `connect()` (all sockets),
    * then 1, 2, … for one socket's reconnects.
    */
-  connecting: { attempt: number; socket?: number };
+  connecting: { attempt: number; socket?: number; url?: string };
   /** A socket completed the handshake; fires on every (re)connection of every socket. */
-  connected: { tenantId: string; version: string; socket: number };
+  connected: { tenantId: string; version: string; socket: number; url: string };
   /** A socket closed; `code` and `reason` as the close event gave them. */
-  disconnected: { code: number; reason: string; willReconnect: boolean; socket: number };
+  disconnected: {
+    code: number;
+    reason: string;
+    willReconnect: boolean;
+    socket: number;
+    url: string;
+  };
   /** A socket's reconnect is scheduled after `delay` ms; `attempt` counts from 1. */
-  reconnecting: { attempt: number; delay: number; socket: number };
+  reconnecting: { attempt: number; delay: number; socket: number; url: string };
   /** Something went wrong that is not one call's result. */
   error: RealmError;
   /** `client.state` changed; see the README's "Connection states". */

@@ -12,7 +12,8 @@ import type { CallOptions, GenerationOptions, RealmClientOptions } from "./types
 /** The client's options with every default filled in. */
 export interface ResolvedOptions {
   model: string;
-  url: string;
+  /** The servers, in the order given; one for a single `url`. */
+  urls: string[];
   apiKey?: string;
   tenantId?: string;
   reconnect: boolean;
@@ -115,6 +116,30 @@ function isLoopback(hostname: string): boolean {
     hostname.endsWith(".localhost");
 }
 
+/** Checks one server address. */
+function checkUrl(url: unknown): URL {
+  let parsed: URL;
+  try {
+    parsed = new URL(url as string);
+  } catch {
+    throw invalidOption(`\`url\` must be a ws:// or wss:// URL; got ${describe(url)}.`);
+  }
+  if (typeof url !== "string") {
+    throw invalidOption(`\`url\` must be a ws:// or wss:// URL; got ${describe(url)}.`);
+  }
+  if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
+    throw invalidOption(
+      `\`url\` must use ws:// or wss://; got ${describe(url)}.` +
+        (parsed.protocol === "http:" || parsed.protocol === "https:"
+          ? ` Use ${
+            parsed.protocol === "https:" ? "wss" : "ws"
+          }://${parsed.host}${parsed.pathname}.`
+          : ""),
+    );
+  }
+  return parsed;
+}
+
 /** Checks the constructor's options and fills in the defaults. */
 export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
   if (typeof input !== "object" || input === null) {
@@ -128,35 +153,30 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
       '`model` is required: a model name, file path or URL, e.g. `{ model: "llama-2-7b" }`.',
     );
   }
-  const url = input.url ?? "ws://localhost:8080";
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw invalidOption(`\`url\` must be a ws:// or wss:// URL; got ${describe(url)}.`);
+  const urls = Array.isArray(input.url) ? input.url : [input.url ?? "ws://localhost:8080"];
+  if (urls.length === 0) {
+    throw invalidOption("`url` must name at least one server: a ws:// or wss:// URL, or a list.");
   }
-  if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
-    throw invalidOption(
-      `\`url\` must use ws:// or wss://; got ${describe(url)}.` +
-        (parsed.protocol === "http:" || parsed.protocol === "https:"
-          ? ` Use ${
-            parsed.protocol === "https:" ? "wss" : "ws"
-          }://${parsed.host}${parsed.pathname}.`
-          : ""),
-    );
+  const seen = new Set<string>();
+  for (const url of urls) {
+    const parsed = checkUrl(url);
+    if (seen.has(parsed.href)) {
+      throw invalidOption(`\`url\` lists ${parsed.href} twice; name each server once.`);
+    }
+    seen.add(parsed.href);
+    if (
+      input.apiKey !== undefined && parsed.protocol === "ws:" && !isLoopback(parsed.hostname) &&
+      input.allowInsecureAuth !== true
+    ) {
+      throw invalidOption(
+        `Refusing to send the API key over unencrypted ws:// to ${parsed.hostname}: anyone on ` +
+          "the network could read it. Use a wss:// URL, or set `allowInsecureAuth: true` if you " +
+          "accept the risk.",
+      );
+    }
   }
   if (input.apiKey !== undefined && (typeof input.apiKey !== "string" || input.apiKey === "")) {
     throw invalidOption("`apiKey` must be a non-empty string when given.");
-  }
-  if (
-    input.apiKey !== undefined && parsed.protocol === "ws:" && !isLoopback(parsed.hostname) &&
-    input.allowInsecureAuth !== true
-  ) {
-    throw invalidOption(
-      `Refusing to send the API key over unencrypted ws:// to ${parsed.hostname}: anyone on the ` +
-        "network could read it. Use a wss:// URL, or set `allowInsecureAuth: true` if you " +
-        "accept the risk.",
-    );
   }
   if (
     input.tenantId !== undefined &&
@@ -181,7 +201,7 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
   }
   const resolved = {
     model: input.model,
-    url,
+    urls: urls as string[],
     apiKey: input.apiKey,
     tenantId: input.tenantId,
     reconnect: input.reconnect ?? true,
@@ -191,6 +211,14 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
   } as ResolvedOptions;
   for (const [name, fallback, rule, ok] of NUMERIC_OPTIONS) {
     resolved[name] = numberOption(options[name], name, fallback, rule, ok);
+  }
+  // One socket per server by default; fewer sockets than servers would leave one unused.
+  if (options.connections === undefined) resolved.connections = urls.length;
+  if (resolved.connections < urls.length) {
+    throw invalidOption(
+      `\`connections\` (${resolved.connections}) is less than the number of servers in \`url\` ` +
+        `(${urls.length}): each server needs at least one socket. Leave it out for one per server.`,
+    );
   }
   const floor = resolved.reconnectInterval;
   resolved.maxReconnectInterval = numberOption(
