@@ -209,13 +209,14 @@ Deno.test({
   name: "ai-sdk: abort mid-stream stops the call; nothing stays pending",
   ...sanitize,
   fn: () =>
-    withRealm({ tokenDelayMs: 20 }, {}, async (realm) => {
+    // 50 ms between tokens: the abort lands long before the next token is due.
+    withRealm({ tokenDelayMs: 50 }, {}, async (realm) => {
       const controller = new AbortController();
       const aborted: string[] = [];
       const result = streamText({
         model: realm("llama-2-7b"),
         prompt: "Tell me a story",
-        maxOutputTokens: 30,
+        maxOutputTokens: 20,
         abortSignal: controller.signal,
         onAbort: () => {
           aborted.push("onAbort");

@@ -35,7 +35,8 @@ globalThis.AI_SDK_LOG_WARNINGS = false;
 
 const FRANCE = "What is the capital of France?";
 const WORDS = ["The ", "capital ", "of ", "France ", "is ", "Paris. "];
-const open = await startStubServer({ tokenDelayMs: 5 });
+// 30 ms between tokens: an abort lands long before the next token is due.
+const open = await startStubServer({ tokenDelayMs: 30 });
 const limited = await startStubServer({
   apiKeys: { "sk-test": "tenant-a" },
   rateLimit: { perMinute: 60, burst: 1 },
@@ -86,7 +87,7 @@ check("abort mid-stream stops the call; nothing stays pending", async () => {
   const result = streamText({
     model: realm("llama-2-7b"),
     prompt: "Hi",
-    maxOutputTokens: 40,
+    maxOutputTokens: 20,
     abortSignal: controller.signal,
   });
   const deltas = [];
