@@ -18,7 +18,7 @@ import type { LanguageModelV3CallOptions, LanguageModelV3StreamPart } from "@ai-
 import { RealmError } from "../mod.ts";
 import { createRealm, type RealmProvider, type RealmProviderSettings } from "../ai_sdk.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { idleStats, sanitize, until } from "./_helpers.ts";
+import { idleStats, sanitize } from "./_helpers.ts";
 
 // The AI SDK prints warnings with console.warn unless told not to; the tests read them instead.
 (globalThis as { AI_SDK_LOG_WARNINGS?: boolean }).AI_SDK_LOG_WARNINGS = false;
@@ -229,7 +229,7 @@ Deno.test({
       }
       assert.deepEqual(deltas, STREAM_WORDS.slice(0, 3));
       assert.deepEqual(aborted, ["onAbort"]);
-      await until(() => realm.client.stats().pendingCalls === 0, 2000, "the call to settle");
+      // At once: the stream would run for another second had the abort not reached the client.
       const stats = realm.client.stats();
       assert.equal(stats.pendingCalls, 0);
       assert.equal(stats.queuedCalls, 0);
@@ -575,5 +575,107 @@ Deno.test({
       await realm.close();
       assert.deepEqual(realm.client.stats(), idleStats(0));
       assert.equal((await generateText({ model, prompt: FRANCE })).text, "Paris");
+    }),
+});
+
+Deno.test({
+  name: "ai-sdk: calls that start together wait for one connect and share its sockets",
+  ...sanitize,
+  fn: () =>
+    withRealm({}, { connections: 2 }, async (realm, server) => {
+      const model = realm("llama-2-7b");
+      const answers = await Promise.all(
+        [1, 2, 3].map(() => generateText({ model, prompt: FRANCE })),
+      );
+      assert.deepEqual(answers.map((a) => a.text), ["Paris", "Paris", "Paris"]);
+      assert.deepEqual(realm.client.stats(), idleStats(2));
+      assert.equal(server.connectionCount, 2);
+      assert.equal(server.callCount, 3);
+    }),
+});
+
+Deno.test({
+  name: "ai-sdk: cancelling the model's stream stops the call",
+  ...sanitize,
+  fn: () =>
+    withRealm({ tokenDelayMs: 50 }, {}, async (realm) => {
+      const { stream } = await realm("llama-2-7b").doStream(
+        callOptions("Hi", { maxOutputTokens: 20 }),
+      );
+      const reader = stream.getReader();
+      const seen: string[] = [];
+      while (!seen.includes("text-delta")) seen.push((await reader.read()).value!.type);
+      assert.deepEqual(seen, ["stream-start", "response-metadata", "text-start", "text-delta"]);
+      await reader.cancel();
+      assert.equal(realm.client.stats().pendingCalls, 0);
+      assert.equal(realm.client.stats().queuedCalls, 0);
+    }),
+});
+
+Deno.test({
+  name: "ai-sdk: prompt layout: an assistant message last is continued, not answered",
+  ...sanitize,
+  fn: () =>
+    withRealm({}, {}, async (realm, server) => {
+      await realm("llama-2-7b").doGenerate({
+        prompt: [
+          { role: "user", content: [{ type: "text", text: "Name a city." }] },
+          { role: "assistant", content: [{ type: "text", text: "Paris is" }] },
+        ],
+      });
+      assert.equal(sentCalls(server)[0].params.prompt, "User: Name a city.\n\nAssistant: Paris is");
+    }),
+});
+
+Deno.test({
+  name: "ai-sdk: tool results and reasoning are refused before anything is sent",
+  ...sanitize,
+  fn: () =>
+    withRealm({}, {}, async (realm, server) => {
+      const model = realm("llama-2-7b");
+      const tool = await thrown(model.doGenerate({
+        prompt: [{
+          role: "tool",
+          content: [{
+            type: "tool-result",
+            toolCallId: "1",
+            toolName: "weather",
+            output: { type: "text", value: "sunny" },
+          }],
+        }],
+      }));
+      assert.ok(UnsupportedFunctionalityError.isInstance(tool), `got ${tool}`);
+      assert.equal(tool.functionality, "tool results");
+      const reasoning = await thrown(model.doStream({
+        prompt: [
+          { role: "user", content: [{ type: "text", text: "Hi" }] },
+          { role: "assistant", content: [{ type: "reasoning", text: "Hmm." }] },
+        ],
+      }));
+      assert.ok(UnsupportedFunctionalityError.isInstance(reasoning), `got ${reasoning}`);
+      assert.equal(
+        reasoning.message,
+        "Realm takes text only, but message 2 (assistant) has reasoning parts. " +
+          "Send text parts only (describe a file or a tool's result in words).",
+      );
+      assert.equal(server.callCount, 0);
+      assert.deepEqual(realm.client.stats(), idleStats(0));
+    }),
+});
+
+Deno.test({
+  name: "ai-sdk: a repetitionPenalty Realm refuses is a non-retryable INVALID_PARAMS",
+  ...sanitize,
+  fn: () =>
+    withRealm({}, {}, async (realm, server) => {
+      const error = await thrown(generateText({
+        model: realm("llama-2-7b"),
+        prompt: FRANCE,
+        providerOptions: { realm: { repetitionPenalty: -1 } },
+      }));
+      assert.ok(APICallError.isInstance(error), `expected an APICallError, got ${error}`);
+      assert.equal(error.isRetryable, false);
+      assert.equal((error.cause as RealmError).code, "INVALID_PARAMS");
+      assert.equal(server.callCount, 0);
     }),
 });
