@@ -9,6 +9,7 @@ import { startStubServer } from "@realm-ai/ws-client/testing";
 import { main as basic } from "./basic.ts";
 import { main as streaming } from "./streaming.ts";
 import { main as errorHandling } from "./error-handling.ts";
+import { main as aiSdk } from "./ai-sdk.ts";
 
 const apiKey = "demo-key";
 const server = await startStubServer({
@@ -22,7 +23,7 @@ try {
     const [name, run] of [["basic", basic], ["streaming", streaming], [
       "error-handling",
       errorHandling,
-    ]] as const
+    ], ["ai-sdk", aiSdk]] as const
   ) {
     console.log(`--- ${name} ---`);
     await run(server.url, apiKey);

@@ -17,12 +17,17 @@
  * `exports` pick them with the `node` condition only, so a browser bundle
  * never contains `ws`.
  *
+ * The `./ai-sdk` entry imports `@ai-sdk/provider`, the package's one optional peer dependency:
+ * it is compiled against the declarations of the version pinned in `deno.json`.
+ *
  * Usage: `deno task build:npm`
  *
  * @module
  */
 
 import ts from "typescript";
+// Loaded so that Deno has the package whose declarations the ./ai-sdk entry compiles against.
+import "@ai-sdk/provider";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -30,6 +35,11 @@ import { fileURLToPath } from "node:url";
 const WS_VERSION = "^8.18.0";
 /** Oldest Node the package is tested on (it needs the global `CustomEvent`). */
 const NODE_ENGINE = ">=20";
+/**
+ * Packages an entry may import that the package does not install: the AI SDK's specification,
+ * for `./ai-sdk` only. Versions 3 and 4 both define `LanguageModelV3`, the one it implements.
+ */
+const PEER_DEPENDENCIES: Record<string, string> = { "@ai-sdk/provider": "^3.0.0 || ^4.0.0" };
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const outDir = join(root, "npm");
@@ -49,6 +59,8 @@ interface DenoJson {
 const ENTRIES = [
   { subpath: ".", deno: "./mod.ts", name: "mod", node: "node" },
   { subpath: "./testing", deno: "./testing.ts", name: "testing", node: "testing_node" },
+  // Node 22+ only, like the AI SDK: it needs no ws, so Node gets the plain entry.
+  { subpath: "./ai-sdk", deno: "./ai_sdk.ts", name: "ai_sdk", node: "ai_sdk" },
 ] as const;
 
 /** The sources of the generated Node entries, by name. */
@@ -106,11 +118,14 @@ function rewriteSpecifiers(source: string): { text: string; imports: string[] } 
     if (text.slice(start, end) !== ref.fileName) throw new Error(`cannot rewrite ${ref.fileName}`);
     text = text.slice(0, start) + ref.fileName.replace(/\.ts$/, ".js") + text.slice(end);
   }
-  const bare = info.importedFiles.filter((ref) => !/^\.\.?\//.test(ref.fileName));
+  const bare = info.importedFiles.filter((ref) =>
+    !/^\.\.?\//.test(ref.fileName) && !(ref.fileName in PEER_DEPENDENCIES)
+  );
   if (bare.length > 0) {
     throw new Error(
       `bare import specifier(s) ${bare.map((ref) => `"${ref.fileName}"`).join(", ")}: ` +
-        "the package has no dependencies besides ws (which only the generated Node entry loads)",
+        "the package has no dependencies besides ws (which only the generated Node entry loads) " +
+        "and the optional peer dependencies in PEER_DEPENDENCIES",
     );
   }
   return { text, imports: relativeTs.map((ref) => ref.fileName) };
@@ -154,6 +169,19 @@ const COMMON_OPTIONS: ts.CompilerOptions = {
  * type leaks into the declarations.
  */
 const DENO_TYPED = new Set(["src/stub/deno.ts"]);
+
+/**
+ * Where the compiler finds each peer dependency's declarations: in Deno's npm cache, beside the
+ * module that `deno.json` maps its name to.
+ */
+function peerDeclarations(): Record<string, string[]> {
+  return Object.fromEntries(
+    Object.keys(PEER_DEPENDENCIES).map((name) => {
+      const code = fileURLToPath(import.meta.resolve(name));
+      return [name, [code.replace(/\.m?js$/, ".d.ts")]];
+    }),
+  );
+}
 
 /** Compiles `rootNames` into `outDir`; throws with the diagnostics on any error. */
 function compile(
@@ -229,7 +257,8 @@ function packageJson(deno: DenoJson): Record<string, unknown> {
     }
   }
   exports["./package.json"] = "./package.json";
-  const nodeFiles = ENTRIES.flatMap((e) => [`./esm/${e.node}.js`, `./cjs/${e.node}.js`]);
+  const nodeFiles = ENTRIES.filter((e) => e.node !== e.name)
+    .flatMap((e) => [`./esm/${e.node}.js`, `./cjs/${e.node}.js`]);
   return {
     name: deno.name,
     version: deno.version,
@@ -251,6 +280,10 @@ function packageJson(deno: DenoJson): Record<string, unknown> {
     sideEffects: nodeFiles,
     engines: { node: NODE_ENGINE },
     dependencies: { ws: WS_VERSION },
+    peerDependencies: PEER_DEPENDENCIES,
+    peerDependenciesMeta: Object.fromEntries(
+      Object.keys(PEER_DEPENDENCIES).map((name) => [name, { optional: true }]),
+    ),
   };
 }
 
@@ -287,15 +320,18 @@ async function main(): Promise<void> {
     const ambient = join(temp, "ambient.d.ts");
     await Deno.writeTextFile(ambient, AMBIENT);
     const rootNames = [...entries, ...Object.keys(NODE_ENTRIES).map((name) => `${name}.ts`)];
+    const paths = peerDeclarations();
 
     compile(srcDir, rootNames, ambient, join(outDir, "esm"), {
       module: ts.ModuleKind.ES2022,
       moduleResolution: ts.ModuleResolutionKind.Bundler,
+      paths,
     });
     compile(srcDir, rootNames, ambient, join(outDir, "cjs"), {
       module: ts.ModuleKind.CommonJS,
       moduleResolution: ts.ModuleResolutionKind.Node10,
       esModuleInterop: true,
+      paths,
     });
     await checkDeclarations(outDir);
     await Deno.writeTextFile(

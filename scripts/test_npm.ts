@@ -9,7 +9,9 @@
  *    Node 20 (the `ws` fallback), Node 22 and Bun (the global `WebSocket`), and in a headless
  *    Chromium served from loopback; runs the CommonJS round trip on both Nodes; checks the
  *    stub server's frames, close codes and fault switches on Node and Bun (`tests/npm/stub.mjs`);
- *    bundles the package for the browser (no `ws` inside) and type-checks a strict consumer.
+ *    bundles the package for the browser (no `ws` inside) and type-checks a strict consumer;
+ * 5. drives the `./ai-sdk` entry with the real AI SDK on Node 22 (`tests/npm/ai_sdk.mjs`), with
+ *    `ai` 7 and with `ai` 6 (installed as `ai6`), which both take its `LanguageModelV3` models.
  *
  * Needs `node` and `npm` on PATH, the npm registry, and Chromium at `/usr/bin/chromium` (or
  * `CHROMIUM=/path`). On Debian or Ubuntu: `apt-get update && apt-get install -y chromium`.
@@ -36,6 +38,10 @@ const PINS = {
   typescript: "5.9.3",
   publint: "0.3.25",
   attw: "0.18.5",
+  // The AI SDK for the ./ai-sdk entry: the current major, the previous one, and ai's zod peer.
+  ai: "7.0.173",
+  ai6: "6.0.326",
+  zod: "4.6.7",
 };
 const CHROMIUM_APT = "apt-get update && apt-get install -y chromium";
 
@@ -225,6 +231,9 @@ async function main(): Promise<number> {
           `typescript@${PINS.typescript}`,
           `publint@${PINS.publint}`,
           `@arethetypeswrong/cli@${PINS.attw}`,
+          `ai@${PINS.ai}`,
+          `ai6@npm:ai@${PINS.ai6}`,
+          `zod@${PINS.zod}`,
         ],
         project,
         600_000,
@@ -276,6 +285,12 @@ async function main(): Promise<number> {
     await step(`stub server, Node ${node20Version}`, node20, ["stub.mjs"], { cwd: project });
     await step(`stub server, Node ${node22Version}`, node22, ["stub.mjs"], { cwd: project });
     await step(`stub server, Bun ${bunVersion}`, bun, ["stub.mjs"], { cwd: project });
+    await step(`AI SDK ${PINS.ai}, Node ${node22Version}`, node22, ["ai_sdk.mjs", "ai"], {
+      cwd: project,
+    });
+    await step(`AI SDK ${PINS.ai6}, Node ${node22Version}`, node22, ["ai_sdk.mjs", "ai6"], {
+      cwd: project,
+    });
     await step("Chromium", node20, ["browser.mjs"], {
       cwd: project,
       env: { CHROMIUM: chromium },
