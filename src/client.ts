@@ -293,6 +293,21 @@ export class RealmWebSocketClient extends EventTarget {
   }
 
   /**
+   * The `model` option: the model every `generate` uses unless the call names
+   * another.
+   *
+   * @example
+   * ```ts
+   * import { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * const client = new RealmWebSocketClient({ model: "llama-2-7b" });
+   * const model: string = client.getModel(); // "llama-2-7b"
+   * ```
+   */
+  getModel(): string {
+    return this.#options.model;
+  }
+
+  /**
    * The server's version from its welcome frame, once connected.
    *
    * @example
@@ -480,6 +495,23 @@ export class RealmWebSocketClient extends EventTarget {
     byType.set(callback, listener);
     this.addEventListener(type, listener);
     return this;
+  }
+
+  /**
+   * Adds a listener for `error` events, as the earlier client's `onError` did:
+   * the same as `on("error", callback)`, and `off("error", callback)` removes
+   * it. Calls' own failures reject their promises instead.
+   *
+   * @example
+   * ```ts
+   * import { type RealmError, RealmWebSocketClient } from "@realm-ai/ws-client";
+   * const client = new RealmWebSocketClient({ model: "llama-2-7b" });
+   * const seen: RealmError[] = [];
+   * client.onError((error) => seen.push(error));
+   * ```
+   */
+  onError(callback: (error: RealmError) => void): void {
+    this.on("error", callback);
   }
 
   /**

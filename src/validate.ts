@@ -135,11 +135,13 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
           : ""),
     );
   }
-  if (input.apiKey !== undefined && (typeof input.apiKey !== "string" || input.apiKey === "")) {
-    throw invalidOption("`apiKey` must be a non-empty string when given.");
+  // `""` is what an empty environment variable (`REALM_API_KEY=`) gives: no key, as before.
+  const apiKey = input.apiKey === "" ? undefined : input.apiKey;
+  if (apiKey !== undefined && typeof apiKey !== "string") {
+    throw invalidOption('`apiKey` must be a string when given ("" counts as no key).');
   }
   if (
-    input.apiKey !== undefined && parsed.protocol === "ws:" && !isLoopback(parsed.hostname) &&
+    apiKey !== undefined && parsed.protocol === "ws:" && !isLoopback(parsed.hostname) &&
     input.allowInsecureAuth !== true
   ) {
     throw invalidOption(
@@ -172,7 +174,7 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
   const resolved = {
     model: input.model,
     url,
-    apiKey: input.apiKey,
+    apiKey,
     tenantId: input.tenantId,
     reconnect: input.reconnect ?? true,
     allowInsecureAuth: input.allowInsecureAuth ?? false,
