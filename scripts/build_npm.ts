@@ -23,7 +23,10 @@
  * @module
  */
 
-import ts from "typescript";
+// Not in deno.json's imports: every `deno task` (the demo's too) would fetch what is listed
+// there. Pinned by scripts/deno.lock, which only the tasks that run scripts use.
+// deno-lint-ignore no-import-prefix
+import ts from "npm:typescript@5.9.3";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 

@@ -251,7 +251,14 @@ async function main(): Promise<number> {
     await setup(
       "build",
       Deno.execPath(),
-      ["run", "--allow-read", "--allow-write", "--allow-env", "scripts/build_npm.ts"],
+      [
+        "run",
+        "--lock=scripts/deno.lock",
+        "--allow-read",
+        "--allow-write",
+        "--allow-env",
+        "scripts/build_npm.ts",
+      ],
     );
     const packed = JSON.parse(
       await setup(
