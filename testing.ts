@@ -30,7 +30,7 @@
  * socket.close();
  * await closed;
  * await server.close();
- * console.log(JSON.parse(frames[1]).data.status); // "healthy"
+ * const { status } = JSON.parse(frames[1]).data; // "healthy"
  * ```
  *
  * @module
@@ -70,7 +70,7 @@ export type {
  *   tokenDelayMs: 1,
  * });
  * try {
- *   console.log(server.url, server.connectionCount); // ws://127.0.0.1:<port> 0
+ *   const { url, connectionCount } = server; // "ws://127.0.0.1:<port>", 0
  * } finally {
  *   await server.close();
  * }

@@ -29,7 +29,7 @@ const USAGE = "usage: deno task serve [--port N] [--api-key KEY=TENANT]... " +
  * import { parseServeFlags } from "./serve.ts";
  *
  * const options = parseServeFlags(["--api-key", "k1=acme", "--rate-limit", "60/10"]);
- * console.log(options); // { port: 8080, apiKeys: { k1: "acme" }, rateLimit: { perMinute: 60, burst: 10 } }
+ * // { port: 8080, apiKeys: { k1: "acme" }, rateLimit: { perMinute: 60, burst: 10 } }
  * ```
  */
 export function parseServeFlags(args: readonly string[]): StubServerOptions {

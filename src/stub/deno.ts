@@ -20,7 +20,7 @@ const CLOSE_GRACE_MS = 1000;
  *
  * const engine = new StubEngine({ tokenDelayMs: 0 });
  * const server = createStubServer(engine, await listenDeno(engine, 0));
- * console.log(server.url);
+ * const url = server.url; // "ws://127.0.0.1:<port>"
  * await server.close();
  * ```
  */

@@ -193,7 +193,7 @@ export interface StubFaults {
  * socket.close();
  * await closed;
  * await server.close();
- * console.log(welcome); // {"status":"connected","version":"0.1.0","tenant_id":null}
+ * const { status, version } = JSON.parse(welcome); // "connected", "0.1.0"
  * ```
  */
 export interface StubServer {
@@ -577,7 +577,7 @@ interface ConnectionHost {
  * await new Promise((resolve) => setTimeout(resolve, 10));
  * connection.onClose();
  * engine.close();
- * console.log(sent); // the welcome frame, then health's complete frame
+ * const [welcome, health] = sent; // the welcome frame, then health's complete frame
  * ```
  */
 export class StubEngine {
@@ -1114,7 +1114,7 @@ class Connection implements StubConnection {
  *
  * const engine = new StubEngine();
  * const server = createStubServer(engine, { port: 1234, close: () => Promise.resolve() });
- * console.log(server.url); // ws://127.0.0.1:1234
+ * const url = server.url; // "ws://127.0.0.1:1234"
  * await server.close();
  * ```
  */
