@@ -80,9 +80,10 @@ const IDEMPOTENT: ReadonlySet<RealmFunction> = new Set(["health", "metadata"]);
  * const client = new RealmWebSocketClient({ url: server.url, model: "llama-2-7b" });
  * await client.connect();
  * const { text } = await client.generate({ prompt: "What is the capital of France?" });
- * console.log(text); // "The capital of France is Paris."
+ * // text: "Paris" (the stub's answer to this prompt)
+ * let story = "";
  * for await (const token of client.generateStream({ prompt: "Hi", max_tokens: 5 })) {
- *   console.log(token);
+ *   story += token;
  * }
  * await client.disconnect();
  * await server.close();
