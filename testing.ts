@@ -42,16 +42,16 @@ import {
   type StubListener,
   type StubServer,
   type StubServerOptions,
-} from "./src/stub/engine.ts";
+} from "./src/stub/server.ts";
 
 export type {
   StubFaults,
   StubMalformedKind,
-  StubPipelineHandler,
-  StubRateLimit,
   StubServer,
   StubServerOptions,
-} from "./src/stub/engine.ts";
+} from "./src/stub/server.ts";
+export type { StubPipelineHandler } from "./src/stub/dispatcher.ts";
+export type { StubRateLimit } from "./src/stub/rate_limiter.ts";
 
 /**
  * Starts a stub Realm server on 127.0.0.1 and resolves once it listens. Close it with

@@ -36,3 +36,28 @@ Deno.test("serve on a busy port names the port and --port, exits with 1", async 
     busy.close();
   }
 });
+
+Deno.test("serve refuses an --api-key whose tenant the real server would refuse", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net=127.0.0.1,localhost",
+      serveScript,
+      "--port",
+      "0",
+      "--api-key",
+      "k=a",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+    signal: AbortSignal.timeout(30_000),
+  }).output();
+  assert.equal(output.code, 1);
+  assert.equal(new TextDecoder().decode(output.stdout), "");
+  assert.equal(
+    new TextDecoder().decode(output.stderr),
+    'API key "k" maps to tenant "a", which the real server refuses on every call: ' +
+      "Tenant ID must be between 3 and 64 characters, got 1.\n",
+  );
+});

@@ -5,7 +5,8 @@
  * @module
  */
 
-import type { StubEngine, StubListener, StubPeer } from "./engine.ts";
+import type { StubEngine, StubListener } from "./server.ts";
+import type { StubPeer } from "./websocket.ts";
 
 /** How long `close()` lets clients answer the close frame before giving up on them. */
 const CLOSE_GRACE_MS = 1000;
@@ -15,7 +16,7 @@ const CLOSE_GRACE_MS = 1000;
  *
  * @example
  * ```ts
- * import { createStubServer, StubEngine } from "./engine.ts";
+ * import { createStubServer, StubEngine } from "./server.ts";
  * import { listenDeno } from "./deno.ts";
  *
  * const engine = new StubEngine({ tokenDelayMs: 0 });
