@@ -42,7 +42,8 @@ interface Slot {
 }
 
 /**
- * Counts of what the client holds right now; all zero after `disconnect()`.
+ * Counts of what the client holds right now. After `disconnect()` all are zero
+ * but `listeners`, which counts the `on()` listeners until they are removed.
  *
  * @example
  * ```ts
