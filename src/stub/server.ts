@@ -223,8 +223,9 @@ function checkNonNegative(name: string, value: number | undefined, fallback: num
 }
 
 /**
- * The stub server's protocol engine, independent of any runtime: it decides every frame the
- * server sends, per connection, given the frames a {@linkcode StubPeer} reports.
+ * The stub server, independent of any runtime: its settings, shared state and fault switches,
+ * and a connection loop (`websocket.ts`) for every socket an adapter reports as a
+ * {@linkcode StubPeer}.
  *
  * @example Drive the engine with an in-memory peer
  * ```ts
