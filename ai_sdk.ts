@@ -260,7 +260,7 @@ export interface RealmProvider extends SpecProvider {
 export function createRealm(settings: RealmProviderSettings = {}): RealmProvider {
   // The client needs a default model; every call names its own, so this one is never sent.
   const client = new RealmWebSocketClient({ ...settings, model: "(named by each call)" });
-  const url = settings.url ?? DEFAULT_URL;
+  const url = [settings.url ?? DEFAULT_URL].flat().join(", ");
   const languageModel = (modelId: string): RealmLanguageModel => {
     if (typeof modelId !== "string" || modelId.trim() === "") {
       throw new RealmError(

@@ -13,7 +13,7 @@
  * const client = new RealmWebSocketClient({ url: server.url, model: "llama-2-7b" });
  * await client.connect();
  * const result = await client.generate({ prompt: "What is the capital of France?" });
- * console.log(result.text);
+ * const answer = result.text; // "Paris"
  * let streamed = "";
  * for await (const token of client.generateStream({ prompt: "Tell me a story", max_tokens: 5 })) {
  *   streamed += token;

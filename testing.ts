@@ -30,7 +30,7 @@
  * socket.close();
  * await closed;
  * await server.close();
- * console.log(JSON.parse(frames[1]).data.status); // "healthy"
+ * const { status } = JSON.parse(frames[1]).data; // "healthy"
  * ```
  *
  * @module
@@ -42,16 +42,16 @@ import {
   type StubListener,
   type StubServer,
   type StubServerOptions,
-} from "./src/stub/engine.ts";
+} from "./src/stub/server.ts";
 
 export type {
   StubFaults,
   StubMalformedKind,
-  StubPipelineHandler,
-  StubRateLimit,
   StubServer,
   StubServerOptions,
-} from "./src/stub/engine.ts";
+} from "./src/stub/server.ts";
+export type { StubPipelineHandler } from "./src/stub/dispatcher.ts";
+export type { StubRateLimit } from "./src/stub/rate_limiter.ts";
 
 /**
  * Starts a stub Realm server on 127.0.0.1 and resolves once it listens. Close it with
@@ -70,7 +70,7 @@ export type {
  *   tokenDelayMs: 1,
  * });
  * try {
- *   console.log(server.url, server.connectionCount); // ws://127.0.0.1:<port> 0
+ *   const { url, connectionCount } = server; // "ws://127.0.0.1:<port>", 0
  * } finally {
  *   await server.close();
  * }

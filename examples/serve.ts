@@ -29,7 +29,7 @@ const USAGE = "usage: deno task serve [--port N] [--api-key KEY=TENANT]... " +
  * import { parseServeFlags } from "./serve.ts";
  *
  * const options = parseServeFlags(["--api-key", "k1=acme", "--rate-limit", "60/10"]);
- * console.log(options); // { port: 8080, apiKeys: { k1: "acme" }, rateLimit: { perMinute: 60, burst: 10 } }
+ * // { port: 8080, apiKeys: { k1: "acme" }, rateLimit: { perMinute: 60, burst: 10 } }
  * ```
  */
 export function parseServeFlags(args: readonly string[]): StubServerOptions {
@@ -79,6 +79,26 @@ export function parseServeFlags(args: readonly string[]): StubServerOptions {
   return options;
 }
 
+/**
+ * The one line printed when the server cannot start: a busy port names the port and the flag
+ * that picks another, as the bare `Address already in use` does not.
+ *
+ * @example
+ * ```ts
+ * import { startFailure } from "./serve.ts";
+ *
+ * const line = startFailure(new Deno.errors.AddrInUse("Address already in use"), 8080);
+ * // "Port 8080 on 127.0.0.1 is already in use. Pick another with --port N (--port 0: any free port)."
+ * ```
+ */
+export function startFailure(error: unknown, port: number): string {
+  if (error instanceof Deno.errors.AddrInUse) {
+    return `Port ${port} on 127.0.0.1 is already in use. ` +
+      "Pick another with --port N (--port 0: any free port).";
+  }
+  return error instanceof Error ? error.message : String(error);
+}
+
 function wholeNumber(flag: string, text: string): number {
   if (!/^\d+$/.test(text)) throw new Error(`${flag} expects a whole number, got "${text}"`);
   return Number(text);
@@ -98,7 +118,7 @@ if (import.meta.main) {
   }
   const server = await startStubServer(options).catch((error) => {
     // A bad value (`--rate-limit 0`) or a busy port: one line, not a stack trace.
-    console.error(error instanceof Error ? error.message : error);
+    console.error(startFailure(error, options.port ?? 8080));
     Deno.exit(1);
   });
   const mode = options.apiKeys ? "authenticated" : "open";

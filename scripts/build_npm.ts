@@ -1,7 +1,8 @@
 /**
  * Builds the npm package into `npm/`: ES modules, CommonJS, `.d.ts`
  * declarations and source maps for each, `package.json`, README, CHANGELOG
- * and both licenses. The version comes from `deno.json`.
+ * and both licenses (a missing one fails the build). The version comes from
+ * `deno.json`.
  *
  * The sources are copied to `npm/ts` with their `.ts` import specifiers
  * rewritten to `.js`, then compiled twice with the TypeScript compiler API:
@@ -25,11 +26,18 @@
  * @module
  */
 
-import ts from "typescript";
+// Not in deno.json's imports: every `deno task` (the demo's too) would fetch what is listed
+// there. Pinned by scripts/deno.lock, which only the tasks that run scripts use.
+// deno-lint-ignore no-import-prefix
+import ts from "npm:typescript@5.9.3";
 // Loaded so that Deno has the package whose declarations the ./ai-sdk entry compiles against.
-import "@ai-sdk/provider";
+// deno-lint-ignore no-import-prefix
+import "npm:@ai-sdk/provider@4.0.38";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+
+/** Files shipped beside the code; the build fails when one is missing. */
+const DOCUMENTS = ["README.md", "CHANGELOG.md", "LICENSE-MIT", "LICENSE-APACHE"] as const;
 
 /** The one runtime dependency, used on Node < 22 only. */
 const WS_VERSION = "^8.18.0";
@@ -275,7 +283,8 @@ function packageJson(deno: DenoJson): Record<string, unknown> {
     types: "./cjs/node.d.ts",
     exports,
     typesVersions: { "*": typesVersions },
-    files: ["esm/", "cjs/", "ts/"],
+    // npm adds a README by itself but a license only when named exactly LICENSE: list them all.
+    files: ["esm/", "cjs/", "ts/", ...DOCUMENTS],
     // The Node entries register ws when they are evaluated: a bundler must keep them.
     sideEffects: nodeFiles,
     engines: { node: NODE_ENGINE },
@@ -285,16 +294,6 @@ function packageJson(deno: DenoJson): Record<string, unknown> {
       Object.keys(PEER_DEPENDENCIES).map((name) => [name, { optional: true }]),
     ),
   };
-}
-
-async function copyIfPresent(name: string): Promise<boolean> {
-  try {
-    await Deno.copyFile(join(root, name), join(outDir, name));
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
 }
 
 async function main(): Promise<void> {
@@ -342,14 +341,10 @@ async function main(): Promise<void> {
       join(outDir, "package.json"),
       JSON.stringify(packageJson(deno), null, 2) + "\n",
     );
-    const missing: string[] = [];
-    for (const name of ["README.md", "CHANGELOG.md", "LICENSE-MIT", "LICENSE-APACHE"]) {
-      if (!await copyIfPresent(name)) missing.push(name);
-    }
+    for (const name of DOCUMENTS) await Deno.copyFile(join(root, name), join(outDir, name));
     console.log(
       `Built ${deno.name}@${deno.version} into npm/ (esm + cjs) from ${sources.length} sources.`,
     );
-    if (missing.length > 0) console.warn(`warning: not in the package: ${missing.join(", ")}`);
   } finally {
     await Deno.remove(temp, { recursive: true });
   }

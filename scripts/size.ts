@@ -9,7 +9,10 @@
  * @module
  */
 
-import * as esbuild from "esbuild";
+// Not in deno.json's imports: every `deno task` (the demo's too) would fetch what is listed
+// there. Pinned by scripts/deno.lock, which only the tasks that run scripts use.
+// deno-lint-ignore no-import-prefix
+import * as esbuild from "npm:esbuild@0.28.2";
 import { gzipSync } from "node:zlib";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";

@@ -12,6 +12,9 @@
  *    bundles the package for the browser (no `ws` inside) and type-checks a strict consumer;
  * 5. drives the `./ai-sdk` entry with the real AI SDK on Node 22 (`tests/npm/ai_sdk.mjs`), with
  *    `ai` 7 and with `ai` 6 (installed as `ai6`), which both take its `LanguageModelV3` models.
+ * 6. checks the tarball's file list (builds, shipped sources, README, CHANGELOG, both licenses),
+ *    and that the runs on Node 20, Node 22 and Bun leave stderr empty, pools of 16 to 64 sockets
+ *    included (`tests/npm/quiet.mjs`).
  *
  * Needs `node` and `npm` on PATH, the npm registry, and Chromium at `/usr/bin/chromium` (or
  * `CHROMIUM=/path`). On Debian or Ubuntu: `apt-get update && apt-get install -y chromium`.
@@ -73,7 +76,7 @@ async function exec(
   command: string,
   args: string[],
   options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number; quiet?: boolean } = {},
-): Promise<{ success: boolean; output: string }> {
+): Promise<{ success: boolean; output: string; stderr: string[] }> {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), options.timeoutMs ?? 180_000);
   const child = new Deno.Command(command, {
@@ -86,44 +89,69 @@ async function exec(
     signal: controller.signal,
   }).spawn();
   const lines: string[] = [];
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
+  const stderr: string[] = [];
+  const pump = async (stream: ReadableStream<Uint8Array>, toStderr: boolean) => {
     let pending = "";
     for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
       pending += chunk;
       const parts = pending.split("\n");
       pending = parts.pop()!;
-      for (const line of parts) record(line);
+      for (const line of parts) record(line, toStderr);
     }
-    if (pending) record(pending);
+    if (pending) record(pending, toStderr);
   };
-  const record = (line: string) => {
+  const record = (line: string, toStderr: boolean) => {
     // npm repeats a warning about a config key of this machine on every call.
     if (/npm warn Unknown user config/.test(line)) return;
     lines.push(line);
-    if (!options.quiet) console.log(`  [${name}] ${line}`);
+    if (toStderr) stderr.push(line);
+    if (!options.quiet) console.log(`  [${name}]${toStderr ? " (stderr)" : ""} ${line}`);
   };
   try {
-    const [status] = await Promise.all([child.status, pump(child.stdout), pump(child.stderr)]);
+    const [status] = await Promise.all([
+      child.status,
+      pump(child.stdout, false),
+      pump(child.stderr, true),
+    ]);
     if (controller.signal.aborted) lines.push(`(killed after ${options.timeoutMs ?? 180_000} ms)`);
-    return { success: status.success && !controller.signal.aborted, output: lines.join("\n") };
+    return {
+      success: status.success && !controller.signal.aborted,
+      output: lines.join("\n"),
+      stderr,
+    };
   } finally {
     clearTimeout(timer);
   }
 }
 
-/** Runs one step and records it; a suite's counts come from its last `N passed, N failed`. */
+/**
+ * Runs one step and records it; a suite's counts come from its last `N passed, N failed`. With
+ * `stderrEmpty`, anything on stderr (a runtime warning the package caused) fails the step too.
+ */
 async function step(
   name: string,
   command: string,
   args: string[],
-  options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {},
+  options: {
+    cwd?: string;
+    env?: Record<string, string>;
+    timeoutMs?: number;
+    stderrEmpty?: true;
+  } = {},
 ): Promise<StepResult> {
   console.log(`\n=== ${name}`);
   const started = performance.now();
-  const { success, output } = await exec(name, command, args, options);
+  const { success, output, stderr } = await exec(name, command, args, options);
   const counts = [...output.matchAll(/(\d+) passed, (\d+) failed/g)].at(-1);
-  const passed = counts ? Number(counts[1]) : success ? 1 : 0;
+  let passed = counts ? Number(counts[1]) : success ? 1 : 0;
   let failed = counts ? Number(counts[2]) : success ? 0 : 1;
+  if (options.stderrEmpty) {
+    if (stderr.length === 0) passed++;
+    else {
+      failed++;
+      console.log(`  [${name}] not ok - stderr must be empty; it had ${stderr.length} line(s)`);
+    }
+  }
   // A crash after its report still fails the step.
   if (!success && failed === 0) failed = 1;
   const result: StepResult = {
@@ -150,6 +178,50 @@ async function setup(
   const { success, output } = await exec(name, command, args, { cwd, timeoutMs, quiet: true });
   if (!success) throw new Error(`${name} failed:\n${output}`);
   return output;
+}
+
+/** What `npm pack --json` reports of one tarball (the fields used here). */
+interface PackResult {
+  filename: string;
+  size: number;
+  unpackedSize: number;
+  entryCount: number;
+  files: { path: string }[];
+}
+
+/** Files the tarball must hold besides the builds: npm adds only a README by itself. */
+const PACKED_DOCUMENTS = ["README.md", "CHANGELOG.md", "LICENSE-MIT", "LICENSE-APACHE"];
+/** Each entry's code and declarations, in both builds. */
+const PACKED_ENTRIES = ["mod", "node", "testing", "testing_node"].flatMap((name) =>
+  ["esm", "cjs"].flatMap((build) => [`${build}/${name}.js`, `${build}/${name}.d.ts`])
+);
+
+/**
+ * Records a step checking the tarball's file list: the documents, package.json and every entry
+ * are there, and nothing outside the builds, the shipped sources and the documents is.
+ */
+function checkPackedFiles(paths: string[]): void {
+  console.log("\n=== packed files");
+  const have = new Set(paths);
+  const problems: string[] = [];
+  for (const path of ["package.json", "cjs/package.json", ...PACKED_DOCUMENTS, ...PACKED_ENTRIES]) {
+    if (!have.has(path)) problems.push(`missing: ${path}`);
+  }
+  for (const path of paths) {
+    const allowed = /^(esm|cjs|ts)\//.test(path) || path === "package.json" ||
+      PACKED_DOCUMENTS.includes(path);
+    if (!allowed) problems.push(`unexpected: ${path}`);
+  }
+  for (const problem of problems) console.log(`  [packed files] not ok - ${problem}`);
+  const ok = problems.length === 0;
+  console.log(`=== packed files: ${ok ? "ok" : "FAILED"} (${paths.length} files)`);
+  results.push({
+    name: "packed files",
+    ok,
+    passed: ok ? 1 : 0,
+    failed: problems.length,
+    seconds: 0,
+  });
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -185,7 +257,14 @@ async function main(): Promise<number> {
     await setup(
       "build",
       Deno.execPath(),
-      ["run", "--allow-read", "--allow-write", "--allow-env", "scripts/build_npm.ts"],
+      [
+        "run",
+        "--lock=scripts/deno.lock",
+        "--allow-read",
+        "--allow-write",
+        "--allow-env",
+        "scripts/build_npm.ts",
+      ],
     );
     const packed = JSON.parse(
       await setup(
@@ -194,12 +273,13 @@ async function main(): Promise<number> {
         ["pack", "--json", "--pack-destination", temp],
         join(root, "npm"),
       ),
-    ) as { filename: string; size: number; unpackedSize: number; entryCount: number }[];
+    ) as PackResult[];
     const tarball = join(temp, packed[0].filename);
     console.log(
       `    ${packed[0].filename}: ${packed[0].entryCount} files, ${packed[0].size} B packed, ` +
         `${packed[0].unpackedSize} B unpacked`,
     );
+    checkPackedFiles(packed[0].files.map((file) => file.path));
 
     const project = join(temp, "project");
     const tools = join(temp, "tools");
@@ -270,18 +350,19 @@ async function main(): Promise<number> {
     await step("browser bundle (esbuild)", node20, ["bundle_check.mjs"], { cwd: project });
 
     // --- the behaviour suite on every runtime -------------------------------------------------
-    await step(`Node ${node20Version} ESM (ws)`, node20, ["run.mjs", "fallback"], { cwd: project });
-    await step(`Node ${node20Version} CJS (ws)`, node20, ["roundtrip.cjs", "fallback"], {
-      cwd: project,
-    });
-    await step(`Node ${node22Version} ESM`, node22, ["run.mjs", "global"], { cwd: project });
-    await step(`Node ${node22Version} CJS`, node22, ["roundtrip.cjs", "global"], { cwd: project });
-    await step(`Bun ${bunVersion}`, bun, ["run.mjs", "global"], { cwd: project });
-    await step(`lifecycle, Node ${node20Version} (ws)`, node20, ["lifecycle.mjs"], {
-      cwd: project,
-    });
-    await step(`lifecycle, Node ${node22Version}`, node22, ["lifecycle.mjs"], { cwd: project });
-    await step(`lifecycle, Bun ${bunVersion}`, bun, ["lifecycle.mjs"], { cwd: project });
+    // stderrEmpty: the package prints nothing unasked, warnings included.
+    const quiet = { cwd: project, stderrEmpty: true } as const;
+    await step(`Node ${node20Version} ESM (ws)`, node20, ["run.mjs", "fallback"], quiet);
+    await step(`Node ${node20Version} CJS (ws)`, node20, ["roundtrip.cjs", "fallback"], quiet);
+    await step(`Node ${node22Version} ESM`, node22, ["run.mjs", "global"], quiet);
+    await step(`Node ${node22Version} CJS`, node22, ["roundtrip.cjs", "global"], quiet);
+    await step(`Bun ${bunVersion}`, bun, ["run.mjs", "global"], quiet);
+    await step(`quiet pools, Node ${node20Version}`, node20, ["quiet.mjs"], quiet);
+    await step(`quiet pools, Node ${node22Version}`, node22, ["quiet.mjs"], quiet);
+    await step(`quiet pools, Bun ${bunVersion}`, bun, ["quiet.mjs"], quiet);
+    await step(`lifecycle, Node ${node20Version} (ws)`, node20, ["lifecycle.mjs"], quiet);
+    await step(`lifecycle, Node ${node22Version}`, node22, ["lifecycle.mjs"], quiet);
+    await step(`lifecycle, Bun ${bunVersion}`, bun, ["lifecycle.mjs"], quiet);
     await step(`stub server, Node ${node20Version}`, node20, ["stub.mjs"], { cwd: project });
     await step(`stub server, Node ${node22Version}`, node22, ["stub.mjs"], { cwd: project });
     await step(`stub server, Bun ${bunVersion}`, bun, ["stub.mjs"], { cwd: project });

@@ -291,9 +291,11 @@ export interface Deadline {
  * import { Deadlines } from "./calls.ts";
  *
  * const deadlines = new Deadlines();
- * const deadline = deadlines.add(1000, () => console.log("timed out"));
+ * const deadline = deadlines.add(1000, () => {
+ *   throw new Error("timed out");
+ * });
  * deadlines.cancel(deadline); // answered in time: nothing fires, and no timer is left
- * console.log(deadlines.size); // 0
+ * const left = deadlines.size; // 0
  * ```
  */
 export class Deadlines {

@@ -81,6 +81,7 @@ type Guards = Map<string, EventListener>;
  * const client = new RealmWebSocketClient({ url: server.url, model: "llama-2-7b" });
  * await client.connect();
  * const { text } = await client.generate({ prompt: "What is the capital of France?" });
+ * // text: "Paris" (the stub's answer to this prompt)
  * let story = "";
  * for await (const token of client.generateStream({ prompt: "Hi", max_tokens: 5 })) {
  *   story += token;
@@ -320,6 +321,21 @@ export class RealmWebSocketClient extends EventTarget {
   }
 
   /**
+   * The `model` option: the model every `generate` uses unless the call names
+   * another.
+   *
+   * @example
+   * ```ts
+   * import { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * const client = new RealmWebSocketClient({ model: "llama-2-7b" });
+   * const model: string = client.getModel(); // "llama-2-7b"
+   * ```
+   */
+  getModel(): string {
+    return this.#options.model;
+  }
+
+  /**
    * The server's version from its welcome frame, once connected.
    *
    * @example
@@ -511,6 +527,23 @@ export class RealmWebSocketClient extends EventTarget {
     byType.set(callback, listener);
     this.addEventListener(type, listener);
     return this;
+  }
+
+  /**
+   * Adds a listener for `error` events, as the earlier client's `onError` did:
+   * the same as `on("error", callback)`, and `off("error", callback)` removes
+   * it. Calls' own failures reject their promises instead.
+   *
+   * @example
+   * ```ts
+   * import { type RealmError, RealmWebSocketClient } from "@realm-ai/ws-client";
+   * const client = new RealmWebSocketClient({ model: "llama-2-7b" });
+   * const seen: RealmError[] = [];
+   * client.onError((error) => seen.push(error));
+   * ```
+   */
+  onError(callback: (error: RealmError) => void): void {
+    this.on("error", callback);
   }
 
   /**

@@ -52,7 +52,8 @@ export interface RealmClientOptions {
   url?: string | string[];
   /**
    * API key for servers started with `--auth`. The server then decides the
-   * tenant: the client adopts the tenant id from `auth_success`.
+   * tenant: the client adopts the tenant id from `auth_success`. `""` (an
+   * empty environment variable) counts as no key.
    */
   apiKey?: string;
   /**

@@ -157,6 +157,11 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
   if (urls.length === 0) {
     throw invalidOption("`url` must name at least one server: a ws:// or wss:// URL, or a list.");
   }
+  // `""` is what an empty environment variable (`REALM_API_KEY=`) gives: no key, as before.
+  const apiKey = input.apiKey === "" ? undefined : input.apiKey;
+  if (apiKey !== undefined && typeof apiKey !== "string") {
+    throw invalidOption('`apiKey` must be a string when given ("" counts as no key).');
+  }
   const seen = new Set<string>();
   for (const url of urls) {
     const parsed = checkUrl(url);
@@ -165,7 +170,7 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
     }
     seen.add(parsed.href);
     if (
-      input.apiKey !== undefined && parsed.protocol === "ws:" && !isLoopback(parsed.hostname) &&
+      apiKey !== undefined && parsed.protocol === "ws:" && !isLoopback(parsed.hostname) &&
       input.allowInsecureAuth !== true
     ) {
       throw invalidOption(
@@ -174,9 +179,6 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
           "accept the risk.",
       );
     }
-  }
-  if (input.apiKey !== undefined && (typeof input.apiKey !== "string" || input.apiKey === "")) {
-    throw invalidOption("`apiKey` must be a non-empty string when given.");
   }
   if (
     input.tenantId !== undefined &&
@@ -202,7 +204,7 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
   const resolved = {
     model: input.model,
     urls: urls as string[],
-    apiKey: input.apiKey,
+    apiKey,
     tenantId: input.tenantId,
     reconnect: input.reconnect ?? true,
     allowInsecureAuth: input.allowInsecureAuth ?? false,

@@ -8,7 +8,8 @@
  * @module
  */
 
-import type { StubConnection, StubEngine, StubListener } from "./engine.ts";
+import type { StubEngine, StubListener } from "./server.ts";
+import type { StubConnection } from "./websocket.ts";
 
 /** Per-socket data: the engine's side of the connection. */
 interface SocketData {
@@ -60,7 +61,7 @@ const OPEN = 1;
  *
  * @example
  * ```ts ignore
- * import { createStubServer, StubEngine } from "./engine.ts";
+ * import { createStubServer, StubEngine } from "./server.ts";
  * import { listenBun } from "./bun.ts";
  *
  * const engine = new StubEngine({ tokenDelayMs: 0 });

@@ -5,7 +5,8 @@
  * @module
  */
 
-import type { StubEngine, StubListener, StubPeer } from "./engine.ts";
+import type { StubEngine, StubListener } from "./server.ts";
+import type { StubPeer } from "./websocket.ts";
 
 /** How long `close()` lets clients answer the close frame before giving up on them. */
 const CLOSE_GRACE_MS = 1000;
@@ -15,12 +16,12 @@ const CLOSE_GRACE_MS = 1000;
  *
  * @example
  * ```ts
- * import { createStubServer, StubEngine } from "./engine.ts";
+ * import { createStubServer, StubEngine } from "./server.ts";
  * import { listenDeno } from "./deno.ts";
  *
  * const engine = new StubEngine({ tokenDelayMs: 0 });
  * const server = createStubServer(engine, await listenDeno(engine, 0));
- * console.log(server.url);
+ * const url = server.url; // "ws://127.0.0.1:<port>"
  * await server.close();
  * ```
  */

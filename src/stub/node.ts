@@ -9,7 +9,8 @@
  * @module
  */
 
-import type { StubConnection, StubEngine, StubListener } from "./engine.ts";
+import type { StubEngine, StubListener } from "./server.ts";
+import type { StubConnection } from "./websocket.ts";
 
 /** The members of a `ws` server-side socket this adapter uses. */
 interface WsSocket {
@@ -86,7 +87,7 @@ async function wsServerClass(): Promise<WsModule["WebSocketServer"]> {
  *
  * @example
  * ```ts ignore
- * import { createStubServer, StubEngine } from "./engine.ts";
+ * import { createStubServer, StubEngine } from "./server.ts";
  * import { listenNode } from "./node.ts";
  *
  * const engine = new StubEngine({ tokenDelayMs: 0 });
