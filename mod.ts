@@ -25,7 +25,7 @@
  * @module
  */
 
-export { type ClientStats, RealmWebSocketClient } from "./src/client.ts";
+export { type ClientStats, RealmWebSocketClient, type ServerStats } from "./src/client.ts";
 export {
   parseRetryAfter,
   RealmError,

@@ -13,7 +13,7 @@ import type { Connection } from "./connection.ts";
 import { Dispatcher, withRequest } from "./dispatch.ts";
 import { RealmError } from "./errors.ts";
 import { type ConnectionState, Lifecycle, type SocketSummary } from "./lifecycle.ts";
-import { Pool, type Slot } from "./pool.ts";
+import { FATAL, Pool, type Server, type Slot } from "./pool.ts";
 import { encodeParams, type RealmFunction } from "./protocol.ts";
 import { TokenStream } from "./token_stream.ts";
 import type {
@@ -60,6 +60,33 @@ export interface ClientStats {
   callsOnTheWire: number;
   /** Event listeners added with `on()`. */
   listeners: number;
+  /** With a list of servers (`url` given as an array): each server, in the order given. */
+  servers?: ServerStats[];
+}
+
+/**
+ * One server of a list, as `stats().servers` reports it.
+ *
+ * @example
+ * ```ts
+ * import type { ServerStats } from "@realm-ai/ws-client";
+ * const usable = (servers: ServerStats[]) => servers.filter((s) => s.state === "up").length;
+ * ```
+ */
+export interface ServerStats {
+  /** The server's address, as given in `url`. */
+  url: string;
+  /**
+   * `"up"` with at least one socket open, `"ejected"` while left out after
+   * failing again and again, else `"down"` (reconnecting, or given up).
+   */
+  state: "up" | "down" | "ejected";
+  /** Its sockets open and handshaken. */
+  openConnections: number;
+  /** Calls on its sockets whose last frame has not arrived. */
+  callsOnTheWire: number;
+  /** Failed connection attempts in a row (since it was last up or ejected). */
+  failures: number;
 }
 
 /** A listener of the caller's, and the guard that keeps its exceptions in. */
@@ -376,18 +403,31 @@ export class RealmWebSocketClient extends EventTarget {
   stats(): ClientStats {
     let listeners = 0;
     for (const byType of this.#listeners.values()) listeners += byType.size;
-    let onTheWire = 0;
-    for (const connection of this.#pool.connections()) {
+    const pool = this.#pool;
+    const servers = pool.servers.map((server): ServerStats => ({
+      url: server.url,
+      state: pool.serverState(server),
+      openConnections: 0,
+      callsOnTheWire: 0,
+      failures: server.failures,
+    }));
+    for (const slot of pool.slots) {
+      const connection = slot.connection;
+      if (!connection?.open) continue;
       connection.forgetAbandoned();
-      onTheWire += connection.inFlight.size;
+      const server = servers[pool.servers.indexOf(slot.server)];
+      server.openConnections++;
+      server.callsOnTheWire += connection.inFlight.size;
     }
-    return {
+    const stats: ClientStats = {
       pendingCalls: this.#calls.size,
       queuedCalls: this.#dispatcher.queue.length,
-      openConnections: this.#pool.openCount,
-      callsOnTheWire: onTheWire,
+      openConnections: pool.openCount,
+      callsOnTheWire: servers.reduce((sum, server) => sum + server.callsOnTheWire, 0),
       listeners,
     };
+    if (this.#options.serverList) stats.servers = servers;
+    return stats;
   }
 
   /**
@@ -711,6 +751,9 @@ export class RealmWebSocketClient extends EventTarget {
         this.#pool.slots.map((slot) => this.#pool.open(slot)),
       );
       failure = results.find((r) => r.status === "rejected")?.reason;
+      if (failure !== undefined && run === this.#lifecycle.run && this.#pool.servers.length > 1) {
+        failure = this.#spareUnreachable(results);
+      }
     } catch (error) {
       failure = error;
     }
@@ -736,6 +779,43 @@ export class RealmWebSocketClient extends EventTarget {
       return closed;
     });
     throw error;
+  }
+
+  /**
+   * With a list of servers, `connect()` fails only if no server can be
+   * reached: a server that cannot is reported, and its sockets (and any other
+   * socket that failed) keep trying in the background. Returns the failure
+   * when there is no server to use.
+   */
+  #spareUnreachable(results: PromiseSettledResult<void>[]): unknown {
+    const slots = this.#pool.slots;
+    const reached = new Set(
+      slots.filter((_, i) => results[i].status === "fulfilled").map((slot) => slot.server),
+    );
+    if (reached.size === 0) {
+      return (results.find((r) => r.status === "rejected") as PromiseRejectedResult).reason;
+    }
+    const reported = new Set<Server>();
+    results.forEach((result, i) => {
+      if (result.status === "fulfilled") return;
+      const slot = slots[i];
+      const error = result.reason instanceof RealmError ? result.reason : cancelledConnect();
+      const retry = this.#options.reconnect && !FATAL.has(error.code);
+      if (!reached.has(slot.server) && !reported.has(slot.server)) {
+        reported.add(slot.server);
+        this.#emit(
+          "error",
+          new RealmError(
+            error.code,
+            `The server at ${slot.server.url} could not be used: ${error.message}` +
+              (retry ? " It is retried in the background." : ""),
+            { details: { url: slot.server.url }, cause: error },
+          ),
+        );
+      }
+      if (retry) void this.#pool.reconnect(slot);
+    });
+    return undefined;
   }
 
   /** Closes every socket on purpose: none reconnects, their calls fail as sent. */

@@ -14,6 +14,8 @@ export interface ResolvedOptions {
   model: string;
   /** The servers, in the order given; one for a single `url`. */
   urls: string[];
+  /** `url` was given as a list (even of one): `stats()` then lists the servers. */
+  serverList: boolean;
   apiKey?: string;
   tenantId?: string;
   reconnect: boolean;
@@ -204,6 +206,7 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
   const resolved = {
     model: input.model,
     urls: urls as string[],
+    serverList: Array.isArray(input.url),
     apiKey,
     tenantId: input.tenantId,
     reconnect: input.reconnect ?? true,

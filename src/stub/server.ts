@@ -83,6 +83,13 @@ export interface StubServerOptions {
   orchestrator?: boolean;
   /** Version reported by the welcome frame, `health` and `metadata`. Default `"0.1.0"`. */
   version?: string;
+  /**
+   * How many `generate` calls the server runs at once over all its connections, as a machine
+   * has room for so many; the others wait their turn (in arrival order) before their first
+   * token. Not a setting of the real server: it models one machine's limit, so that a test or
+   * a benchmark can show what several servers buy. Default `Infinity`.
+   */
+  maxConcurrentGenerations?: number;
 }
 
 /**
@@ -214,6 +221,43 @@ export interface StubListener {
   close(): Promise<void>;
 }
 
+/**
+ * Turns to run a generation, `size` at a time, handed out in the order asked. A connection
+ * that closes while waiting leaves the line.
+ */
+class Turns {
+  #free: number;
+  readonly #line: (() => void)[] = [];
+  constructor(size: number) {
+    this.#free = size;
+  }
+  /** Resolves with the function that ends the turn; undefined if `gone` settles first. */
+  async take(gone: Promise<void>): Promise<(() => void) | undefined> {
+    if (this.#free > 0) {
+      this.#free--;
+      return this.#ender();
+    }
+    let wake!: () => void;
+    const turn = new Promise<"turn">((resolve) => (wake = () => resolve("turn")));
+    this.#line.push(wake);
+    if (await Promise.race([turn, gone]) === "turn") return this.#ender();
+    const place = this.#line.indexOf(wake);
+    if (place >= 0) this.#line.splice(place, 1);
+    else this.#ender()(); // the turn came with the close: hand it on
+    return undefined;
+  }
+  #ender(): () => void {
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      const next = this.#line.shift();
+      if (next) next();
+      else this.#free++;
+    };
+  }
+}
+
 function checkNonNegative(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== "number" || !(value >= 0) || !Number.isFinite(value)) {
@@ -263,6 +307,13 @@ export class StubEngine {
    */
   constructor(options: StubServerOptions = {}) {
     const tokenDelayMs = checkNonNegative("tokenDelayMs", options.tokenDelayMs, 50);
+    const generations = options.maxConcurrentGenerations ?? Infinity;
+    if (!(generations >= 1) || (generations !== Infinity && !Number.isInteger(generations))) {
+      throw new RangeError(
+        `maxConcurrentGenerations must be an integer >= 1 or Infinity, got ${generations}`,
+      );
+    }
+    const machine = new Turns(generations);
     const authTimeoutMs = checkNonNegative("authTimeoutMs", options.authTimeoutMs, 10_000);
     const rateLimiter = options.rateLimit === undefined
       ? undefined
@@ -296,6 +347,7 @@ export class StubEngine {
       pipeline: (name) => this.#pipelines.get(name),
       uptimeSeconds: () => Math.floor((Date.now() - this.#startedAt) / 1000),
       rateLimitWait: (tenantId) => rateLimiter?.wait(tenantId),
+      generationTurn: (gone) => machine.take(gone),
     };
     this.faults = this.#createFaults();
   }

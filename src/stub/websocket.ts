@@ -82,6 +82,11 @@ export interface ConnectionHost extends DispatchHost {
   validateKey(key: string): { tenantId: string } | { error: string };
   /** Takes a token from the tenant's bucket: undefined if allowed, else whole seconds to wait. */
   rateLimitWait(tenantId: string): number | undefined;
+  /**
+   * Waits for a turn to generate (`maxConcurrentGenerations`); resolves with the function that
+   * ends it, or undefined when `gone` (the connection's close) comes first.
+   */
+  generationTurn(gone: Promise<void>): Promise<(() => void) | undefined>;
 }
 
 /**
@@ -329,16 +334,25 @@ export class Connection implements StubConnection {
         return;
       }
     }
-    const result = await dispatch(call, this.#host, {
-      closed: this.#closedSignal.promise,
-      isClosed: () => this.#closed,
-    });
-    if (result === undefined) return;
-    if (result.kind === "single") {
-      await this.#emit(result.frame);
-      return;
+    let endTurn: (() => void) | undefined;
+    if (call.function === "generate") {
+      endTurn = await this.#host.generationTurn(this.#closedSignal.promise);
+      if (endTurn === undefined) return;
     }
-    await this.#stream(result.tokens, result.end);
+    try {
+      const result = await dispatch(call, this.#host, {
+        closed: this.#closedSignal.promise,
+        isClosed: () => this.#closed,
+      });
+      if (result === undefined) return;
+      if (result.kind === "single") {
+        await this.#emit(result.frame);
+        return;
+      }
+      await this.#stream(result.tokens, result.end);
+    } finally {
+      endTurn?.();
+    }
   }
 
   /** `handle_dispatch_result` for a stream: its token frames, paced, then its end. */
