@@ -11,6 +11,7 @@
  * | `--api-key KEY=TENANT` | accept KEY for TENANT; repeatable; any turns on authenticated mode |
  * | `--rate-limit PER_MINUTE[/BURST]` | per-tenant token bucket (burst defaults to 100, as on the real server) |
  * | `--token-delay MS` | delay between streamed tokens (default 50) |
+ * | `--max-generations N` | generations run at once over all connections, the others wait (default: no limit) |
  *
  * It prints one line, the address, and nothing else.
  *
@@ -19,7 +20,7 @@
 import { startStubServer, type StubServerOptions } from "@realm-ai/ws-client/testing";
 
 const USAGE = "usage: deno task serve [--port N] [--api-key KEY=TENANT]... " +
-  "[--rate-limit PER_MINUTE[/BURST]] [--token-delay MS]";
+  "[--rate-limit PER_MINUTE[/BURST]] [--token-delay MS] [--max-generations N]";
 
 /**
  * Reads the command line flags into server options; throws an `Error` naming the bad flag.
@@ -70,6 +71,9 @@ export function parseServeFlags(args: readonly string[]): StubServerOptions {
       }
       case "--token-delay":
         options.tokenDelayMs = wholeNumber(flag, value());
+        break;
+      case "--max-generations":
+        options.maxConcurrentGenerations = wholeNumber(flag, value());
         break;
       default:
         throw new Error(`unknown flag: ${args[i]}`);

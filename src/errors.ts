@@ -34,6 +34,7 @@ export type RealmErrorCode =
   | "ABORTED"
   | "PROTOCOL_ERROR"
   | "QUEUE_FULL"
+  | "TENANT_MISMATCH"
   | (string & Record<never, never>);
 
 /**
