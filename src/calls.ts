@@ -247,6 +247,9 @@ export class CallRegistry {
   }
 }
 
+/** Microtasks with no deadline pending after which the shared timer is released. */
+const IDLE_HOPS = 32;
+
 /** A deadline kept by {@linkcode Deadlines}. */
 export interface Deadline {
   /** When it is due, on the `performance.now()` clock. */
@@ -324,8 +327,7 @@ export class Deadlines {
   /** Nothing pending: forget the entries, and release the timer unless a deadline comes soon. */
   #idle(): void {
     this.#heap = [];
-    if (this.#timer === undefined) return;
-    // Restarts the count when a release is already under way.
+    // Restarts the count when a release is already under way. (With no timer it releases none.)
     if (this.#idleHops < 0) queueMicrotask(this.#onIdleHop);
     this.#idleHops = 0;
   }
@@ -346,15 +348,15 @@ export class Deadlines {
   }
 
   #arm(at: number, now: number): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    clearTimeout(this.#timer); // a no-op without one
     this.#timerAt = at;
-    this.#timer = setTimeout(this.#onTimer, Math.max(0, at - now));
+    // A negative delay is 0 on every runtime.
+    this.#timer = setTimeout(this.#onTimer, at - now);
   }
 
   #fireDue(): void {
     this.#timer = undefined;
     this.#timerAt = Infinity;
-    if (this.#pending === 0) return;
     // Timers count whole milliseconds and can fire up to 1 ms before performance.now()
     // reaches their delay; a deadline that close is due, as its own timer would have been.
     const now = performance.now();
@@ -408,9 +410,6 @@ export class Deadlines {
     return top;
   }
 }
-
-/** Microtasks with no deadline pending after which the shared timer is released. */
-const IDLE_HOPS = 32;
 
 function earlier(a: Deadline, b: Deadline): boolean {
   return a.at < b.at || (a.at === b.at && a.seq < b.seq);

@@ -1,8 +1,9 @@
 /**
  * The token frame's fast path: a `streaming` frame in the exact layout the
- * server writes is read without `JSON.parse`, which otherwise costs about a
- * third of a token's time. Anything else (escapes, whitespace, other keys or
- * key orders, numbers not in plain integer form) is left to `JSON.parse`.
+ * server writes is read with one compiled pattern instead of `JSON.parse`,
+ * which otherwise costs about a third of a token's time (the pattern takes a
+ * quarter of the parse's time). Anything else (escapes, whitespace, other keys
+ * or key orders, numbers not in plain integer form) is left to `JSON.parse`.
  *
  * @module
  */
@@ -19,14 +20,14 @@ export interface TokenFrame {
   data: TokenData;
 }
 
-const HEAD = '{"id":"';
-const STATUS = ',"status":"streaming","data":{"';
-const INDEX = 'index":';
-const IS_FINAL = ',"is_final":';
-const TEXT = 'text":"';
-const TAIL = "}}";
-const QUOTE = 0x22;
-const BACKSLASH = 0x5c;
+/**
+ * The two layouts, data keys in serde's order (the real server) or with `text` first (the stub).
+ * Strings of characters JSON allows raw: no quote, backslash (an escape, which JSON.parse
+ * decodes) or control character; integers without sign, fraction, exponent or leading zero, which
+ * `Number` reads exactly as JSON.parse does.
+ */
+const TOKEN_FRAME =
+  /^\{"id":"([ !#-[\]-\uffff]*)","status":"streaming","data":\{(?:"index":(0|[1-9]\d*),"is_final":(true|false),"text":"([ !#-[\]-\uffff]*)"|"text":"([ !#-[\]-\uffff]*)","index":(0|[1-9]\d*),"is_final":(true|false))\}\}$/;
 
 /**
  * Reads a `streaming` frame written in the server's layout, or returns
@@ -50,95 +51,13 @@ const BACKSLASH = 0x5c;
  * ```
  */
 export function readTokenFrame(text: string): TokenFrame | undefined {
-  if (!text.startsWith(HEAD)) return undefined;
-  const idEnd = stringEnd(text, HEAD.length);
-  if (idEnd < 0 || !text.startsWith(STATUS, idEnd + 1)) return undefined;
-  const id = text.slice(HEAD.length, idEnd);
-  let at = idEnd + 1 + STATUS.length;
-  let data: TokenData;
-  if (text.startsWith(INDEX, at)) {
-    // {"index":N,"is_final":B,"text":"…"}
-    at += INDEX.length;
-    const index = integerAt(text, at);
-    if (index < 0) return undefined;
-    at = integerEnd;
-    const isFinal = booleanAfterKey(text, at);
-    if (isFinal === undefined) return undefined;
-    at = booleanEnd;
-    if (text.charCodeAt(at) !== 0x2c || text.charCodeAt(at + 1) !== QUOTE) return undefined;
-    if (!text.startsWith(TEXT, at + 2)) return undefined;
-    at += 2 + TEXT.length;
-    const textEnd = stringEnd(text, at);
-    if (textEnd < 0) return undefined;
-    data = { index, is_final: isFinal, text: text.slice(at, textEnd) };
-    at = textEnd + 1;
-  } else if (text.startsWith(TEXT, at)) {
-    // {"text":"…","index":N,"is_final":B}
-    at += TEXT.length;
-    const textEnd = stringEnd(text, at);
-    if (textEnd < 0) return undefined;
-    const token = text.slice(at, textEnd);
-    at = textEnd + 1;
-    if (text.charCodeAt(at) !== 0x2c || text.charCodeAt(at + 1) !== QUOTE) return undefined;
-    if (!text.startsWith(INDEX, at + 2)) return undefined;
-    const index = integerAt(text, at + 2 + INDEX.length);
-    if (index < 0) return undefined;
-    const isFinal = booleanAfterKey(text, integerEnd);
-    if (isFinal === undefined) return undefined;
-    data = { text: token, index, is_final: isFinal };
-    at = booleanEnd;
-  } else return undefined;
-  if (at + TAIL.length !== text.length || !text.endsWith(TAIL)) return undefined;
-  return { kind: "streaming", id, data };
-}
-
-/**
- * The position of the quote closing a JSON string whose contents start at
- * `from`, or -1 when the string has an escape or a control character (which
- * `JSON.parse` must handle) or no end.
- */
-function stringEnd(text: string, from: number): number {
-  for (let i = from; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === QUOTE) return i;
-    if (c === BACKSLASH || c < 0x20) return -1;
-  }
-  return -1;
-}
-
-/** Where the last `integerAt` or `booleanAfterKey` stopped: no object allocated per token. */
-let integerEnd = 0;
-let booleanEnd = 0;
-
-/**
- * A non-negative integer in plain JSON form (`0`, or no leading zero) of at most
- * 15 digits, so that it is exact; -1 for anything else. Sets `integerEnd`.
- */
-function integerAt(text: string, from: number): number {
-  let value = 0;
-  let i = from;
-  for (; i < text.length && i - from < 16; i++) {
-    const digit = text.charCodeAt(i) - 0x30;
-    if (digit < 0 || digit > 9) break;
-    value = value * 10 + digit;
-  }
-  const digits = i - from;
-  if (digits === 0 || digits > 15 || (digits > 1 && text.charCodeAt(from) === 0x30)) return -1;
-  integerEnd = i;
-  return value;
-}
-
-/** `,"is_final":true` or `…false` at `from`; sets `booleanEnd`. */
-function booleanAfterKey(text: string, from: number): boolean | undefined {
-  if (!text.startsWith(IS_FINAL, from)) return undefined;
-  const at = from + IS_FINAL.length;
-  if (text.startsWith("false", at)) {
-    booleanEnd = at + 5;
-    return false;
-  }
-  if (text.startsWith("true", at)) {
-    booleanEnd = at + 4;
-    return true;
-  }
-  return undefined;
+  const m = TOKEN_FRAME.exec(text);
+  if (m === null) return undefined;
+  return {
+    kind: "streaming",
+    id: m[1],
+    data: m[2]
+      ? { index: +m[2], is_final: m[3] === "true", text: m[4] }
+      : { text: m[5], index: +m[6], is_final: m[7] === "true" },
+  };
 }

@@ -13,7 +13,7 @@ async function countingTimers(
     return set(...args);
   }) as typeof set;
   globalThis.clearTimeout = ((id?: number) => {
-    counts.cleared++;
+    if (id !== undefined) counts.cleared++;
     return clear(id);
   }) as typeof clear;
   try {
