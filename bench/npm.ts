@@ -65,6 +65,8 @@ await Deno.writeTextFile(
   join(project, "package.json"),
   JSON.stringify({ private: true, type: "module", name: "realm-bench-npm" }),
 );
+// The version does not change between builds: remove the last one, so that npm installs this one.
+await Deno.remove(join(project, "node_modules", "@realm-ai"), { recursive: true }).catch(() => {});
 await run("npm", ["install", "--no-save", join(work, packed[0].filename)], { cwd: project });
 const systemNode = (await run("node", ["--version"])).trim();
 const node22 = join(tools, "node_modules", "node22", "bin", "node");
