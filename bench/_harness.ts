@@ -58,7 +58,7 @@ export interface Report {
 const TOKENS = 10_000;
 const SEQUENTIAL_CALLS = 2_000;
 const CONCURRENT_CALLS = 1_000;
-const CONCURRENT_BATCHES = 4;
+const CONCURRENT_BATCHES = 8;
 const STREAMS_PER_ROUND = 4;
 const POOL_STREAMS = 8;
 const POOL_TOKENS = 10;
