@@ -3,8 +3,17 @@ import { readTokenFrame } from "../src/token_frame.ts";
 import { decodeFrame } from "../src/protocol.ts";
 
 /** The frames compared per run; `REALM_FUZZ_FRAMES` and `REALM_FUZZ_SEED` replay or widen a run. */
-const FRAMES = Number(Deno.env.get("REALM_FUZZ_FRAMES") ?? 100_000);
-const SEED = Number(Deno.env.get("REALM_FUZZ_SEED") ?? 0x5eed10);
+const FRAMES = Number(env("REALM_FUZZ_FRAMES") ?? 100_000);
+const SEED = Number(env("REALM_FUZZ_SEED") ?? 0x5eed10);
+
+/** An environment variable, or `undefined` when it is unset or cannot be read (no --allow-env). */
+function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+}
 
 /** mulberry32: a small seeded generator, so that a failing frame can be replayed from its seed. */
 function random(seed: number): () => number {
