@@ -5,6 +5,8 @@
  * @module
  */
 
+import { readTokenFrame } from "./token_frame.ts";
+
 /** The server's function names. */
 export type RealmFunction = "generate" | "health" | "metadata" | "pipeline";
 
@@ -40,6 +42,9 @@ type Json = Record<string, unknown>;
 export function decodeFrame(text: unknown): ServerFrame {
   // The server sends text frames only; a binary one is unusable like any other bad frame.
   if (typeof text !== "string") return { kind: "invalid", reason: "binary frame from the server" };
+  // Most frames are tokens in the server's fixed layout: read those without a full parse.
+  const token = readTokenFrame(text);
+  if (token !== undefined) return token;
   let value: unknown;
   try {
     value = JSON.parse(text);

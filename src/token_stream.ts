@@ -123,12 +123,14 @@ export class TokenStream implements AsyncIterable<string> {
   #read(): Promise<IteratorResult<string>> {
     if (!this.#started && !this.#ended) this.#begin();
     if (this.#head < this.#queue.length) {
-      const value = this.#queue[this.#head++];
+      const value = this.#queue[this.#head];
+      // Let go of each token as it is read, and of the read part of the queue now and then:
+      // memory follows the unread backlog.
+      this.#queue[this.#head++] = "";
       if (this.#head === this.#queue.length) {
         this.#queue = [];
         this.#head = 0;
-      } else if (this.#head >= 1024 && this.#head * 2 >= this.#queue.length) {
-        // Let go of the tokens already read: memory follows the unread backlog.
+      } else if (this.#head >= 1024 && this.#head * 4 >= this.#queue.length) {
         this.#queue = this.#queue.slice(this.#head);
         this.#head = 0;
       }

@@ -1,21 +1,26 @@
 /**
- * A minimal Realm-protocol server for measuring a reader's own cost per token, run in a worker.
+ * A minimal Realm-protocol server for measuring a reader's own cost per token, run as its own
+ * process by the benchmarks (`bench/run.ts`, `bench/npm.ts`).
  *
  * The stub paces a 0-delay stream with a timer every 100 tokens (about 2 ms each on Deno), so a
  * 10,000-token stream from the stub takes about 220 ms whoever reads it, and the reader idles
- * between bursts. This server writes the same frames (the stub's, byte for byte) straight into
- * the TCP connection, many per write, with hand-made WebSocket framing, from another thread:
- * it outpaces any reader, so a stream takes as long as its reader needs.
+ * between bursts. This server writes the real server's frames byte for byte (serde's key order,
+ * `{"id":…,"status":"streaming","data":{"index":…,"is_final":…,"text":…}}`) straight into the
+ * TCP connection, many per write, with hand-made WebSocket framing: it outpaces any reader, so a
+ * stream takes as long as its reader needs.
  *
  * It speaks just enough of RFC 6455 for a client on loopback: the upgrade, unmasked text frames
  * out, masked text, ping and close frames in. It answers `generate` with `stream: true` and
  * anything else like `health`.
  *
- * Messages in: `"start"`, answered with the URL; `"close"`, answered with `"closed"`.
+ * ```sh
+ * deno run --allow-net=127.0.0.1 bench/_unpaced_server.ts
+ * ```
+ *
+ * Prints its URL on one line, and exits when its standard input closes.
  *
  * @module
  */
-/// <reference lib="deno.worker" />
 
 const WORDS = "The capital of France is Paris. This is a simulated response to:".split(" ");
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -23,7 +28,6 @@ const FRAMES_PER_WRITE = 500;
 const utf8 = new TextEncoder();
 const decoder = new TextDecoder();
 
-let listener: Deno.TcpListener | undefined;
 const connections = new Set<Deno.Conn>();
 
 /** One unmasked frame (server to client) with the given opcode. */
@@ -73,7 +77,8 @@ function streamTails(total: number, prompt: string): Uint8Array[] {
   const words = [...WORDS, prompt.split(" ")[0]];
   cached = [];
   for (let index = 0; index < total; index++) {
-    const data = { text: `${words[index % words.length]} `, index, is_final: index === total - 1 };
+    // serde_json writes a map's keys sorted: index, is_final, text.
+    const data = { index, is_final: index === total - 1, text: `${words[index % words.length]} ` };
     const json = JSON.stringify({ id: "", status: "streaming", data });
     cached.push(utf8.encode(json.slice('{"id":"'.length)));
   }
@@ -196,19 +201,15 @@ async function accept(tcp: Deno.TcpListener): Promise<void> {
   }
 }
 
-self.onmessage = (event: MessageEvent) => {
-  if (event.data === "start") {
-    listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    accept(listener).catch(() => {});
-    self.postMessage(`ws://127.0.0.1:${listener.addr.port}`);
-    return;
-  }
-  listener?.close();
-  for (const conn of connections) {
-    try {
-      conn.close();
-    } catch { /* already closed */ }
-  }
-  self.postMessage("closed");
-  self.close();
-};
+const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+accept(listener).catch(() => {});
+console.log(`ws://127.0.0.1:${listener.addr.port}`);
+// The parent closes our stdin (or dies): stop.
+for await (const _ of Deno.stdin.readable) { /* nothing is sent on stdin */ }
+listener.close();
+for (const conn of connections) {
+  try {
+    conn.close();
+  } catch { /* already closed */ }
+}
+Deno.exit(0);
