@@ -8,9 +8,10 @@
  */
 
 import { watchBrowser } from "./browser.ts";
-import { CallRegistry, type CallSpec } from "./calls.ts";
+import { type Call, CallRegistry, type CallSpec } from "./calls.ts";
 import type { Connection } from "./connection.ts";
 import { Dispatcher, withRequest } from "./dispatch.ts";
+import { traceCall, traceConnection } from "./telemetry.ts";
 import { RealmError } from "./errors.ts";
 import { type ConnectionState, Lifecycle, type SocketSummary } from "./lifecycle.ts";
 import { Pool, type Slot } from "./pool.ts";
@@ -398,17 +399,21 @@ export class RealmWebSocketClient extends EventTarget {
   async generate(options: GenerationOptions, opts?: CallOptions): Promise<GenerationResult> {
     const stream = options?.stream === true;
     const params = generationParams(options, this.#options.model, stream);
-    if (!stream) {
-      const data = await this.#call("generate", () => params, false, opts);
-      return toGenerationResult(data);
-    }
     const parts: string[] = [];
     const onToken = options.onToken;
-    const data = await this.#call("generate", () => params, true, opts, (token) => {
-      parts.push(token);
-      onToken?.(token);
-    });
-    return toGenerationResult(data, parts);
+    const call = this.#start(
+      "generate",
+      params,
+      stream,
+      opts,
+      stream
+        ? (token) => {
+          parts.push(token);
+          onToken?.(token);
+        }
+        : undefined,
+    );
+    return toGenerationResult(await call.result, call, stream ? parts : undefined);
   }
 
   /**
@@ -430,7 +435,8 @@ export class RealmWebSocketClient extends EventTarget {
     return new TokenStream((sink) => {
       const params = generationParams(options, this.#options.model, true);
       const call = this.#start("generate", params, true, opts, (token) => sink.token(token));
-      call.result.then(() => sink.close(), (error) => sink.error(error));
+      sink.requestId = call.id;
+      call.result.then((data) => sink.close(toGenerationResult(data, call)), sink.error);
       return () => call.abandon();
     });
   }
@@ -454,7 +460,7 @@ export class RealmWebSocketClient extends EventTarget {
     input: PipelineInput,
     opts?: CallOptions,
   ): Promise<unknown> {
-    return this.#call("pipeline", () => pipelineParams(pipelineName, input), false, opts);
+    return this.#call("pipeline", () => pipelineParams(pipelineName, input), opts);
   }
 
   /**
@@ -469,7 +475,7 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   health(opts?: CallOptions): Promise<HealthStatus> {
-    return this.#call("health", () => ({}), false, opts) as Promise<HealthStatus>;
+    return this.#call("health", () => ({}), opts) as Promise<HealthStatus>;
   }
 
   /**
@@ -485,7 +491,7 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   metadata(opts?: CallOptions): Promise<RuntimeMetadata> {
-    return this.#call("metadata", () => ({}), false, opts) as Promise<RuntimeMetadata>;
+    return this.#call("metadata", () => ({}), opts) as Promise<RuntimeMetadata>;
   }
 
   /**
@@ -596,6 +602,7 @@ export class RealmWebSocketClient extends EventTarget {
   }
 
   #emit<K extends keyof RealmEventMap>(type: K, detail: RealmEventMap[K]): void {
+    if (type !== "error") traceConnection(type, detail as object, this.#options.url);
     this.#events.push(new CustomEvent(type, { detail }));
     if (!this.#dispatching && !this.#holding) this.#dispatchEvents();
   }
@@ -772,6 +779,7 @@ export class RealmWebSocketClient extends EventTarget {
 
   /** A socket stopped reconnecting; the client gives up when no socket is left or coming. */
   #onGaveUp(error: RealmError): void {
+    traceConnection("gave_up", { "error.type": error.code, error }, this.#options.url);
     this.#emit("error", error);
     this.#settleState(error);
   }
@@ -796,12 +804,10 @@ export class RealmWebSocketClient extends EventTarget {
   #call(
     fn: RealmFunction,
     params: () => Record<string, unknown>,
-    stream: boolean,
     opts: CallOptions | undefined,
-    onToken?: (token: string) => void,
   ): Promise<unknown> {
     try {
-      return this.#start(fn, params(), stream, opts, onToken).result;
+      return this.#start(fn, params(), false, opts).result;
     } catch (error) {
       return Promise.reject(error);
     }
@@ -835,7 +841,9 @@ export class RealmWebSocketClient extends EventTarget {
       onToken,
     };
     const call = this.#calls.create(spec, (ended, end) => this.#dispatcher.ended(ended, end));
+    const traced = traceCall(call, params, this.#tenantId, this.#options.url);
     this.#dispatcher.dispatch(call);
+    traced?.();
     return call;
   }
 }
@@ -868,10 +876,10 @@ function cancelledConnect(): RealmError {
 }
 
 /**
- * The result of a generation. A stream's `complete` frame carries only the
- * token count, so its text is the joined tokens.
+ * The result of a generation, with the call's id and timings. A stream's
+ * `complete` frame carries only the token count, so its text is the joined tokens.
  */
-function toGenerationResult(data: unknown, streamed?: string[]): GenerationResult {
+function toGenerationResult(data: unknown, call: Call, streamed?: string[]): GenerationResult {
   const d = (typeof data === "object" && data !== null ? data : {}) as Record<string, unknown>;
   const result: GenerationResult = {
     text: streamed ? streamed.join("") : typeof d.text === "string" ? d.text : "",
@@ -882,5 +890,8 @@ function toGenerationResult(data: unknown, streamed?: string[]): GenerationResul
   for (const key of ["prompt_tokens", "cost_usd", "time_ms"] as const) {
     if (typeof d[key] === "number") result[key] = d[key] as number;
   }
+  result.requestId = call.id;
+  result.durationMs = call.endedAt - call.startedAt;
+  if (call.firstTokenAt) result.timeToFirstTokenMs = call.firstTokenAt - call.startedAt;
   return result;
 }
