@@ -212,28 +212,30 @@ export class TokenStream implements AsyncIterable<string> {
       this.#settle.reject(error);
     };
     try {
-      this.#stop = this.#start(this.#sink = {
-        token: (token) => {
-          if (!open()) return;
-          this.#text.push(token);
-          const waiting = this.#waiting.shift();
-          if (waiting) waiting.resolve({ done: false, value: token });
-          else this.#queue.push(token);
+      this.#stop = this.#start(
+        this.#sink = {
+          token: (token) => {
+            if (!open()) return;
+            this.#text.push(token);
+            const waiting = this.#waiting.shift();
+            if (waiting) waiting.resolve({ done: false, value: token });
+            else this.#queue.push(token);
+          },
+          close: (result) => {
+            if (!open()) return;
+            this.#ended = true;
+            this.#wake();
+            const text = this.#text;
+            this.#text = [];
+            this.#settle.resolve({ tokens_generated: text.length, ...result, text: text.join("") });
+          },
+          error: (error) => {
+            if (!open()) return;
+            fail(error);
+            this.#wake();
+          },
         },
-        close: (result) => {
-          if (!open()) return;
-          this.#ended = true;
-          this.#wake();
-          const text = this.#text;
-          this.#text = [];
-          this.#settle.resolve({ tokens_generated: text.length, ...result, text: text.join("") });
-        },
-        error: (error) => {
-          if (!open()) return;
-          fail(error);
-          this.#wake();
-        },
-      });
+      );
     } catch (error) {
       fail(error);
     }
