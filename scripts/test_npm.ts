@@ -9,6 +9,7 @@
  *    Node 20 (the `ws` fallback), Node 22 and Bun (the global `WebSocket`), and in a headless
  *    Chromium served from loopback; runs the CommonJS round trip on both Nodes; checks the
  *    stub server's frames, close codes and fault switches on Node and Bun (`tests/npm/stub.mjs`);
+ *    the diagnostics channels on Node 20, Node 22 and Bun (`tests/npm/telemetry.mjs`);
  *    bundles the package for the browser (no `ws` inside) and type-checks a strict consumer.
  *
  * Needs `node` and `npm` on PATH, the npm registry, and Chromium at `/usr/bin/chromium` (or
@@ -276,6 +277,9 @@ async function main(): Promise<number> {
     await step(`stub server, Node ${node20Version}`, node20, ["stub.mjs"], { cwd: project });
     await step(`stub server, Node ${node22Version}`, node22, ["stub.mjs"], { cwd: project });
     await step(`stub server, Bun ${bunVersion}`, bun, ["stub.mjs"], { cwd: project });
+    await step(`telemetry, Node ${node20Version}`, node20, ["telemetry.mjs"], { cwd: project });
+    await step(`telemetry, Node ${node22Version}`, node22, ["telemetry.mjs"], { cwd: project });
+    await step(`telemetry, Bun ${bunVersion}`, bun, ["telemetry.mjs"], { cwd: project });
     await step("Chromium", node20, ["browser.mjs"], {
       cwd: project,
       env: { CHROMIUM: chromium },
