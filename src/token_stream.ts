@@ -74,8 +74,9 @@ export class TokenStream implements AsyncIterable<string> {
   #readBy: "for await" | "readable" | undefined;
   #readable: ReadableStream<string> | undefined;
   #sink: TokenSink | undefined;
-  /** Every token, for `result.text`. */
-  #text: string[] = [];
+  /** The tokens so far, joined, for `result.text` (`+=` costs less per token than a push). */
+  #text = "";
+  #count = 0;
   readonly #result: Promise<GenerationResult>;
   #settle!: { resolve(result: GenerationResult): void; reject(error: unknown): void };
 
@@ -149,7 +150,7 @@ export class TokenStream implements AsyncIterable<string> {
     if (!this.#ended && !this.#failure) {
       this.#ended = true;
       this.#queue = [];
-      this.#text = [];
+      this.#text = "";
       this.#head = 0;
       this.#stop?.();
       this.#wake();
@@ -211,31 +212,30 @@ export class TokenStream implements AsyncIterable<string> {
       this.#failure = { error };
       this.#settle.reject(error);
     };
+    this.#sink = {
+      token: (token) => {
+        if (!open()) return;
+        this.#text += token;
+        this.#count++;
+        const waiting = this.#waiting.shift();
+        if (waiting) waiting.resolve({ done: false, value: token });
+        else this.#queue.push(token);
+      },
+      close: (result) => {
+        if (!open()) return;
+        this.#ended = true;
+        this.#wake();
+        this.#settle.resolve({ tokens_generated: this.#count, ...result, text: this.#text });
+        this.#text = "";
+      },
+      error: (error) => {
+        if (!open()) return;
+        fail(error);
+        this.#wake();
+      },
+    };
     try {
-      this.#stop = this.#start(
-        this.#sink = {
-          token: (token) => {
-            if (!open()) return;
-            this.#text.push(token);
-            const waiting = this.#waiting.shift();
-            if (waiting) waiting.resolve({ done: false, value: token });
-            else this.#queue.push(token);
-          },
-          close: (result) => {
-            if (!open()) return;
-            this.#ended = true;
-            this.#wake();
-            const text = this.#text;
-            this.#text = [];
-            this.#settle.resolve({ tokens_generated: text.length, ...result, text: text.join("") });
-          },
-          error: (error) => {
-            if (!open()) return;
-            fail(error);
-            this.#wake();
-          },
-        },
-      );
+      this.#stop = this.#start(this.#sink);
     } catch (error) {
       fail(error);
     }
