@@ -11,11 +11,11 @@ import { watchBrowser } from "./browser.ts";
 import { type Call, CallRegistry, type CallSpec } from "./calls.ts";
 import type { Connection } from "./connection.ts";
 import { Dispatcher, withRequest } from "./dispatch.ts";
-import { traceCall, traceConnection } from "./telemetry.ts";
 import { RealmError } from "./errors.ts";
 import { type ConnectionState, Lifecycle, type SocketSummary } from "./lifecycle.ts";
 import { Pool, type Slot } from "./pool.ts";
 import { encodeParams, type RealmFunction } from "./protocol.ts";
+import { traceCall, traceConnection } from "./telemetry.ts";
 import { TokenStream } from "./token_stream.ts";
 import type {
   CallOptions,
