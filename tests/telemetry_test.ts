@@ -4,7 +4,8 @@
  */
 import assert from "node:assert/strict";
 import diagnostics from "node:diagnostics_channel";
-import { RealmError, RealmWebSocketClient } from "../mod.ts";
+import { RealmError, RealmWebSocketClient, TokenStream } from "../mod.ts";
+import { CallRegistry } from "../src/calls.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
 import { rejection, until } from "./_helpers.ts";
 
@@ -128,7 +129,12 @@ Deno.test("stream.result rejects with the stream's error, or ABORTED after a bre
     })());
     assert.equal(error.code, "ABORTED");
     assert.equal(await rejection(failed.result), error, "result rejects with the same error");
+    // Nobody ever takes this one's result: its rejection must not be reported as unhandled
+    // (Deno fails the test if it is).
+    const untouched = client.generateStream({ prompt: "Hi" }, { signal: AbortSignal.abort() });
+    assert.equal((await rejection(untouched.readable.getReader().read())).code, "ABORTED");
     await until(() => client.stats().pendingCalls === 0, 3000, "the timed-out stream");
+    await new Promise((resolve) => setTimeout(resolve, 20));
   });
 });
 
@@ -289,4 +295,41 @@ Deno.test("realm:connection: connecting, connected, disconnected, reconnecting, 
       server.faults.clear();
     },
   );
+});
+
+Deno.test("the clock is read a constant number of times per call, never per token", async () => {
+  /** Clock reads while a stream of `count` tokens is made, delivered, read and settled. */
+  async function clockReads(count: number): Promise<number> {
+    const now = performance.now;
+    let reads = 0;
+    performance.now = () => (reads++, now.call(performance));
+    try {
+      const calls = new CallRegistry();
+      const stream = new TokenStream((sink) => {
+        const call = calls.create({
+          fn: "generate",
+          paramsJson: "{}",
+          stream: true,
+          timeout: Infinity,
+          idleTimeout: Infinity,
+          maxRetries: 0,
+          onToken: (token) => sink.token(token),
+        }, () => {});
+        for (let i = 0; i < count; i++) call.token("word ");
+        call.complete({ tokens_generated: count });
+        call.result.then((data) => sink.close(data as { tokens_generated: number }));
+        return () => call.abandon();
+      });
+      let read = 0;
+      for await (const _ of stream) read++;
+      assert.equal(read, count);
+      assert.equal((await stream.result).text, "word ".repeat(count));
+    } finally {
+      performance.now = now;
+    }
+    return reads;
+  }
+  const few = await clockReads(3);
+  assert.equal(few, 3, "made, first token, settled");
+  assert.equal(await clockReads(5000), few);
 });
