@@ -22,13 +22,14 @@ type TracingChannel = Record<typeof EVENTS[number], Channel>;
 /** A call's events; Bun's TracingChannel has no `hasSubscribers`, so each is asked. */
 const EVENTS = ["start", "end", "asyncStart", "asyncEnd", "error"] as const;
 
-/** `gen_ai.operation.name` of each server function. */
-const OPERATIONS: Record<RealmFunction, string> = {
-  generate: "text_completion",
-  pipeline: "invoke_workflow",
-  health: "realm.health",
-  metadata: "realm.metadata",
-};
+/** `gen_ai.operation.name` of a server function: the convention's where one fits. */
+function operation(fn: RealmFunction): string {
+  return fn === "generate"
+    ? "text_completion"
+    : fn === "pipeline"
+    ? "invoke_workflow"
+    : `realm.${fn}`;
+}
 
 /** The request parameters reported, by their GenAI names. */
 const REQUEST_PARAMS = ["model", "max_tokens", "temperature", "top_p", "top_k", "stream"];
@@ -89,7 +90,7 @@ export function traceCall(
   if (!channel || !EVENTS.some(subscribed, channel)) return;
   const fn = call.spec.fn;
   const context: Record<string, unknown> = {
-    "gen_ai.operation.name": OPERATIONS[fn],
+    "gen_ai.operation.name": operation(fn),
     "gen_ai.provider.name": "realm",
     "gen_ai.response.id": call.id,
     "realm.tenant_id": tenantId,

@@ -157,7 +157,7 @@ export class TokenStream implements AsyncIterable<string> {
       this.#settle.reject(
         new RealmError(
           "ABORTED",
-          "The token stream was cancelled (a `break` or `cancel()`) before it ended: it has no result.",
+          "The token stream was cancelled before its end: it has no result.",
           { requestId: this.requestId, sent: this.#started },
         ),
       );
