@@ -3,8 +3,9 @@
  * Bun): each call on the `realm:call` TracingChannel, the sockets' life on the
  * `realm:connection` channel, with OpenTelemetry's GenAI attribute names. The
  * module is found at run time through `process.getBuiltinModule`, never
- * imported, so a browser bundle holds no trace of it and browsers publish
- * nothing. Nothing is built unless someone subscribes.
+ * imported, so no bundler sees it (a browser bundle neither includes nor
+ * requests it) and browsers publish nothing. Nothing is built unless someone
+ * subscribes.
  *
  * @module
  */
