@@ -9,6 +9,7 @@
  *    Node 20 (the `ws` fallback), Node 22 and Bun (the global `WebSocket`), and in a headless
  *    Chromium served from loopback; runs the CommonJS round trip on both Nodes; checks the
  *    stub server's frames, close codes and fault switches on Node and Bun (`tests/npm/stub.mjs`);
+ *    the diagnostics channels on Node 20, Node 22 and Bun (`tests/npm/telemetry.mjs`);
  *    bundles the package for the browser (no `ws` inside) and type-checks a strict consumer;
  * 5. drives the `./ai-sdk` entry with the real AI SDK on Node 22 (`tests/npm/ai_sdk.mjs`), with
  *    `ai` 7 and with `ai` 6 (installed as `ai6`), which both take its `LanguageModelV3` models.
@@ -372,6 +373,9 @@ async function main(): Promise<number> {
     await step(`AI SDK ${PINS.ai6}, Node ${node22Version}`, node22, ["ai_sdk.mjs", "ai6"], {
       cwd: project,
     });
+    await step(`telemetry, Node ${node20Version}`, node20, ["telemetry.mjs"], quiet);
+    await step(`telemetry, Node ${node22Version}`, node22, ["telemetry.mjs"], quiet);
+    await step(`telemetry, Bun ${bunVersion}`, bun, ["telemetry.mjs"], quiet);
     await step("Chromium", node20, ["browser.mjs"], {
       cwd: project,
       env: { CHROMIUM: chromium },

@@ -49,6 +49,16 @@ export class Call {
   /** `health`/`metadata` may be resent once after a drop. */
   resentAfterDrop = false;
   readonly result: Promise<unknown>;
+  /**
+   * When the call was made, when its first token arrived (0: none yet) and
+   * when it settled (0: not yet), on the `performance.now()` clock: read once
+   * each, never per token.
+   */
+  readonly startedAt: number;
+  firstTokenAt = 0;
+  endedAt = 0;
+  /** How it left the registry, once settled. */
+  end: CallEnd | undefined;
 
   #resolve!: (value: unknown) => void;
   #reject!: (error: unknown) => void;
@@ -81,6 +91,7 @@ export class Call {
     this.spec = spec;
     this.retriesLeft = spec.maxRetries;
     this.#onEnd = onEnd;
+    this.startedAt = performance.now();
     this.result = new Promise((resolve, reject) => {
       this.#resolve = resolve;
       this.#reject = reject;
@@ -90,7 +101,12 @@ export class Call {
       return;
     }
     spec.signal?.addEventListener("abort", this.#onAbort, { once: true });
-    this.#arm(spec.timeout);
+    this.#arm(spec.timeout, this.startedAt);
+  }
+
+  /** Tokens received so far. */
+  get tokens(): number {
+    return this.#tokens;
   }
 
   /** Whether the call has its outcome. */
@@ -104,6 +120,7 @@ export class Call {
     if (++this.#tokens === 1) {
       // From the first token on, the stream is bounded by its idle gap, not the total timeout.
       this.#streaming = true;
+      this.firstTokenAt = performance.now();
       this.#arm(this.spec.idleTimeout / IDLE_CHECKS);
     }
     try {
@@ -115,9 +132,14 @@ export class Call {
     }
   }
 
-  /** The call's terminal `complete` frame arrived. */
+  /** The call's terminal `complete` frame arrived; an answer that is an object carries the call's id. */
   complete(data: unknown): void {
-    if (this.#finish("answered")) this.#resolve(data);
+    if (this.#settled) return;
+    if (typeof data === "object" && data !== null && !Array.isArray(data)) {
+      (data as { requestId?: unknown }).requestId ??= this.id;
+    }
+    this.#finish("answered");
+    this.#resolve(data);
   }
 
   /** The call failed for good (server error frame, dropped socket, ...). */
@@ -152,10 +174,10 @@ export class Call {
     });
   }
 
-  #arm(ms: number): void {
+  #arm(ms: number, now?: number): void {
     if (this.#deadline !== undefined) this.#deadlines.cancel(this.#deadline);
     this.#deadline = Number.isFinite(ms)
-      ? this.#deadlines.add(ms, () => this.#onTimer())
+      ? this.#deadlines.add(ms, () => this.#onTimer(), now)
       : undefined;
   }
 
@@ -214,6 +236,8 @@ export class Call {
   #finish(end: CallEnd): boolean {
     if (this.#settled) return false;
     this.#settled = true;
+    this.end = end;
+    this.endedAt = performance.now();
     if (this.#deadline !== undefined) this.#deadlines.cancel(this.#deadline);
     this.#deadline = undefined;
     if (this.#wake !== undefined) this.#deadlines.cancel(this.#wake);
@@ -317,9 +341,11 @@ export class Deadlines {
   #onTimer = () => this.#fireDue();
   #onIdleHop = () => this.#idleHop();
 
-  /** Calls `fire` once, `ms` milliseconds from now, unless cancelled first. */
-  add(ms: number, fire: () => void): Deadline {
-    const now = performance.now();
+  /**
+   * Calls `fire` once, `ms` milliseconds from now, unless cancelled first;
+   * `now` spares a clock read to a caller that has just read it.
+   */
+  add(ms: number, fire: () => void, now: number = performance.now()): Deadline {
     const deadline: Deadline = { at: now + ms, seq: ++this.#seq, fire, done: false };
     this.#push(deadline);
     this.#pending++;

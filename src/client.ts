@@ -8,13 +8,14 @@
  */
 
 import { watchBrowser } from "./browser.ts";
-import { CallRegistry, type CallSpec } from "./calls.ts";
+import { type Call, CallRegistry, type CallSpec } from "./calls.ts";
 import type { Connection } from "./connection.ts";
 import { Dispatcher, withRequest } from "./dispatch.ts";
 import { RealmError } from "./errors.ts";
 import { type ConnectionState, Lifecycle, type SocketSummary } from "./lifecycle.ts";
 import { FATAL, Pool, type Server, type Slot } from "./pool.ts";
 import { encodeParams, type RealmFunction } from "./protocol.ts";
+import { traceCall, traceConnection } from "./telemetry.ts";
 import { TokenStream } from "./token_stream.ts";
 import type {
   CallOptions,
@@ -176,7 +177,7 @@ export class RealmWebSocketClient extends EventTarget {
         this.#log("reconnect failed", { socket: slot.index, error: error.message });
         if (this.#pool.openCount === 0) this.#rejectWaiters(error);
       },
-      gaveUp: (_slot, error) => this.#onGaveUp(error),
+      gaveUp: (slot, error) => this.#onGaveUp(error, slot.server.url),
       tenantId: () => this.#tenantId,
       log: (message, data) => this.#log(message, data),
     });
@@ -455,17 +456,21 @@ export class RealmWebSocketClient extends EventTarget {
   async generate(options: GenerationOptions, opts?: CallOptions): Promise<GenerationResult> {
     const stream = options?.stream === true;
     const params = generationParams(options, this.#options.model, stream);
-    if (!stream) {
-      const data = await this.#call("generate", () => params, false, opts);
-      return toGenerationResult(data);
-    }
     const parts: string[] = [];
     const onToken = options.onToken;
-    const data = await this.#call("generate", () => params, true, opts, (token) => {
-      parts.push(token);
-      onToken?.(token);
-    });
-    return toGenerationResult(data, parts);
+    const call = this.#start(
+      "generate",
+      params,
+      stream,
+      opts,
+      stream
+        ? (token) => {
+          parts.push(token);
+          onToken?.(token);
+        }
+        : undefined,
+    );
+    return toGenerationResult(await call.result, call, stream ? parts : undefined);
   }
 
   /**
@@ -487,7 +492,8 @@ export class RealmWebSocketClient extends EventTarget {
     return new TokenStream((sink) => {
       const params = generationParams(options, this.#options.model, true);
       const call = this.#start("generate", params, true, opts, (token) => sink.token(token));
-      call.result.then(() => sink.close(), (error) => sink.error(error));
+      sink.requestId = call.id;
+      call.result.then((data) => sink.close(toGenerationResult(data, call)), sink.error);
       return () => call.abandon();
     });
   }
@@ -511,7 +517,7 @@ export class RealmWebSocketClient extends EventTarget {
     input: PipelineInput,
     opts?: CallOptions,
   ): Promise<unknown> {
-    return this.#call("pipeline", () => pipelineParams(pipelineName, input), false, opts);
+    return this.#call("pipeline", () => pipelineParams(pipelineName, input), opts);
   }
 
   /**
@@ -526,7 +532,7 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   health(opts?: CallOptions): Promise<HealthStatus> {
-    return this.#call("health", () => ({}), false, opts) as Promise<HealthStatus>;
+    return this.#call("health", () => ({}), opts) as Promise<HealthStatus>;
   }
 
   /**
@@ -542,7 +548,7 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   metadata(opts?: CallOptions): Promise<RuntimeMetadata> {
-    return this.#call("metadata", () => ({}), false, opts) as Promise<RuntimeMetadata>;
+    return this.#call("metadata", () => ({}), opts) as Promise<RuntimeMetadata>;
   }
 
   /**
@@ -670,6 +676,9 @@ export class RealmWebSocketClient extends EventTarget {
   }
 
   #emit<K extends keyof RealmEventMap>(type: K, detail: RealmEventMap[K]): void {
+    if (type !== "error") {
+      traceConnection(type, detail, (detail as { url?: string }).url ?? this.#options.urls[0]);
+    }
     this.#events.push(new CustomEvent(type, { detail }));
     if (!this.#dispatching && !this.#holding) this.#dispatchEvents();
   }
@@ -900,7 +909,8 @@ export class RealmWebSocketClient extends EventTarget {
   }
 
   /** A socket stopped reconnecting; the client gives up when no socket is left or coming. */
-  #onGaveUp(error: RealmError): void {
+  #onGaveUp(error: RealmError, url: string): void {
+    traceConnection("gave_up", { "error.type": error.code, error }, url);
     this.#emit("error", error);
     this.#settleState(error);
   }
@@ -925,12 +935,10 @@ export class RealmWebSocketClient extends EventTarget {
   #call(
     fn: RealmFunction,
     params: () => Record<string, unknown>,
-    stream: boolean,
     opts: CallOptions | undefined,
-    onToken?: (token: string) => void,
   ): Promise<unknown> {
     try {
-      return this.#start(fn, params(), stream, opts, onToken).result;
+      return this.#start(fn, params(), false, opts).result;
     } catch (error) {
       return Promise.reject(error);
     }
@@ -964,7 +972,9 @@ export class RealmWebSocketClient extends EventTarget {
       onToken,
     };
     const call = this.#calls.create(spec, (ended, end) => this.#dispatcher.ended(ended, end));
+    const traced = traceCall(call, params, this.#tenantId, this.#options.urls[0]);
     this.#dispatcher.dispatch(call);
+    traced?.();
     return call;
   }
 }
@@ -1002,10 +1012,10 @@ function cancelledConnect(): RealmError {
 }
 
 /**
- * The result of a generation. A stream's `complete` frame carries only the
- * token count, so its text is the joined tokens.
+ * The result of a generation, with the call's id and timings. A stream's
+ * `complete` frame carries only the token count, so its text is the joined tokens.
  */
-function toGenerationResult(data: unknown, streamed?: string[]): GenerationResult {
+function toGenerationResult(data: unknown, call: Call, streamed?: string[]): GenerationResult {
   const d = (typeof data === "object" && data !== null ? data : {}) as Record<string, unknown>;
   const result: GenerationResult = {
     text: streamed ? streamed.join("") : typeof d.text === "string" ? d.text : "",
@@ -1016,5 +1026,8 @@ function toGenerationResult(data: unknown, streamed?: string[]): GenerationResul
   for (const key of ["prompt_tokens", "cost_usd", "time_ms"] as const) {
     if (typeof d[key] === "number") result[key] = d[key] as number;
   }
+  result.requestId = call.id;
+  result.durationMs = call.endedAt - call.startedAt;
+  if (call.firstTokenAt) result.timeToFirstTokenMs = call.firstTokenAt - call.startedAt;
   return result;
 }

@@ -103,6 +103,11 @@ export class Connection {
     this.#scheduleHeartbeat();
   }
 
+  /** The server's address, as given to the socket. */
+  get url(): string {
+    return this.#params.url;
+  }
+
   /** Whether the socket can carry calls. */
   get open(): boolean {
     return !this.#closed;

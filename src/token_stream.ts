@@ -5,6 +5,9 @@
  * @module
  */
 
+import { RealmError } from "./errors.ts";
+import type { GenerationResult } from "./types.ts";
+
 /**
  * Where a streamed call delivers its tokens and its end.
  *
@@ -12,20 +15,30 @@
  * ```ts
  * import { type TokenSink, TokenStream } from "@realm-ai/ws-client";
  * const stream = new TokenStream((sink: TokenSink) => {
+ *   sink.requestId = "1";
  *   sink.token("Hello");
- *   sink.close();
+ *   sink.close({ tokens_generated: 1 });
  *   return () => {};
  * });
  * ```
  */
 export interface TokenSink {
+  /** The call's id, once it has one: {@linkcode TokenStream.requestId}. */
+  requestId?: string;
   /** One token arrived. */
   token(token: string): void;
-  /** The stream finished normally. */
-  close(): void;
+  /**
+   * The stream finished normally. `result` becomes
+   * {@linkcode TokenStream.result}, with `text` the joined tokens
+   * (`tokens_generated` defaults to their count).
+   */
+  close(result?: Partial<GenerationResult>): void;
   /** The stream failed; the reader throws this once the tokens before it are read. */
   error(error: unknown): void;
 }
+
+/** Attaching a no-op handler to a promise keeps its rejection from counting as unhandled. */
+const ignore = () => {};
 
 const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
 
@@ -60,6 +73,12 @@ export class TokenStream implements AsyncIterable<string> {
   #waiting: { resolve(r: IteratorResult<string>): void; reject(e: unknown): void }[] = [];
   #readBy: "for await" | "readable" | undefined;
   #readable: ReadableStream<string> | undefined;
+  #sink: TokenSink | undefined;
+  /** The tokens so far, joined, for `result.text` (`+=` costs less per token than a push). */
+  #text = "";
+  #count = 0;
+  readonly #result: Promise<GenerationResult>;
+  #settle!: { resolve(result: GenerationResult): void; reject(error: unknown): void };
 
   /**
    * Wraps a streamed call; `generateStream()` makes these.
@@ -70,6 +89,45 @@ export class TokenStream implements AsyncIterable<string> {
    */
   constructor(start: (sink: TokenSink) => () => void) {
     this.#start = start;
+    this.#result = new Promise((resolve, reject) => this.#settle = { resolve, reject });
+    this.#result.catch(ignore);
+  }
+
+  /**
+   * The whole outcome once the stream ends: the joined `text`,
+   * `tokens_generated`, `requestId` and the timings, without reading the
+   * tokens twice. Rejects with the stream's error, or with `ABORTED` when the
+   * stream was cancelled (a `break`) before its end. Taking it sends the call
+   * if no read has; a rejection nobody awaits is never reported as unhandled.
+   *
+   * @example
+   * ```ts
+   * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
+   * async function story(client: RealmWebSocketClient) {
+   *   const stream = client.generateStream({ prompt: "Tell me a story" });
+   *   for await (const token of stream) console.log(token);
+   *   const { tokens_generated, requestId, timeToFirstTokenMs } = await stream.result;
+   *   console.log(`${tokens_generated} tokens, call ${requestId}, first after ${timeToFirstTokenMs} ms`);
+   * }
+   * ```
+   */
+  get result(): Promise<GenerationResult> {
+    if (!this.#started && !this.#ended) this.#begin();
+    return this.#result;
+  }
+
+  /**
+   * The call's id once the stream has started (on the first read), as its
+   * errors and {@linkcode TokenStream.result} carry it.
+   *
+   * @example
+   * ```ts
+   * import type { TokenStream } from "@realm-ai/ws-client";
+   * const id = (stream: TokenStream) => stream.requestId ?? "not started";
+   * ```
+   */
+  get requestId(): string | undefined {
+    return this.#sink?.requestId;
   }
 
   /** The tokens as a web-standard stream, for `pipeThrough`/`pipeTo`. */
@@ -92,9 +150,17 @@ export class TokenStream implements AsyncIterable<string> {
     if (!this.#ended && !this.#failure) {
       this.#ended = true;
       this.#queue = [];
+      this.#text = "";
       this.#head = 0;
       this.#stop?.();
       this.#wake();
+      this.#settle.reject(
+        new RealmError(
+          "ABORTED",
+          "The token stream was cancelled before its end: it has no result.",
+          { requestId: this.requestId, sent: this.#started },
+        ),
+      );
     }
     return Promise.resolve();
   }
@@ -144,27 +210,36 @@ export class TokenStream implements AsyncIterable<string> {
   #begin(): void {
     this.#started = true;
     const open = () => !this.#ended && !this.#failure;
-    try {
-      this.#stop = this.#start({
-        token: (token) => {
-          if (!open()) return;
-          const waiting = this.#waiting.shift();
-          if (waiting) waiting.resolve({ done: false, value: token });
-          else this.#queue.push(token);
-        },
-        close: () => {
-          if (!open()) return;
-          this.#ended = true;
-          this.#wake();
-        },
-        error: (error) => {
-          if (!open()) return;
-          this.#failure = { error };
-          this.#wake();
-        },
-      });
-    } catch (error) {
+    const fail = (error: unknown) => {
       this.#failure = { error };
+      this.#settle.reject(error);
+    };
+    this.#sink = {
+      token: (token) => {
+        if (!open()) return;
+        this.#text += token;
+        this.#count++;
+        const waiting = this.#waiting.shift();
+        if (waiting) waiting.resolve({ done: false, value: token });
+        else this.#queue.push(token);
+      },
+      close: (result) => {
+        if (!open()) return;
+        this.#ended = true;
+        this.#wake();
+        this.#settle.resolve({ tokens_generated: this.#count, ...result, text: this.#text });
+        this.#text = "";
+      },
+      error: (error) => {
+        if (!open()) return;
+        fail(error);
+        this.#wake();
+      },
+    };
+    try {
+      this.#stop = this.#start(this.#sink);
+    } catch (error) {
+      fail(error);
     }
   }
 

@@ -199,6 +199,12 @@ export interface GenerationResult {
   cost_usd?: number;
   /** Server time in ms, when the server reports it. */
   time_ms?: number;
+  /** The call's id, as its errors carry it and the server logs it. */
+  requestId?: string;
+  /** Time from the call to its result in ms, measured by the client (waits and retries included). */
+  durationMs?: number;
+  /** With streaming: time from the call to its first token in ms, measured by the client. */
+  timeToFirstTokenMs?: number;
 }
 
 /**
@@ -217,6 +223,8 @@ export interface HealthStatus {
   version: string;
   /** Seconds since the server started. */
   uptime_seconds: number;
+  /** The call's id, as its errors carry it and the server logs it. */
+  requestId?: string;
 }
 
 /**
@@ -277,6 +285,8 @@ export interface RuntimeMetadata {
   version: string;
   /** The functions the server offers. */
   functions: FunctionMetadata[];
+  /** The call's id, as its errors carry it and the server logs it. */
+  requestId?: string;
 }
 
 /**

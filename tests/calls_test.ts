@@ -34,7 +34,7 @@ Deno.test({
     call.complete({ status: "healthy" });
     call.complete({ status: "second" });
     call.fail(new RealmError("INTERNAL_ERROR", "late"));
-    assert.deepEqual(await call.result, { status: "healthy" });
+    assert.deepEqual(await call.result, { status: "healthy", requestId: call.id });
     assert.equal(calls.size, 0);
     assert.deepEqual(ends, [[call.id, "answered"]]);
   },
@@ -105,7 +105,7 @@ Deno.test({
       call.token(`t${i}`);
     }
     call.complete({ tokens_generated: 8 });
-    assert.deepEqual(await call.result, { tokens_generated: 8 });
+    assert.deepEqual(await call.result, { tokens_generated: 8, requestId: call.id });
     assert.equal(tokens.length, 8);
 
     const quiet = create(spec({ stream: true, timeout: 1000, idleTimeout: 20 }));

@@ -299,7 +299,10 @@ Deno.test({
           context: "Machine learning is...",
         });
         assert.equal(typeof rag, "object");
-        assert.deepEqual(await client.executePipeline("echo", { a: 1 }), { echoed: { a: 1 } });
+        assert.deepEqual(await client.executePipeline("echo", { a: 1 }), {
+          echoed: { a: 1 },
+          requestId: "2",
+        });
         assert.deepEqual(sentCalls(server)[1].params, { pipeline: "echo", input: { a: 1 } });
         const missing = await rejection(client.executePipeline("nope", {}));
         assert.equal(missing.code, "DISPATCH_ERROR");

@@ -303,6 +303,8 @@ Deno.test("earlier README: the method, event and error-handling snippets run unc
     [{
       answer: "Simulated response to: What is machine learning?",
       sources: ["Machine learning is..."],
+      // Object answers carry the call's id (the third call: after generate and the stream).
+      requestId: "3",
     }],
     ["healthy"],
     [METADATA_FUNCTIONS],
@@ -367,7 +369,12 @@ Deno.test("earlier examples/basic.ts runs unchanged with an empty REALM_API_KEY=
   assert.deepEqual(printed.error, []);
   const health = printed.log[3];
   assert.equal(health[0], "Health:");
-  assert.deepEqual(Object.keys(health[1] as object), ["status", "version", "uptime_seconds"]);
+  assert.deepEqual(Object.keys(health[1] as object), [
+    "status",
+    "version",
+    "uptime_seconds",
+    "requestId",
+  ]);
   assert.deepEqual(printed.log, [
     ["Connecting to Realm server..."],
     ["✓ Connected!"],

@@ -57,6 +57,13 @@ check(packageFiles.length > 0, `browser bundle has the package (${packageFiles.l
 check(!browser.inputs.some((path) => /node_modules\/ws\//.test(path)), "browser bundle has no ws");
 check(!browser.inputs.some((path) => path.endsWith("/node.js")), "browser bundle: no Node entry");
 check(browser.imports.length === 0, `browser bundle imports nothing: ${browser.imports}`);
+// The tracing channels are looked up at run time (process.getBuiltinModule), never imported.
+check(
+  !/(import|require)\s*\(\s*["'](node:)?diagnostics_channel/.test(
+    new TextDecoder().decode(browser.code),
+  ),
+  "browser bundle neither imports nor requires diagnostics_channel",
+);
 const node = await bundle("node");
 check(node.inputs.some((path) => /\/esm\/node\.js$/.test(path)), "Node bundle uses the Node entry");
 check(node.imports.includes("ws"), "Node bundle loads ws (on first connect)");

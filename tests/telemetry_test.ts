@@ -1,0 +1,336 @@
+/**
+ * Tracing on `node:diagnostics_channel` (`realm:call`, `realm:connection`) and the request ids and
+ * timings on results, against the stub server over loopback.
+ */
+import assert from "node:assert/strict";
+import diagnostics from "node:diagnostics_channel";
+import { RealmError, RealmWebSocketClient, TokenStream } from "../mod.ts";
+import { CallRegistry } from "../src/calls.ts";
+import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
+import { rejection, until } from "./_helpers.ts";
+
+type Context = Record<string, unknown>;
+const EVENTS = ["start", "end", "asyncStart", "asyncEnd", "error"] as const;
+
+/** Subscribes to both channels; `calls` and `connection` list what was published, in order. */
+function subscribe() {
+  const calls: { event: string; context: Context; snapshot: Context }[] = [];
+  const connection: Context[] = [];
+  const channel = diagnostics.tracingChannel<Context, Context>("realm:call");
+  const handlers = Object.fromEntries(
+    EVENTS.map((event) => [
+      event,
+      (context: Context) => void calls.push({ event, context, snapshot: { ...context } }),
+    ]),
+  ) as unknown as Record<(typeof EVENTS)[number], (context: Context) => void>;
+  const onConnection = (message: unknown) => connection.push(message as Context);
+  channel.subscribe(handlers);
+  diagnostics.subscribe("realm:connection", onConnection);
+  return {
+    calls,
+    connection,
+    /** The events of the call with this id, by name. */
+    of: (id: string | undefined) =>
+      calls.filter((c) => c.context["gen_ai.response.id"] === id).map((c) => c.event),
+    /** The context of the call with this id (the same object for each of its events). */
+    context: (id: string | undefined) =>
+      calls.find((c) => c.context["gen_ai.response.id"] === id)!.context,
+    [Symbol.dispose]() {
+      channel.unsubscribe(handlers);
+      diagnostics.unsubscribe("realm:connection", onConnection);
+    },
+  };
+}
+
+async function withClient(
+  serverOptions: StubServerOptions,
+  clientOptions: Partial<ConstructorParameters<typeof RealmWebSocketClient>[0]>,
+  fn: (client: RealmWebSocketClient, server: StubServer) => Promise<void>,
+): Promise<void> {
+  const server = await startStubServer({ tokenDelayMs: 1, ...serverOptions });
+  const client = new RealmWebSocketClient({
+    url: server.url,
+    model: "llama-2-7b",
+    timeout: 5000,
+    ...clientOptions,
+  });
+  try {
+    await fn(client, server);
+  } finally {
+    await client.disconnect();
+    await server.close();
+  }
+}
+
+const portOf = (server: StubServer) => Number(new URL(server.url).port);
+
+Deno.test("generate(): requestId and durationMs on the result; no timeToFirstTokenMs", async () => {
+  await withClient({}, {}, async (client) => {
+    await client.connect();
+    const result = await client.generate({ prompt: "What is the capital of France?" });
+    assert.equal(result.requestId, "1");
+    assert.equal(typeof result.durationMs, "number");
+    assert.ok(result.durationMs! >= 0 && result.durationMs! < 5000, `${result.durationMs}`);
+    assert.equal(result.timeToFirstTokenMs, undefined);
+    const streamed = await client.generate({ prompt: "Hi", max_tokens: 4, stream: true });
+    assert.equal(streamed.requestId, "2");
+    assert.equal(streamed.tokens_generated, 4);
+    assert.ok(streamed.timeToFirstTokenMs! >= 0);
+    assert.ok(streamed.timeToFirstTokenMs! <= streamed.durationMs!);
+    assert.equal((await client.health()).requestId, "3");
+    assert.equal((await client.metadata()).requestId, "4");
+    const rag = await client.executePipeline("rag-pipeline", { query: "q", context: "c" });
+    assert.equal((rag as { requestId: string }).requestId, "5");
+  });
+});
+
+Deno.test("stream.result: the joined text, the count, the id and the timings", async () => {
+  await withClient({}, {}, async (client) => {
+    await client.connect();
+    const stream = client.generateStream({ prompt: "Tell me a story", max_tokens: 6 });
+    assert.equal(stream.requestId, undefined, "not started before the first read");
+    const tokens: string[] = [];
+    for await (const token of stream) tokens.push(token);
+    const result = await stream.result;
+    assert.equal(stream.requestId, "1");
+    assert.equal(result.text, tokens.join(""));
+    assert.equal(result.tokens_generated, 6);
+    assert.equal(result.requestId, "1");
+    assert.ok(result.timeToFirstTokenMs! >= 0);
+    assert.ok(result.timeToFirstTokenMs! <= result.durationMs!);
+    assert.equal(await stream.result, result, "the same promise every time");
+
+    // Taking the result alone sends the call and waits for its end.
+    const unread = client.generateStream({ prompt: "Hi", max_tokens: 3 });
+    const whole = await unread.result;
+    assert.equal(whole.tokens_generated, 3);
+    assert.equal(whole.requestId, "2");
+    assert.equal(whole.text.length > 0, true);
+    let again = "";
+    for await (const token of unread) again += token;
+    assert.equal(again, whole.text, "the tokens are still there to read");
+  });
+});
+
+Deno.test("stream.result rejects with the stream's error, or ABORTED after a break", async () => {
+  await withClient({}, {}, async (client) => {
+    await client.connect();
+    const stream = client.generateStream({ prompt: "Hi", max_tokens: 50 });
+    for await (const _ of stream) break;
+    const aborted = await rejection(stream.result);
+    assert.equal(aborted.code, "ABORTED");
+    assert.equal(aborted.requestId, "1");
+
+    const bad = client.generateStream({ prompt: "Hi", max_tokens: 5 }, { timeout: 0.5 });
+    void bad.result; // started through result, never awaited: must not be an unhandled rejection
+    const failed = client.generateStream({ prompt: "Hi" }, { signal: AbortSignal.abort() });
+    const error = await rejection((async () => {
+      for await (const _ of failed) { /* fails at once */ }
+    })());
+    assert.equal(error.code, "ABORTED");
+    assert.equal(await rejection(failed.result), error, "result rejects with the same error");
+    // Nobody ever takes this one's result: its rejection must not be reported as unhandled
+    // (Deno fails the test if it is).
+    const untouched = client.generateStream({ prompt: "Hi" }, { signal: AbortSignal.abort() });
+    assert.equal((await rejection(untouched.readable.getReader().read())).code, "ABORTED");
+    await until(() => client.stats().pendingCalls === 0, 3000, "the timed-out stream");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  });
+});
+
+Deno.test("realm:call: generate publishes start, end, asyncStart, asyncEnd with GenAI attributes", async () => {
+  using traces = subscribe();
+  const apiKey = "sk-secret-telemetry";
+  await withClient({ apiKeys: { [apiKey]: "acme" } }, { apiKey }, async (client, server) => {
+    await client.connect();
+    const result = await client.generate({
+      prompt: "What is the capital of France?",
+      max_tokens: 20,
+      temperature: 0.2,
+      top_p: 0.5,
+      top_k: 3,
+    });
+    assert.deepEqual(traces.of(result.requestId), ["start", "end", "asyncStart", "asyncEnd"]);
+    const started = traces.calls.find((c) => c.event === "start")!.snapshot;
+    assert.deepEqual(started, {
+      "gen_ai.operation.name": "text_completion",
+      "gen_ai.provider.name": "realm",
+      "gen_ai.response.id": "1",
+      "realm.tenant_id": "acme",
+      "gen_ai.request.model": "llama-2-7b",
+      "gen_ai.request.max_tokens": 20,
+      "gen_ai.request.temperature": 0.2,
+      "gen_ai.request.top_p": 0.5,
+      "gen_ai.request.top_k": 3,
+      "gen_ai.request.stream": false,
+    });
+    const { result: data, durationMs, ...ended } = traces.context("1");
+    assert.deepEqual(ended, {
+      ...started,
+      "server.address": "127.0.0.1",
+      "server.port": portOf(server),
+      "realm.sent": true,
+      "gen_ai.usage.input_tokens": 6,
+      "gen_ai.usage.output_tokens": result.tokens_generated,
+    });
+    assert.equal(durationMs, result.durationMs);
+    assert.equal((data as { text: string }).text, result.text);
+    for (const { context } of traces.calls) {
+      assert.ok(!JSON.stringify(context).includes(apiKey), "the API key is in no context");
+    }
+  });
+});
+
+Deno.test("realm:call: a stream's span data: stream, time to first chunk, output tokens", async () => {
+  using traces = subscribe();
+  await withClient({}, {}, async (client) => {
+    await client.connect();
+    const stream = client.generateStream({ prompt: "Hi", max_tokens: 5 });
+    assert.equal(traces.calls.length, 0, "nothing before the first read");
+    for await (const _ of stream) { /* read all */ }
+    const result = await stream.result;
+    assert.deepEqual(traces.of("1"), ["start", "end", "asyncStart", "asyncEnd"]);
+    const context = traces.context("1");
+    assert.equal(context["gen_ai.request.stream"], true);
+    assert.equal(context["gen_ai.usage.output_tokens"], 5);
+    assert.equal(context["gen_ai.response.time_to_first_chunk"], result.timeToFirstTokenMs! / 1000);
+    assert.equal(context.durationMs, result.durationMs);
+    assert.equal(context.error, undefined);
+
+    // A break ends the call without an error event: abandoned, with the tokens it got.
+    const broken = client.generateStream({ prompt: "Hi", max_tokens: 50 });
+    for await (const _ of broken) break;
+    await until(() => traces.of("2").includes("asyncEnd"), 3000, "the broken stream's end");
+    assert.deepEqual(traces.of("2"), ["start", "end", "asyncStart", "asyncEnd"]);
+    assert.equal(traces.context("2")["realm.abandoned"], true);
+    assert.equal(traces.context("2")["gen_ai.usage.output_tokens"], 1);
+  });
+});
+
+Deno.test("realm:call: errors publish error with error.type, the RealmError code", async () => {
+  using traces = subscribe();
+  await withClient({}, {}, async (client, server) => {
+    const early = await rejection(client.health());
+    assert.equal(early.code, "NOT_CONNECTED");
+    assert.deepEqual(traces.of("1"), ["start", "end", "error", "asyncStart", "asyncEnd"]);
+    const notSent = traces.context("1");
+    assert.equal(notSent["error.type"], "NOT_CONNECTED");
+    assert.equal(notSent["gen_ai.operation.name"], "realm.health");
+    assert.equal(notSent["realm.sent"], false);
+    assert.equal(notSent["server.port"], portOf(server), "the client's server when never sent");
+    assert.equal(notSent.error, early);
+
+    await client.connect();
+    const missing = await rejection(client.executePipeline("nope", {}));
+    assert.equal(missing.code, "DISPATCH_ERROR");
+    const pipeline = traces.context(missing.requestId);
+    assert.equal(pipeline["gen_ai.operation.name"], "invoke_workflow");
+    assert.equal(pipeline["realm.pipeline.name"], "nope");
+    assert.equal(pipeline["error.type"], "DISPATCH_ERROR");
+    assert.equal(pipeline["realm.sent"], true);
+
+    const controller = new AbortController();
+    const signalled = client.generateStream({ prompt: "Hi", max_tokens: 50 }, {
+      signal: controller.signal,
+    });
+    let n = 0;
+    const error = await rejection((async () => {
+      for await (const _ of signalled) if (++n === 2) controller.abort();
+    })());
+    assert.equal(error.code, "ABORTED");
+    assert.deepEqual(traces.of(error.requestId), [
+      "start",
+      "end",
+      "error",
+      "asyncStart",
+      "asyncEnd",
+    ]);
+    assert.equal(traces.context(error.requestId)["error.type"], "ABORTED");
+    assert.equal((await client.metadata()).requestId !== undefined, true);
+  });
+});
+
+Deno.test("realm:call: nothing is published without a subscriber, and a late one sees only new calls", async () => {
+  await withClient({}, {}, async (client) => {
+    await client.connect();
+    const pending = client.generate({ prompt: "Hi", max_tokens: 3, stream: true });
+    using traces = subscribe();
+    await pending;
+    assert.equal(traces.calls.length, 0, "a call started before the subscriber is not traced");
+    await client.health();
+    assert.deepEqual(traces.of("2"), ["start", "end", "asyncStart", "asyncEnd"]);
+  });
+});
+
+Deno.test("realm:connection: connecting, connected, disconnected, reconnecting, gave_up", async () => {
+  using traces = subscribe();
+  await withClient(
+    {},
+    { reconnectInterval: 10, maxReconnectAttempts: 1 },
+    async (client, server) => {
+      await client.connect();
+      const port = portOf(server);
+      const where = { "server.address": "127.0.0.1", "server.port": port };
+      assert.deepEqual(traces.connection.slice(0, 4), [
+        { event: "statechange", from: "idle", to: "connecting", ...where },
+        { event: "connecting", attempt: 0, ...where },
+        { event: "statechange", from: "connecting", to: "open", ...where },
+        {
+          event: "connected",
+          tenantId: client.getTenantId(),
+          version: "0.1.0",
+          socket: 0,
+          url: server.url,
+          ...where,
+        },
+      ]);
+      server.faults.rejectConnections(true);
+      server.faults.dropAfterFrames(0);
+      await until(() => traces.connection.some((m) => m.event === "gave_up"), 5000, "gave_up");
+      const events = traces.connection.map((m) => m.event);
+      assert.ok(events.includes("disconnected") && events.includes("reconnecting"), `${events}`);
+      const gaveUp = traces.connection.find((m) => m.event === "gave_up")!;
+      assert.equal(gaveUp["error.type"], (gaveUp.error as RealmError).code);
+      assert.ok(gaveUp.error instanceof RealmError);
+      assert.equal(gaveUp["server.port"], port);
+      server.faults.clear();
+    },
+  );
+});
+
+Deno.test("the clock is read a constant number of times per call, never per token", async () => {
+  /** Clock reads while a stream of `count` tokens is made, delivered, read and settled. */
+  async function clockReads(count: number): Promise<number> {
+    const now = performance.now;
+    let reads = 0;
+    performance.now = () => (reads++, now.call(performance));
+    try {
+      const calls = new CallRegistry();
+      const stream = new TokenStream((sink) => {
+        const call = calls.create({
+          fn: "generate",
+          paramsJson: "{}",
+          stream: true,
+          timeout: Infinity,
+          idleTimeout: Infinity,
+          maxRetries: 0,
+          onToken: (token) => sink.token(token),
+        }, () => {});
+        for (let i = 0; i < count; i++) call.token("word ");
+        call.complete({ tokens_generated: count });
+        call.result.then((data) => sink.close(data as { tokens_generated: number }));
+        return () => call.abandon();
+      });
+      let read = 0;
+      for await (const _ of stream) read++;
+      assert.equal(read, count);
+      assert.equal((await stream.result).text, "word ".repeat(count));
+    } finally {
+      performance.now = now;
+    }
+    return reads;
+  }
+  const few = await clockReads(3);
+  assert.equal(few, 3, "made, first token, settled");
+  assert.equal(await clockReads(5000), few);
+});
