@@ -54,10 +54,12 @@ export async function measure(entry: string): Promise<BundleSize> {
 }
 
 /**
- * The client entry's budget, minified and gzipped: 9.5 KiB. A size is the same on every run, so
- * unlike a time it can fail CI.
+ * The client entry's budget, minified and gzipped: 14.5 KiB. It was 9.5 KiB before the lifecycle
+ * state machine, several servers and tracing landed (they took it to 14.1 KiB; see the README's
+ * Performance section); it now guards against growth that nobody chose. A size is the same on
+ * every run, so unlike a time it can fail CI.
  */
-export const BUDGET = 9.5 * 1024;
+export const BUDGET = 14.5 * 1024;
 
 function kb(bytes: number): string {
   return `${(bytes / 1024).toFixed(2)} KiB`;
