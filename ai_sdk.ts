@@ -337,7 +337,7 @@ class RealmChatModel implements RealmLanguageModel {
       usage: usageOf(result),
       warnings,
       request: { body: params },
-      response: { modelId: this.modelId, timestamp },
+      response: { id: result.requestId, modelId: this.modelId, timestamp },
     };
   }
 
@@ -385,6 +385,8 @@ class RealmChatModel implements RealmLanguageModel {
       }, { signal }));
     call.then((result) => {
       if (tokens > 0) push({ type: "text-end", id: TEXT_ID });
+      // The call's id is known once it is answered; the AI SDK keeps the latest metadata.
+      push({ type: "response-metadata", id: result.requestId });
       push({
         type: "finish",
         usage: usageOf(result),

@@ -44,7 +44,9 @@ async function withRealm(
 }
 
 /** The call frames the server received, parsed (handshake frames left out). */
-function sentCalls(server: StubServer): { function: string; params: Record<string, unknown> }[] {
+function sentCalls(
+  server: StubServer,
+): { id: string; function: string; params: Record<string, unknown> }[] {
   return server.receivedFrames().map((f) => JSON.parse(f)).filter((f) => "function" in f);
 }
 
@@ -95,6 +97,8 @@ Deno.test({
       // A single prompt goes out exactly as written, with the model id.
       const calls = sentCalls(server);
       assert.equal(calls.length, 1);
+      // The response id is the call's request id.
+      assert.equal(result.response.id, calls[0].id);
       assert.equal(calls[0].function, "generate");
       assert.deepEqual(calls[0].params, { prompt: FRANCE, model: "llama-2-7b", stream: false });
     }),
@@ -160,7 +164,7 @@ Deno.test({
   name: "ai-sdk: the model's own stream: start with warnings, metadata, text, finish",
   ...sanitize,
   fn: () =>
-    withRealm({}, {}, async (realm) => {
+    withRealm({}, {}, async (realm, server) => {
       const model = realm("llama-2-7b");
       const { stream, request } = await model.doStream(
         callOptions("Hi", { maxOutputTokens: 2, seed: 7 }),
@@ -187,6 +191,8 @@ Deno.test({
         { type: "text-delta", id: "0", delta: "The " },
         { type: "text-delta", id: "0", delta: "capital " },
         { type: "text-end", id: "0" },
+        // The response id is the call's request id: the id of the frame the server got.
+        { type: "response-metadata", id: sentCalls(server).at(-1)!.id },
         {
           type: "finish",
           finishReason: { unified: "length", raw: undefined },
