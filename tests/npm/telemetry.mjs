@@ -145,6 +145,7 @@ check("realm:connection: disconnected and connecting, connected with the server"
     reason: "client disconnect",
     willReconnect: false,
     socket: 0,
+    url: `ws://127.0.0.1:${port}`,
     ...where,
   });
   deepStrictEqual(named("connecting"), { event: "connecting", attempt: 0, ...where });
