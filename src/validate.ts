@@ -286,13 +286,13 @@ type Range = [
 const MAX_INT = Number.MAX_SAFE_INTEGER;
 
 const GENERATION_RANGES: Range[] = [
-  ["max_tokens", (v) => v >= 1 && v <= MAX_INT, `an integer from 1 to ${MAX_INT}`, true],
+  ["max_tokens", (v) => v >= 1 && v <= MAX_INT, "an integer from 1 to 2^53-1", true],
   ["temperature", (v) => v >= 0 && v <= 2, "a number from 0 to 2", false],
   ["top_p", (v) => v > 0 && v <= 1, "a number in (0, 1]", false],
   [
     "top_k",
     (v) => v >= 0 && v <= MAX_INT,
-    `an integer from 0 to ${MAX_INT} (0 turns it off)`,
+    "an integer from 0 to 2^53-1 (0 turns it off)",
     true,
   ],
   // The server's f32: a larger number would become infinity there.

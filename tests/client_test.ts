@@ -364,7 +364,7 @@ Deno.test({
         [{ prompt: 1 }, /`prompt`/],
         [
           { prompt: "p", max_tokens: 0 },
-          /`max_tokens` must be an integer from 1 to 9007199254740991; got 0/,
+          /`max_tokens` must be an integer from 1 to 2\^53-1; got 0/,
         ],
         [{ prompt: "p", max_tokens: 1.5 }, /`max_tokens`/],
         [{ prompt: "p", temperature: 2.5 }, /`temperature` must be a number from 0 to 2/],
