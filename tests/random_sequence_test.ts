@@ -1,6 +1,7 @@
 /**
  * Orders of events nobody thought of: hundreds of seeded random sequences of
- * connect / disconnect / reconnect, calls, streams, aborts, `break`s,
+ * connect / disconnect / reconnect, calls, streams, aborts, `break`s, one
+ * server or a list of two,
  * listeners that call back into the client, and server drops, stalls,
  * restarts and rate limits, against the stub server. After each sequence:
  * every call settled exactly once with a result or a RealmError, every
@@ -90,10 +91,15 @@ class Servers {
 }
 
 /** Runs one sequence; a failure names the sequence's steps, to read beside its replay. */
-async function runSequence(index: number, rng: ReturnType<typeof random>, servers: Servers) {
+async function runSequence(
+  index: number,
+  rng: ReturnType<typeof random>,
+  servers: Servers,
+  spare: Servers | undefined,
+) {
   const steps: string[] = [];
   try {
-    await sequence(index, rng, servers, steps);
+    await sequence(index, rng, servers, spare, steps);
   } catch (error) {
     (error as Error).message += `\n  steps: ${steps.join(", ")}`;
     throw error;
@@ -104,13 +110,16 @@ async function sequence(
   index: number,
   rng: ReturnType<typeof random>,
   servers: Servers,
+  spare: Servers | undefined,
   steps: string[],
 ) {
   const changes: StateChange[] = [];
   const calls: Tracked[] = [];
-  const connections = 1 + rng.int(3);
+  // Now and then a list of two servers, the faults hitting only the first.
+  const both = spare !== undefined && rng.chance(0.3);
+  const connections = (both ? 2 : 1) + rng.int(3);
   const client = new RealmWebSocketClient({
-    url: servers.server.url,
+    url: both ? [servers.server.url, spare.server.url] : servers.server.url,
     model: "llama-2-7b",
     apiKey: servers.authenticated ? API_KEY : undefined,
     connections,
@@ -128,7 +137,7 @@ async function sequence(
       : undefined,
   });
   client.on("statechange", (change) => changes.push(change));
-  steps.push(`client(connections ${connections})`);
+  steps.push(`client(${both ? "two servers, " : ""}connections ${connections})`);
   let reentries = 0;
   let removeReentrant = () => {};
   if (rng.chance(0.4)) {
@@ -277,9 +286,15 @@ async function sequence(
     state = to;
   }
   assert.equal(client.state, "idle", `${label}: idle after disconnect()`);
-  const listeners = client.stats().listeners;
-  assert.deepEqual(client.stats(), idleStats(0, listeners), `${label}: nothing held`);
+  const { servers: perServer, ...counts } = client.stats();
+  assert.deepEqual(counts, idleStats(0, counts.listeners), `${label}: nothing held`);
+  for (const server of perServer ?? []) {
+    assert.equal(server.openConnections + server.callsOnTheWire, 0, `${label}: ${server.url} idle`);
+  }
   await until(() => servers.server.connectionCount === 0, 3000, `${label}: no socket left`);
+  if (both) {
+    await until(() => spare.server.connectionCount === 0, 3000, `${label}: none on the spare`);
+  }
 }
 
 Deno.test({
@@ -288,15 +303,19 @@ Deno.test({
   fn: async () => {
     const rng = random(seed);
     const open = new Servers(false);
+    const spare = new Servers(false);
     const authenticated = new Servers(true);
     await open.start();
+    await spare.start();
     await authenticated.start();
     try {
       for (let index = 0; index < SEQUENCES; index++) {
-        await runSequence(index, rng, rng.chance(0.3) ? authenticated : open);
+        if (rng.chance(0.3)) await runSequence(index, rng, authenticated, undefined);
+        else await runSequence(index, rng, open, spare);
       }
     } finally {
       await open.server.close();
+      await spare.server.close();
       await authenticated.server.close();
     }
   },
