@@ -409,15 +409,17 @@ Deno.test({
     withClient(
       { apiKeys: { k: "acme-corp" }, rateLimit: { perMinute: 1, burst: 1 } },
       { apiKey: "k" },
-      async (client) => {
+      async (client, server) => {
         await client.connect();
         await client.health();
         const error = await rejection(client.health());
         assert.equal(error.code, "RATE_LIMIT_EXCEEDED");
-        assert.match(error.message, /Try again in \d+ seconds/);
-        assert.equal(typeof error.retryAfter, "number");
-        assert.ok(error.retryAfter! >= 0 && error.retryAfter! <= 60);
-        assert.ok(error.requestId);
+        const said = /^Rate limit exceeded\. Try again in (\d+) seconds\.$/.exec(error.message);
+        assert.ok(said, error.message);
+        // One call a minute, the burst spent a moment ago: the wait is most of a minute.
+        assert.ok(Number(said[1]) >= 50, error.message);
+        assert.equal(error.retryAfter, Number(said[1]), "retryAfter is the message's number");
+        assert.equal(error.requestId, sentCalls(server).at(-1)!.id, "the id of the call sent");
       },
     ),
 });
