@@ -165,3 +165,37 @@ export async function rawCall(
     await within(3000, closed, "raw socket closing");
   }
 }
+
+/** The console methods a library could print with. */
+const PRINTERS = ["log", "info", "warn", "error", "debug", "trace", "dir", "table"] as const;
+
+/**
+ * Runs `fn` with every console printing method replaced, and returns what was printed: a test
+ * that says "nothing printed" asserts this is empty.
+ */
+export async function printedDuring(fn: () => unknown): Promise<unknown[][]> {
+  const printed: unknown[][] = [];
+  const originals = PRINTERS.map((name) => [name, console[name]] as const);
+  for (const name of PRINTERS) {
+    console[name] = (...args: unknown[]) => printed.push([name, ...args]);
+  }
+  try {
+    await fn();
+  } finally {
+    for (const [name, original] of originals) {
+      (console as unknown as Record<string, unknown>)[name] = original;
+    }
+  }
+  return printed;
+}
+
+/**
+ * The tokens the stub server streams for `prompt` with `max_tokens: n`, as testing.ts documents
+ * them: the simulated sentence's words in turn, each with a trailing space.
+ */
+export function simulatedTokens(prompt: string, n: number): string[] {
+  const first = prompt.split(/\s+/).find((word) => word !== "") ?? "unknown";
+  const words = `The capital of France is Paris. This is a simulated response to: ${first}`
+    .split(" ");
+  return Array.from({ length: n }, (_, i) => `${words[i % words.length]} `);
+}
