@@ -149,9 +149,7 @@ export class TokenStream implements AsyncIterable<string> {
   cancel(_reason?: unknown): Promise<void> {
     if (!this.#ended && !this.#failure) {
       this.#ended = true;
-      this.#queue = [];
       this.#text = "";
-      this.#head = 0;
       this.#stop?.();
       this.#wake();
       this.#settle.reject(
@@ -162,6 +160,12 @@ export class TokenStream implements AsyncIterable<string> {
         ),
       );
     }
+    // Even once the server has finished, a cancelled reader gets nothing more: tokens still
+    // buffered, or an error behind them, are dropped.
+    this.#ended = true;
+    this.#failure = undefined;
+    this.#queue = [];
+    this.#head = 0;
     return Promise.resolve();
   }
 

@@ -5,10 +5,18 @@
 import assert from "node:assert/strict";
 import { type ClientStats, RealmError } from "../mod.ts";
 
-/** Awaits a promise that must reject with a RealmError, and returns the error. */
-export async function rejection(promise: Promise<unknown>): Promise<RealmError> {
+/**
+ * Awaits a promise that must reject with a RealmError, and returns the error. The wait is
+ * bounded (10 s by default): a rejection that depends on a timer or a close event the client
+ * never handles fails the test instead of hanging the suite.
+ */
+export async function rejection(
+  promise: Promise<unknown>,
+  ms = 10_000,
+  what = "the expected rejection",
+): Promise<RealmError> {
   try {
-    await promise;
+    await within(ms, promise, what);
   } catch (error) {
     assert.ok(error instanceof RealmError, `expected a RealmError, got ${error}`);
     return error;
@@ -36,4 +44,182 @@ export const sanitize = { sanitizeOps: true, sanitizeResources: true } as const;
 /** The stats of a client that holds nothing but `openConnections` sockets and `listeners`. */
 export function idleStats(openConnections = 0, listeners = 0): ClientStats {
   return { pendingCalls: 0, queuedCalls: 0, openConnections, callsOnTheWire: 0, listeners };
+}
+
+/**
+ * Awaits `promise`, failing after `ms` with a message naming `what`. Every wait on one of the
+ * client's own timers (call timeout, stream idle timeout, retry wait, reconnect, heartbeat) goes
+ * through this, so a timer that is never armed fails the test in seconds instead of hanging it.
+ */
+export async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${what}: still pending after ${ms} ms (a timer never fired?)`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([promise, limit]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A raw WebSocket server on 127.0.0.1 that answers as the test scripts it. */
+export interface ScriptedServer {
+  url: string;
+  /** Every text frame clients sent, parsed, in order. */
+  received: Record<string, unknown>[];
+  /** Closes the client sockets and stops listening. */
+  close(): Promise<void>;
+}
+
+/** What a scripted server does: greet a new socket, answer each frame it receives. */
+export interface Script {
+  /** The socket is open; send the first frame(s). Default: the open server's welcome frame. */
+  open?(socket: WebSocket): void;
+  /** A text frame arrived (parsed JSON). */
+  frame(socket: WebSocket, frame: Record<string, unknown>): void;
+}
+
+/** The welcome frame of an open server, exactly as the real server sends it. */
+export const WELCOME = JSON.stringify({ status: "connected", version: "0.1.0", tenant_id: null });
+
+/**
+ * Starts a scripted server: every frame it sends is written by the test, so a test can pin the
+ * client against exact server answers, or against frame sequences the stub never sends.
+ */
+export function scriptedServer(script: Script): ScriptedServer {
+  const controller = new AbortController();
+  const sockets = new Set<WebSocket>();
+  const received: Record<string, unknown>[] = [];
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    signal: controller.signal,
+    onListen: () => {},
+  }, (request) => {
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    sockets.add(socket);
+    socket.onopen = () => script.open ? script.open(socket) : socket.send(WELCOME);
+    socket.onmessage = (event) => {
+      const frame = JSON.parse(event.data);
+      received.push(frame);
+      script.frame(socket, frame);
+    };
+    socket.onclose = () => sockets.delete(socket);
+    return response;
+  });
+  return {
+    url: `ws://127.0.0.1:${server.addr.port}`,
+    received,
+    async close() {
+      const closed = [...sockets].map((socket) =>
+        new Promise((resolve) => {
+          socket.addEventListener("close", resolve);
+          if (socket.readyState === WebSocket.CLOSED) resolve(undefined);
+          else socket.close();
+        })
+      );
+      await within(3000, Promise.all(closed), "scripted server's sockets closing");
+      controller.abort();
+      await server.finished;
+    },
+  };
+}
+
+/** Answers a call frame with `complete` and `data`. */
+export function complete(socket: WebSocket, id: unknown, data: unknown): void {
+  socket.send(JSON.stringify({ id, status: "complete", data }));
+}
+
+/**
+ * Makes one call with a bare WebSocket (no client) and returns the `data` of its `complete`
+ * frame: the server's exact answer, to compare the client's result with.
+ */
+export async function rawCall(
+  url: string,
+  fn: string,
+  params: Record<string, unknown>,
+): Promise<unknown> {
+  const socket = new WebSocket(url);
+  try {
+    return await within(
+      5000,
+      new Promise((resolve, reject) => {
+        socket.onmessage = (event) => {
+          const frame = JSON.parse(event.data);
+          if (frame.status === "connected") {
+            socket.send(JSON.stringify({ id: "raw-1", function: fn, params }));
+          } else if (frame.id === "raw-1" && frame.status === "complete") resolve(frame.data);
+          else if (frame.id === "raw-1" && frame.status !== "streaming") reject(frame);
+        };
+        socket.onerror = () => reject(new Error(`raw call ${fn} failed`));
+      }),
+      `raw ${fn} call`,
+    );
+  } finally {
+    const closed = new Promise((resolve) => socket.addEventListener("close", resolve));
+    socket.close();
+    await within(3000, closed, "raw socket closing");
+  }
+}
+
+/** The console methods a library could print with. */
+const PRINTERS = ["log", "info", "warn", "error", "debug", "trace", "dir", "table"] as const;
+
+/**
+ * Runs `fn` with every console printing method replaced, and returns what was printed: a test
+ * that says "nothing printed" asserts this is empty.
+ */
+export async function printedDuring(fn: () => unknown): Promise<unknown[][]> {
+  const printed: unknown[][] = [];
+  const originals = PRINTERS.map((name) => [name, console[name]] as const);
+  for (const name of PRINTERS) {
+    console[name] = (...args: unknown[]) => printed.push([name, ...args]);
+  }
+  try {
+    await fn();
+  } finally {
+    for (const [name, original] of originals) {
+      (console as unknown as Record<string, unknown>)[name] = original;
+    }
+  }
+  return printed;
+}
+
+/**
+ * The tokens the stub server streams for `prompt` with `max_tokens: n`, as testing.ts documents
+ * them: the simulated sentence's words in turn, each with a trailing space.
+ */
+export function simulatedTokens(prompt: string, n: number): string[] {
+  const first = prompt.split(/\s+/).find((word) => word !== "") ?? "unknown";
+  const words = `The capital of France is Paris. This is a simulated response to: ${first}`
+    .split(" ");
+  return Array.from({ length: n }, (_, i) => `${words[i % words.length]} `);
+}
+
+/**
+ * The server's part of a result, once what the client adds to it is checked: the call's
+ * `requestId` (equal to `requestId` when given) and, on a generation, its timings.
+ */
+export function serverAnswer(result: unknown, requestId?: string): Record<string, unknown> {
+  const { requestId: id, durationMs, timeToFirstTokenMs, ...answer } = result as Record<
+    string,
+    unknown
+  >;
+  assert.equal(typeof id, "string", "the result carries its requestId");
+  if (requestId !== undefined) assert.equal(id, requestId);
+  if (durationMs !== undefined) {
+    assert.ok(typeof durationMs === "number" && durationMs >= 0, `durationMs ${durationMs}`);
+  }
+  if (timeToFirstTokenMs !== undefined) {
+    assert.ok(
+      typeof timeToFirstTokenMs === "number" && timeToFirstTokenMs >= 0 &&
+        timeToFirstTokenMs <= (durationMs as number),
+      `timeToFirstTokenMs ${timeToFirstTokenMs} of ${durationMs}`,
+    );
+  }
+  return answer;
 }

@@ -47,3 +47,11 @@ Deno.test({
     await assert.rejects(sleep(10, controller.signal), /stop/);
   },
 });
+
+Deno.test("retryDelay: exact waits, with 20 % of the server's wait as jitter (at least 100 ms)", () => {
+  assert.equal(retryDelay(0, () => 0.5), 150);
+  assert.equal(retryDelay(10, () => 0), 10_100);
+  assert.equal(retryDelay(10, () => 0.5), 11_100);
+  assert.equal(retryDelay(59, () => 0.25), 59_000 + 100 + 2_950);
+  assert.equal(retryDelay(-3, () => 0.5), 150, "a negative wait counts as 0");
+});

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { type Call, type CallEnd, CallRegistry, type CallSpec, Deadlines } from "../src/calls.ts";
 import { RealmError } from "../mod.ts";
-import { delay, rejection, until } from "./_helpers.ts";
+import { delay, rejection, until, within } from "./_helpers.ts";
 
 const timers = { sanitizeOps: true, sanitizeResources: true };
 
@@ -61,7 +61,7 @@ Deno.test({
     const { calls, create, ends } = registry();
     const call = create(spec({ timeout: 10 }));
     call.sent = true;
-    const error = await rejection(call.result);
+    const error = await rejection(call.result, 1000, "the 10 ms timeout");
     assert.equal(error.code, "TIMEOUT");
     assert.equal(error.sent, true);
     assert.equal(error.requestId, call.id);
@@ -79,7 +79,7 @@ Deno.test({
     const controller = new AbortController();
     const call = create(spec({ signal: controller.signal, timeout: 60_000 }));
     controller.abort(new Error("user"));
-    const error = await rejection(call.result);
+    const error = await rejection(call.result, 1000, "the abort");
     assert.equal(error.code, "ABORTED");
     assert.equal(error.sent, false);
     assert.equal((error.cause as Error).message, "user");
@@ -105,12 +105,15 @@ Deno.test({
       call.token(`t${i}`);
     }
     call.complete({ tokens_generated: 8 });
-    assert.deepEqual(await call.result, { tokens_generated: 8, requestId: call.id });
+    assert.deepEqual(await within(1000, call.result, "the completed stream"), {
+      tokens_generated: 8,
+      requestId: call.id,
+    });
     assert.equal(tokens.length, 8);
 
     const quiet = create(spec({ stream: true, timeout: 1000, idleTimeout: 20 }));
     quiet.token("only");
-    const error = await rejection(quiet.result);
+    const error = await rejection(quiet.result, 1000, "the 20 ms idle timeout");
     assert.equal(error.code, "TIMEOUT");
     assert.match(error.message, /no token for 20 ms/);
   },

@@ -10,7 +10,17 @@ import {
   RealmWebSocketClient,
 } from "../mod.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { idleStats, rejection, sanitize, until } from "./_helpers.ts";
+import {
+  delay,
+  idleStats,
+  printedDuring,
+  rejection,
+  sanitize,
+  serverAnswer,
+  simulatedTokens,
+  until,
+  within,
+} from "./_helpers.ts";
 
 /** Runs `fn` with a stub server and a client, and tears both down. */
 async function withClient(
@@ -148,8 +158,14 @@ Deno.test({
     withClient({}, {}, async (client, server) => {
       await client.connect();
       const result = await client.generate({ prompt: FRANCE, max_tokens: 50, temperature: 0.7 });
-      assert.match(result.text, /Paris/);
-      assert.ok(result.tokens_generated > 0);
+      // The server's whole answer, every field kept (the simulation ignores max_tokens).
+      assert.deepStrictEqual(serverAnswer(result, "1"), {
+        text: "Paris",
+        tokens_generated: 1,
+        prompt_tokens: 6,
+        cost_usd: 0.00024,
+        time_ms: 150,
+      });
       const [call] = sentCalls(server);
       assert.equal(call.function, "generate");
       assert.deepEqual(call.params, {
@@ -204,10 +220,12 @@ Deno.test({
         stream: true,
         onToken: (t) => seen.push(t),
       });
-      assert.ok(seen.length > 1);
-      assert.equal(result.text, seen.join(""));
-      assert.match(result.text, /Paris/);
-      assert.equal(result.tokens_generated, seen.length);
+      assert.deepStrictEqual(seen, simulatedTokens(FRANCE, 100));
+      assert.deepStrictEqual(serverAnswer(result, "1"), {
+        text: seen.join(""),
+        tokens_generated: 100,
+      });
+      assert.equal(typeof result.timeToFirstTokenMs, "number");
     }),
 });
 
@@ -221,8 +239,7 @@ Deno.test({
       for await (const token of client.generateStream({ prompt: FRANCE, max_tokens: 100 })) {
         tokens.push(token);
       }
-      assert.ok(tokens.length > 1);
-      assert.match(tokens.join(""), /Paris/);
+      assert.deepStrictEqual(tokens, simulatedTokens(FRANCE, 100));
       const whole = await client.generate({ prompt: FRANCE, max_tokens: 100, stream: true });
       assert.equal(tokens.join(""), whole.text);
       assert.equal((sentCalls(server)[0].params as Record<string, unknown>).stream, true);
@@ -237,7 +254,7 @@ Deno.test({
       await client.connect();
       const stream = client.generateStream({ prompt: FRANCE, max_tokens: 100 });
       const body = await new Response(stream.readable.pipeThrough(new TextEncoderStream())).text();
-      assert.match(body, /Paris/);
+      assert.equal(body, simulatedTokens(FRANCE, 100).join(""));
     }),
 });
 
@@ -274,7 +291,7 @@ Deno.test({
       assert.deepEqual(sentCalls(server).map((c) => c.function), ["health"]);
       const tokens = [];
       for await (const t of stream) tokens.push(t);
-      assert.equal(tokens.length, 2);
+      assert.deepStrictEqual(tokens, ["The ", "capital "]);
     }),
 });
 
@@ -298,7 +315,11 @@ Deno.test({
           query: "What is machine learning?",
           context: "Machine learning is...",
         });
-        assert.equal(typeof rag, "object");
+        assert.deepStrictEqual(rag, {
+          answer: "Simulated response to: What is machine learning?",
+          sources: ["Machine learning is..."],
+          requestId: "1",
+        });
         assert.deepEqual(await client.executePipeline("echo", { a: 1 }), {
           echoed: { a: 1 },
           requestId: "2",
@@ -415,15 +436,17 @@ Deno.test({
     withClient(
       { apiKeys: { k: "acme-corp" }, rateLimit: { perMinute: 1, burst: 1 } },
       { apiKey: "k" },
-      async (client) => {
+      async (client, server) => {
         await client.connect();
         await client.health();
         const error = await rejection(client.health());
         assert.equal(error.code, "RATE_LIMIT_EXCEEDED");
-        assert.match(error.message, /Try again in \d+ seconds/);
-        assert.equal(typeof error.retryAfter, "number");
-        assert.ok(error.retryAfter! >= 0 && error.retryAfter! <= 60);
-        assert.ok(error.requestId);
+        const said = /^Rate limit exceeded\. Try again in (\d+) seconds\.$/.exec(error.message);
+        assert.ok(said, error.message);
+        // One call a minute, the burst spent a moment ago: the wait is most of a minute.
+        assert.ok(Number(said[1]) >= 50, error.message);
+        assert.equal(error.retryAfter, Number(said[1]), "retryAfter is the message's number");
+        assert.equal(error.requestId, sentCalls(server).at(-1)!.id, "the id of the call sent");
       },
     ),
 });
@@ -441,8 +464,11 @@ Deno.test({
       const whole = client.generate({ prompt: FRANCE }).then((r) => (order.push("generate"), r));
       const [s, h, g] = await Promise.all([stream, health, whole]);
       assert.equal(h.status, "healthy");
-      assert.match(g.text, /Paris/);
-      assert.equal(s.tokens_generated, 5);
+      assert.equal(g.text, "Paris");
+      assert.deepStrictEqual(serverAnswer(s, "1"), {
+        text: simulatedTokens(FRANCE, 5).join(""),
+        tokens_generated: 5,
+      });
       assert.deepEqual(order, ["stream", "health", "generate"]);
     }),
 });
@@ -454,7 +480,7 @@ Deno.test({
     withClient({}, {}, async (client, server) => {
       await client.connect();
       server.faults.stall(true);
-      const error = await rejection(client.health({ timeout: 50 }));
+      const error = await rejection(client.health({ timeout: 50 }), 2000, "the 50 ms timeout");
       assert.equal(error.code, "TIMEOUT");
       assert.equal(error.sent, true);
       assert.equal(client.stats().pendingCalls, 0);
@@ -507,7 +533,7 @@ Deno.test({
           if (tokens.length === 2) server.faults.stall(true);
         }
       })();
-      const error = await rejection(reading);
+      const error = await rejection(reading, 3000, "the 100 ms stream idle timeout");
       assert.equal(error.code, "TIMEOUT");
       assert.match(error.message, /streamIdleTimeout/);
       assert.ok(tokens.length >= 2);
@@ -528,11 +554,15 @@ Deno.test({
         server.faults.dropAfterFrames(3);
         const tokens: string[] = [];
         const started = performance.now();
-        const error = await rejection((async () => {
-          for await (const t of client.generateStream({ prompt: "story", max_tokens: 50 })) {
-            tokens.push(t);
-          }
-        })());
+        const error = await rejection(
+          (async () => {
+            for await (const t of client.generateStream({ prompt: "story", max_tokens: 50 })) {
+              tokens.push(t);
+            }
+          })(),
+          3000,
+          "the stream's end when its socket closes",
+        );
         assert.equal(error.code, "CONNECTION_CLOSED");
         assert.equal(error.sent, true);
         assert.ok(performance.now() - started < 10_000, "not after the call's timeout");
@@ -559,7 +589,7 @@ Deno.test({
       server.faults.sendMalformed("unknown-id");
       server.faults.sendMalformed("binary-reply");
       const result = await stream;
-      assert.match(result.text, /Paris/);
+      assert.equal(result.text, simulatedTokens(FRANCE, 100).join(""));
       assert.equal((await client.health()).status, "healthy");
       assert.equal(errors.length, 3);
       for (const e of errors) {
@@ -596,7 +626,7 @@ Deno.test({
       const error = await rejection(broken);
       assert.equal(error.code, "INTERNAL_ERROR");
       assert.match(error.message, /Invalid function call/);
-      assert.match((await fine).text, /Paris/);
+      assert.equal((await fine).text, "Paris");
       assert.equal(errors.length, 1);
       assert.equal(errors[0].code, "INTERNAL_ERROR");
     });
@@ -666,6 +696,8 @@ Deno.test({
       await client.connect();
       const inFlight = rejection(
         client.generate({ prompt: "story", stream: true, max_tokens: 50 }),
+        3000,
+        "the in-flight stream's rejection on disconnect()",
       );
       await client.disconnect();
       const error = await inFlight;
@@ -706,11 +738,8 @@ Deno.test({
   ...sanitize,
   fn: async () => {
     const lines: string[] = [];
-    const originalLog = console.log, originalError = console.error;
-    const printed: unknown[] = [];
-    console.log = console.error = console.warn = (...args: unknown[]) => printed.push(args);
-    try {
-      await withClient(
+    const printed = await printedDuring(() =>
+      withClient(
         { apiKeys: { "super-secret-key": "acme-corp" } },
         {
           apiKey: "super-secret-key",
@@ -720,15 +749,110 @@ Deno.test({
           await client.connect();
           await client.health();
         },
-      );
-    } finally {
-      console.log = originalLog;
-      console.error = console.warn = originalError;
-    }
-    assert.ok(lines.some((l) => l.startsWith("connected")));
+      )
+    );
+    assert.ok(lines.some((l) => l.startsWith("connected")), lines.join("\n"));
     for (const line of lines) assert.ok(!line.includes("super-secret-key"), line);
     assert.deepEqual(printed, []);
   },
+});
+
+Deno.test({
+  name: "without a logger nothing is printed, through errors, drops and reconnects too",
+  ...sanitize,
+  fn: async () => {
+    const printed = await printedDuring(() =>
+      withClient(
+        { tokenDelayMs: 1 },
+        { reconnectInterval: 5, maxReconnectInterval: 20 },
+        async (client, server) => {
+          const errors: RealmError[] = [];
+          client.on("error", (e) => errors.push(e));
+          await client.connect();
+          await client.generate({ prompt: FRANCE });
+          await rejection(client.executePipeline("nope", {}));
+          await rejection(client.generate({ prompt: "p", max_tokens: 0 }));
+          server.faults.sendMalformed("not-json");
+          await until(() => errors.length === 1, 3000, "the protocol error event");
+          let connected = 0;
+          client.on("connected", () => connected++);
+          server.faults.dropAfterFrames(0);
+          server.faults.clear();
+          await until(() => connected === 1, 3000, "the reconnect after a drop");
+          assert.equal((await client.health()).status, "healthy");
+        },
+      )
+    );
+    assert.deepEqual(printed, []);
+  },
+});
+
+Deno.test({
+  name: "a slow reader of a fast stream (tokenDelayMs 0) gets every token, in order, exactly",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 0 }, {}, async (client) => {
+      await client.connect();
+      const tokens: string[] = [];
+      const reading = (async () => {
+        for await (const token of client.generateStream({ prompt: FRANCE, max_tokens: 300 })) {
+          tokens.push(token);
+          // The server sends faster than this reader reads: tokens wait in the stream.
+          if (tokens.length % 25 === 0) await delay(5);
+        }
+      })();
+      await within(10_000, reading, "reading 300 tokens");
+      assert.equal(tokens.join(""), simulatedTokens(FRANCE, 300).join(""));
+      assert.equal(tokens.length, 300);
+    }),
+});
+
+Deno.test({
+  name: "a slow reader that breaks (tokenDelayMs 0) reads nothing after the break",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 0 }, {}, async (client, server) => {
+      const errors: RealmError[] = [];
+      client.on("error", (e) => errors.push(e));
+      await client.connect();
+      const read: string[] = [];
+      const reading = (async () => {
+        for await (const token of client.generateStream({ prompt: FRANCE, max_tokens: 500 })) {
+          read.push(token);
+          if (read.length === 10) break;
+          // Slow: the rest of the stream piles up behind this reader meanwhile.
+          await delay(2);
+        }
+      })();
+      await within(5000, reading, "ten tokens and a break");
+      assert.deepStrictEqual(read, simulatedTokens(FRANCE, 10));
+      // The server goes on sending the abandoned stream; the next call is answered after it.
+      const health = await within(10_000, client.health(), "health behind the abandoned stream");
+      assert.equal(health.status, "healthy");
+      assert.deepStrictEqual(read, simulatedTokens(FRANCE, 10), "no token read after the break");
+      assert.deepStrictEqual(errors, []);
+      assert.deepStrictEqual(client.stats(), idleStats(1, 1));
+      assert.equal(server.callCount, 2);
+    }),
+});
+
+Deno.test({
+  name: "a slow reader's iterator yields nothing after return(), even with tokens buffered",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 0 }, {}, async (client) => {
+      await client.connect();
+      const iterator = client.generateStream({ prompt: FRANCE, max_tokens: 500 })
+        [Symbol.asyncIterator]();
+      for (let i = 0; i < 10; i++) {
+        await within(3000, iterator.next(), "a token");
+        await delay(2);
+      }
+      // What `break` does in a for await loop; by now the whole stream has arrived.
+      await iterator.return!();
+      await within(10_000, client.health(), "health behind the stream");
+      assert.deepStrictEqual(await iterator.next(), { done: true, value: undefined });
+    }),
 });
 
 Deno.test({

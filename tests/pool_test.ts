@@ -13,7 +13,7 @@ import {
   RealmWebSocketClient,
 } from "../mod.ts";
 import { startStubServer, type StubServerOptions } from "../testing.ts";
-import { delay, idleStats, rejection, sanitize, until } from "./_helpers.ts";
+import { delay, idleStats, rejection, sanitize, until, within } from "./_helpers.ts";
 
 type EventType = keyof RealmEventMap;
 const EVENT_TYPES = ["connecting", "connected", "disconnected", "reconnecting", "error"] as const;
@@ -219,17 +219,31 @@ Deno.test({
   name: "pool: a stream left early stops counting as busy once it has been quiet for a while",
   ...sanitize,
   fn: async () => {
-    // abandonedCallTtl is streamIdleTimeout: 30 ms here, against 1 s between tokens.
-    await using t = await setup(2, { tokenDelayMs: 1000 }, { streamIdleTimeout: 30 });
+    // abandonedCallTtl is streamIdleTimeout: 30 ms here, against 400 ms between tokens.
+    await using t = await setup(2, { tokenDelayMs: 400 }, { streamIdleTimeout: 30 });
     await t.client.connect();
+    // Socket 0 carries a stream that is still read (its own idle timeout is long): busy.
+    const kept = t.client.generate(
+      { prompt: "kept", max_tokens: 2, stream: true },
+      { streamIdleTimeout: 5000 },
+    );
+    kept.catch(() => {}); // Awaited below; a failed assertion first must not leave it unhandled.
+    await until(() => callsOn(t.sockets[0].sent).includes("kept"), 3000, "the kept stream sent");
+    // Socket 1 then carries a stream that is left after its first token.
     for await (const _ of t.client.generateStream({ prompt: "abandoned", max_tokens: 2 })) break;
-    const carrier = t.sockets.findIndex((s) => callsOn(s.sent).includes("abandoned"));
+    assert.deepEqual(callsOn(t.sockets[1].sent), ["abandoned"]);
     await delay(100);
-    // Both sockets count as idle again, so the call goes to the first, whichever carries it.
+    // The abandoned stream has been quiet for longer than 30 ms: socket 1 counts as idle again,
+    // while socket 0 is still busy with the stream being read. The call goes to socket 1.
     const health = t.client.health();
-    assert.equal(callsOn(t.sockets[0].sent).at(-1), "health");
-    assert.equal(carrier, 0, "the stream went to the first idle socket");
-    assert.equal((await health).status, "healthy");
+    health.catch(() => {});
+    assert.deepEqual(callsOn(t.sockets[1].sent), ["abandoned", "health"]);
+    assert.deepEqual(callsOn(t.sockets[0].sent), ["kept"]);
+    assert.equal(
+      (await within(5000, health, "health behind the abandoned stream")).status,
+      "healthy",
+    );
+    assert.equal((await within(5000, kept, "the kept stream")).text, "The capital ");
   },
 });
 
@@ -269,7 +283,7 @@ for (const connections of [1, 3]) {
 
       // A stalled server: the call times out with TIMEOUT and says it was sent.
       t.server.faults.stall(true);
-      const timedOut = await rejection(t.client.health({ timeout: 30 }));
+      const timedOut = await rejection(t.client.health({ timeout: 30 }), 2000, "the 30 ms timeout");
       t.server.faults.stall(false);
       assert.equal(timedOut.code, "TIMEOUT");
       assert.equal(timedOut.sent, true);
@@ -325,7 +339,7 @@ Deno.test({
     assert.equal(t.client.stats().openConnections, 2);
     assert.equal((await t.client.health()).status, "healthy");
 
-    const results = await Promise.all(streams);
+    const results = await within(5000, Promise.all(streams), "every stream's end");
     const victim = results.find((r) => r.name === "victim")!;
     assert.ok("error" in victim, "the stream on the dropped socket fails");
     assert.equal(victim.error.code, "CONNECTION_CLOSED");
@@ -369,12 +383,14 @@ Deno.test({
     // No reconnect meanwhile: the resent call can only go to the other socket.
     t.server.faults.rejectConnections(true);
     t.sockets[carrier].socket.close();
-    assert.equal((await health).status, "healthy");
+    assert.equal((await within(3000, health, "the resent health")).status, "healthy");
     const [dropped] = t.of("disconnected");
     assert.equal(dropped.willReconnect, true);
     assert.equal(t.of("connected").length, 2, "answered before any reconnect");
     assert.equal(callsOn(t.sockets[1 - carrier].sent).filter((c) => c === "health").length, 1);
-    const failed = (await Promise.all(streams)).filter((r) => r instanceof RealmError);
+    const failed = (await within(5000, Promise.all(streams), "both streams' ends")).filter((r) =>
+      r instanceof RealmError
+    );
     assert.equal(failed.length, 1, "only the stream on the dropped socket fails");
     assert.equal((failed[0] as RealmError).code, "CONNECTION_CLOSED");
     t.server.faults.rejectConnections(false);
@@ -397,7 +413,7 @@ Deno.test({
     const waiting = Promise.all(Array.from({ length: 5 }, () => t.client.health()));
     assert.equal(t.client.stats().queuedCalls, 5);
     t.server.faults.clear();
-    const answers = await waiting;
+    const answers = await within(5000, waiting, "the calls waiting for a reconnect");
     assert.ok(answers.every((a) => a.status === "healthy"));
     await until(() => t.client.stats().openConnections === 3, 3000, "all three reopened");
     assert.equal(t.server.connectionCount, 3);
@@ -436,7 +452,7 @@ Deno.test({
     await until(() => arrivals.length > 0, 3000, "a first token");
     await t.client.disconnect();
     assert.equal(t.client.isConnected(), false);
-    const ended = await stream;
+    const ended = await within(3000, stream, "the stream's end on disconnect()");
     assert.ok(ended instanceof RealmError && ended.code === "CONNECTION_CLOSED");
     await until(() => t.server.connectionCount === 0, 3000, "the server saw every close");
     const closes = t.of("disconnected");

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { decodeFrame, encodeCall, readToken, TENANT_ID_PATTERN } from "../src/protocol.ts";
+import {
+  decodeFrame,
+  encodeAuth,
+  encodeCall,
+  readToken,
+  TENANT_ID_PATTERN,
+} from "../src/protocol.ts";
 
 Deno.test("decodeFrame recognises the handshake frames", () => {
   assert.deepEqual(decodeFrame('{"status":"connected","version":"0.1.0","tenant_id":null}'), {
@@ -84,4 +90,145 @@ Deno.test("TENANT_ID_PATTERN is the server's rule and accepts a UUID", () => {
   assert.ok(!TENANT_ID_PATTERN.test("ab"));
   assert.ok(!TENANT_ID_PATTERN.test("a".repeat(65)));
   assert.ok(!TENANT_ID_PATTERN.test("has space"));
+});
+
+Deno.test("decodeFrame fills in what a handshake frame leaves out", () => {
+  assert.deepStrictEqual(decodeFrame('{"status":"connected"}'), {
+    kind: "welcome",
+    version: "unknown",
+    tenantId: null,
+  });
+  assert.deepStrictEqual(decodeFrame('{"status":"connected","version":1,"tenant_id":"acme"}'), {
+    kind: "welcome",
+    version: "unknown",
+    tenantId: "acme",
+  });
+  assert.deepStrictEqual(decodeFrame('{"status":"connected","tenant_id":7}').kind, "welcome");
+  assert.equal(
+    (decodeFrame('{"status":"connected","tenant_id":7}') as { tenantId: unknown })
+      .tenantId,
+    null,
+  );
+  assert.deepStrictEqual(decodeFrame('{"type":"auth_required"}'), {
+    kind: "auth_required",
+    message: "",
+  });
+  assert.deepStrictEqual(decodeFrame('{"type":"auth_failed"}'), {
+    kind: "auth_failed",
+    reason: "Authentication failed",
+  });
+  assert.deepStrictEqual(decodeFrame('{"type":"auth_success"}'), {
+    kind: "invalid",
+    reason: 'auth_success without tenant_id: {"type":"auth_success"}',
+  });
+  assert.deepStrictEqual(decodeFrame('{"type":"hello"}'), {
+    kind: "invalid",
+    reason: 'unknown frame type: {"type":"hello"}',
+  });
+  assert.deepStrictEqual(decodeFrame('{"status":"ready"}'), {
+    kind: "invalid",
+    reason: 'unrecognised frame: {"status":"ready"}',
+  });
+});
+
+Deno.test("decodeFrame: error frames of every shape become a code and a message", () => {
+  assert.deepStrictEqual(decodeFrame('{"id":"5","status":"error","error":"boom"}'), {
+    kind: "error",
+    id: "5",
+    error: { code: "INTERNAL_ERROR", message: "boom" },
+  });
+  assert.deepStrictEqual(decodeFrame('{"id":"5","status":"error"}'), {
+    kind: "error",
+    id: "5",
+    error: { code: "INTERNAL_ERROR", message: "The server reported an error" },
+  });
+  assert.deepStrictEqual(decodeFrame('{"id":"5","status":"error","error":{}}'), {
+    kind: "error",
+    id: "5",
+    error: {
+      code: "INTERNAL_ERROR",
+      message: "The server reported an error",
+      details: undefined,
+      retry_after: undefined,
+    },
+  });
+  assert.deepStrictEqual(
+    decodeFrame(
+      '{"id":"6","status":"error","retry_after":3,"error":{"code":"X","message":"m","details":{"a":1}}}',
+    ),
+    {
+      kind: "error",
+      id: "6",
+      error: { code: "X", message: "m", details: { a: 1 }, retry_after: 3 },
+    },
+  );
+  assert.deepStrictEqual(
+    decodeFrame(
+      '{"id":"6","status":"error","retry_after":3,"error":{"code":"X","message":"m","retry_after":4}}',
+    ),
+    {
+      kind: "error",
+      id: "6",
+      error: { code: "X", message: "m", details: undefined, retry_after: 4 },
+    },
+  );
+  assert.deepStrictEqual(decodeFrame('{"id":"7","status":"complete"}'), {
+    kind: "complete",
+    id: "7",
+    data: undefined,
+  });
+});
+
+Deno.test("decodeFrame's reasons show the frame, cut at 120 characters", () => {
+  assert.deepStrictEqual(decodeFrame(new Uint8Array([1, 2])), {
+    kind: "invalid",
+    reason: "binary frame from the server",
+  });
+  assert.deepStrictEqual(decodeFrame("{oops"), { kind: "invalid", reason: "not JSON: {oops" });
+  assert.deepStrictEqual(decodeFrame("[1,2]"), {
+    kind: "invalid",
+    reason: "not a JSON object: [1,2]",
+  });
+  assert.deepStrictEqual(decodeFrame("null"), {
+    kind: "invalid",
+    reason: "not a JSON object: null",
+  });
+  assert.deepStrictEqual(decodeFrame("42"), { kind: "invalid", reason: "not a JSON object: 42" });
+  assert.deepStrictEqual(decodeFrame('{"id":"1","status":"weird"}'), {
+    kind: "invalid",
+    reason: 'unknown status in frame: {"id":"1","status":"weird"}',
+  });
+  const long = "x".repeat(200);
+  assert.deepStrictEqual(decodeFrame(long), {
+    kind: "invalid",
+    reason: `not JSON: ${"x".repeat(120)}…`,
+  });
+  const exact = "y".repeat(120);
+  assert.deepStrictEqual(decodeFrame(exact), { kind: "invalid", reason: `not JSON: ${exact}` });
+});
+
+Deno.test("readToken: `text` first, then `token`, and only strings", () => {
+  assert.equal(readToken({ text: "a", token: "b" }), "a");
+  assert.equal(readToken({ token: "b" }), "b");
+  assert.equal(readToken({ text: "" }), "");
+  // A bare marker carries the empty token; a token that is not a string is unusable.
+  assert.equal(readToken({ is_final: true }), "");
+  assert.equal(readToken({ text: 5, token: "b" }), undefined);
+  assert.equal(readToken({ text: null }), undefined);
+  assert.equal(readToken({ token: 5 }), undefined);
+  assert.equal(readToken("text"), undefined);
+  assert.equal(readToken(undefined), undefined);
+});
+
+Deno.test("encodeAuth sends the key in the server's auth frame", () => {
+  assert.equal(encodeAuth("sk-1"), '{"type":"auth","api_key":"sk-1"}');
+});
+
+Deno.test("TENANT_ID_PATTERN: 3 to 64 characters, the whole id", () => {
+  assert.ok(TENANT_ID_PATTERN.test("abc"));
+  assert.ok(TENANT_ID_PATTERN.test("a".repeat(64)));
+  assert.ok(TENANT_ID_PATTERN.test("A-Z_09"));
+  for (const bad of ["!!abc", "abc!!", "a.b.c", "", "ab\n"]) {
+    assert.ok(!TENANT_ID_PATTERN.test(bad), JSON.stringify(bad));
+  }
 });

@@ -11,7 +11,7 @@ import {
   RealmWebSocketClient,
 } from "../mod.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { delay, idleStats, rejection, sanitize, until } from "./_helpers.ts";
+import { delay, idleStats, rejection, sanitize, until, within } from "./_helpers.ts";
 
 /** Fast reconnects so the suite stays quick. */
 const FAST: Partial<RealmClientOptions> = {
@@ -73,11 +73,15 @@ Deno.test({
     server.faults.dropAfterFrames(4);
     const tokens: string[] = [];
     const started = performance.now();
-    const error = await rejection((async () => {
-      for await (const t of client.generateStream({ prompt: "story", max_tokens: 40 })) {
-        tokens.push(t);
-      }
-    })());
+    const error = await rejection(
+      (async () => {
+        for await (const t of client.generateStream({ prompt: "story", max_tokens: 40 })) {
+          tokens.push(t);
+        }
+      })(),
+      3000,
+      "the stream's end when its socket drops",
+    );
     assert.equal(error.code, "CONNECTION_CLOSED");
     assert.equal(error.sent, true);
     assert.ok(performance.now() - started < 5000, "not by the 20 s timeout");
@@ -115,7 +119,7 @@ Deno.test({
       assert.equal(client.stats().queuedCalls, 5);
       await until(() => count(events, "reconnecting") >= 3, 5000, "a few backoff steps");
       server = await startStubServer({ port, tokenDelayMs: 1 });
-      await Promise.all(calls);
+      await within(5000, Promise.all(calls), "the waiting calls after the outage");
       assert.deepEqual(answered, [0, 1, 2, 3, 4]);
       assert.deepEqual(
         server.receivedFrames().map((f) => JSON.parse(f).id),
@@ -136,14 +140,18 @@ Deno.test({
     await using fixture = await setup({}, { connectTimeout: 100, reconnect: false });
     const { server, client } = fixture;
     server.faults.stall(true);
-    const error = await rejection(client.connect());
+    const error = await rejection(client.connect(), 3000, "the 100 ms connectTimeout");
     assert.equal(error.code, "TIMEOUT");
     assert.match(error.message, /connectTimeout/);
     assert.equal(client.isConnected(), false);
     server.faults.stall(false);
     await client.connect();
     server.faults.stall(true);
-    const callError = await rejection(client.generate({ prompt: "p" }, { timeout: 80 }));
+    const callError = await rejection(
+      client.generate({ prompt: "p" }, { timeout: 80 }),
+      3000,
+      "the 80 ms call timeout",
+    );
     assert.equal(callError.code, "TIMEOUT");
     assert.equal(callError.sent, true);
   },
@@ -215,7 +223,11 @@ Deno.test({
     );
     const { client } = fixture;
     await client.connect();
-    const results = await Promise.allSettled(Array.from({ length: 12 }, () => client.health()));
+    const results = await within(
+      10_000,
+      Promise.allSettled(Array.from({ length: 12 }, () => client.health())),
+      "12 calls with their rate-limit retries",
+    );
     let ok = 0;
     for (const r of results) {
       if (r.status === "fulfilled") ok++;
@@ -233,7 +245,9 @@ Deno.test({
     for (const r of limited) {
       const e = (r as PromiseRejectedResult).reason as RealmError;
       assert.equal(e.code, "RATE_LIMIT_EXCEEDED");
-      assert.equal(typeof e.retryAfter, "number");
+      const said = /Try again in (\d+) seconds\./.exec(e.message);
+      assert.ok(said, e.message);
+      assert.equal(e.retryAfter, Number(said[1]), "retryAfter is the message's number");
     }
   },
 });
@@ -251,11 +265,11 @@ Deno.test({
     await until(() => callsOf(server, "generate") === 1, 2000, "both sent");
     server.faults.clear();
     dropNow(server);
-    const error = await rejection(generate);
+    const error = await rejection(generate, 3000, "generate's end when its socket drops");
     assert.equal(error.code, "CONNECTION_CLOSED");
     assert.equal(error.sent, true);
     server.faults.clear();
-    assert.equal((await health).status, "healthy");
+    assert.equal((await within(3000, health, "the resent health")).status, "healthy");
     assert.equal(callsOf(server, "health"), 2);
     assert.equal(callsOf(server, "generate"), 1);
   },
@@ -300,7 +314,7 @@ Deno.test({
     assert.equal(client.connect(), first);
     await delay(20);
     await client.disconnect();
-    const error = await rejection(first);
+    const error = await rejection(first, 3000, "connect() cancelled by disconnect()");
     assert.equal(error.code, "ABORTED");
     server.faults.stall(false);
     await client.connect();
@@ -322,7 +336,7 @@ Deno.test({
       await until(() => count(events, "reconnecting") === 1, 2000, "the reconnect wait");
       const queued = client.health();
       await client.disconnect();
-      assert.equal((await rejection(queued)).code, "CONNECTION_CLOSED");
+      assert.equal((await rejection(queued, 3000, "the queued call")).code, "CONNECTION_CLOSED");
       assert.equal(count(events, "connecting"), 1, "the wait never ended in an attempt");
     } finally {
       await server.close();
@@ -341,7 +355,7 @@ Deno.test({
     server.faults.rejectConnections(true);
     await until(() => !client.isConnected(), 2000, "the drop");
     const queued = client.health();
-    const error = await rejection(queued);
+    const error = await rejection(queued, 5000, "giving up after 3 reconnect attempts");
     assert.equal(error.code, "CONNECTION_CLOSED");
     assert.match(error.message, /after 3 attempts/);
     assert.equal(count(events, "reconnecting"), 3);
@@ -411,7 +425,11 @@ Deno.test({
     const { server, client, events } = fixture;
     await client.connect();
     server.faults.stall(true);
-    const error = await rejection(client.generate({ prompt: "p" }, { timeout: 200 }));
+    const error = await rejection(
+      client.generate({ prompt: "p" }, { timeout: 200 }),
+      3000,
+      "the 200 ms call timeout",
+    );
     assert.equal(error.code, "TIMEOUT");
     assert.equal(count(events, "disconnected"), 0);
     assert.equal(callsOf(server, "health"), 0);
@@ -502,9 +520,13 @@ Deno.test({
       outcomes.set(i, (outcomes.get(i) ?? 0) + 1);
     };
     // 20 users making 50 calls each, so drops land between and during calls.
-    await Promise.all(Array.from({ length: 20 }, async (_, user) => {
-      for (let n = 0; n < 50; n++) await one(user * 50 + n);
-    }));
+    await within(
+      60_000,
+      Promise.all(Array.from({ length: 20 }, async (_, user) => {
+        for (let n = 0; n < 50; n++) await one(user * 50 + n);
+      })),
+      "1,000 calls under drops",
+    );
     stop = true;
     await chaos;
     assert.equal(outcomes.size, 1000);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { TokenStream } from "../mod.ts";
+import { type TokenSink, TokenStream } from "../mod.ts";
 
 Deno.test("TokenStream starts on the first read and yields tokens in order", async () => {
   let started = 0;
@@ -21,21 +21,55 @@ Deno.test("TokenStream starts on the first read and yields tokens in order", asy
 
 Deno.test("TokenStream: a break stops listening, and late deliveries are ignored", async () => {
   let stopped = 0;
-  let deliver: ((t: string) => void) | undefined;
-  let finish: (() => void) | undefined;
-  const stream = new TokenStream((sink) => {
-    deliver = (t) => sink.token(t);
-    finish = () => sink.close();
-    queueMicrotask(() => sink.token("first"));
+  let sink: TokenSink | undefined;
+  const stream = new TokenStream((s) => {
+    sink = s;
+    queueMicrotask(() => s.token("first"));
     return () => stopped++;
   });
-  for await (const token of stream) {
-    assert.equal(token, "first");
-    break;
-  }
+  const iterator = stream[Symbol.asyncIterator]();
+  const seen: string[] = [];
+  // The same steps as `for await (...) { ...; break; }`: read one, then return().
+  const first = await iterator.next();
+  if (!first.done) seen.push(first.value);
+  assert.deepEqual(await iterator.return!(), { done: true, value: undefined });
   assert.equal(stopped, 1);
-  deliver!("late");
-  finish!();
+  sink!.token("late");
+  sink!.error(new Error("a late failure"));
+  sink!.close();
+  // Nothing that arrives after the break is ever read, and the stream stays ended.
+  assert.deepEqual(await iterator.next(), { done: true, value: undefined });
+  assert.deepEqual(await iterator.next(), { done: true, value: undefined });
+  assert.deepEqual(seen, ["first"]);
+  assert.equal(stopped, 1, "stop is called once");
+});
+
+Deno.test("TokenStream: a token queued but unread when the reader breaks is dropped", async () => {
+  const stream = new TokenStream((sink) => {
+    sink.token("a");
+    sink.token("b");
+    sink.token("c");
+    return () => {};
+  });
+  const iterator = stream[Symbol.asyncIterator]();
+  assert.deepEqual(await iterator.next(), { done: false, value: "a" });
+  await iterator.return!();
+  assert.deepEqual(await iterator.next(), { done: true, value: undefined });
+});
+
+Deno.test("TokenStream: after the readable is cancelled, late tokens never reach it", async () => {
+  let sink: TokenSink | undefined;
+  const stream = new TokenStream((s) => {
+    sink = s;
+    s.token("x");
+    return () => {};
+  });
+  const reader = stream.readable.getReader();
+  assert.deepEqual(await reader.read(), { done: false, value: "x" });
+  await reader.cancel();
+  sink!.token("late");
+  sink!.close();
+  assert.deepEqual(await reader.read(), { done: true, value: undefined });
 });
 
 Deno.test("TokenStream: an error reaches the iterator, and the readable pipes", async () => {

@@ -89,8 +89,14 @@ export async function runBehaviour(env) {
 
   check("generate", async () => {
     const result = await shared.generate({ prompt: "What is the capital of France?" });
-    assert(typeof result.text === "string" && result.text.length > 0, `text ${result.text}`);
-    assert(result.tokens_generated > 0, `tokens_generated ${result.tokens_generated}`);
+    // The server's exact answer, every field kept.
+    assertSame(result, {
+      text: "Paris",
+      tokens_generated: 1,
+      prompt_tokens: 6,
+      cost_usd: 0.00024,
+      time_ms: 150,
+    });
   });
 
   check("stream: generateStream and generate({ stream: true })", async () => {
@@ -98,7 +104,8 @@ export async function runBehaviour(env) {
     for await (const token of shared.generateStream({ prompt: "Tell me a story", max_tokens: 5 })) {
       tokens.push(token);
     }
-    assert(tokens.length === 5, `5 tokens, got ${tokens.length}`);
+    // The simulated stream's words, in order, each with its trailing space.
+    assertSame(tokens, ["The ", "capital ", "of ", "France ", "is "]);
     const seen = [];
     const joined = await shared.generate({
       prompt: "Tell me a story",
@@ -106,16 +113,17 @@ export async function runBehaviour(env) {
       stream: true,
       onToken: (token) => seen.push(token),
     });
-    assert(seen.length === 4, `onToken 4 times, got ${seen.length}`);
-    assert(joined.text === seen.join(""), `joined text ${JSON.stringify(joined.text)}`);
-    assert(joined.tokens_generated === 4, `tokens_generated ${joined.tokens_generated}`);
+    assertSame(seen, ["The ", "capital ", "of ", "France "]);
+    assertSame(joined, { text: "The capital of France ", tokens_generated: 4 });
   });
 
   check("stream: the ReadableStream view", async () => {
     const reader = shared.generateStream({ prompt: "Hi", max_tokens: 3 }).readable.getReader();
-    let count = 0;
-    for (let read = await reader.read(); !read.done; read = await reader.read()) count++;
-    assert(count === 3, `3 chunks, got ${count}`);
+    const chunks = [];
+    for (let read = await reader.read(); !read.done; read = await reader.read()) {
+      chunks.push(read.value);
+    }
+    assertSame(chunks, ["The ", "capital ", "of "]);
   });
 
   check("pipeline", async () => {
@@ -123,25 +131,34 @@ export async function runBehaviour(env) {
       query: "What is ML?",
       context: "Machine learning is a field of AI.",
     });
-    assert(output !== undefined && output !== null, `pipeline output ${describe(output)}`);
+    assertSame(output, {
+      answer: "Simulated response to: What is ML?",
+      sources: ["Machine learning is a field of AI."],
+    });
   });
 
   check("health", async () => {
     const health = await shared.health();
     assert(health.status === "healthy", `status ${health.status}`);
     assert(health.version === "0.1.0", `version ${health.version}`);
-    assert(typeof health.uptime_seconds === "number", "uptime_seconds is a number");
+    assert(
+      Number.isInteger(health.uptime_seconds) && health.uptime_seconds >= 0,
+      `uptime_seconds ${health.uptime_seconds}`,
+    );
+    assertSame(Object.keys(health).sort(), ["status", "uptime_seconds", "version"]);
   });
 
   check("metadata", async () => {
     const metadata = await shared.metadata();
+    assert(metadata.version === "0.1.0", `metadata version ${metadata.version}`);
     const names = metadata.functions.map((f) => f.name);
-    for (const name of ["generate", "health", "metadata", "pipeline"]) {
-      assert(names.includes(name), `metadata lists ${name}: ${names}`);
-    }
+    assertSame([...names].sort(), ["generate", "health", "metadata", "pipeline"]);
+    const streaming = metadata.functions.filter((f) => f.streaming).map((f) => f.name);
+    assertSame(streaming, ["generate"]);
     const generate = metadata.functions.find((f) => f.name === "generate");
-    assert(generate.streaming === true, "generate streams");
-    assert(generate.params.some((p) => p.name === "prompt" && p.type), "generate's params typed");
+    const prompt = generate.params.find((p) => p.name === "prompt");
+    // The wire field is `type` (Rust's `param_type`), holding Rust type names.
+    assert(prompt.type === "String" && prompt.required === true, describe(prompt));
   });
 
   check("error codes: DISPATCH_ERROR from the server, INVALID_PARAMS before sending", async () => {
@@ -223,6 +240,20 @@ export async function runBehaviour(env) {
 /** @param {unknown} condition @param {string} message */
 function assert(condition, message) {
   if (!condition) throw new Error(`assertion failed: ${message}`);
+}
+
+/** Deep equality of JSON-like values (key order ignored), failing with both values shown. */
+function assertSame(actual, expected) {
+  assert(same(actual, expected), `got ${describe(actual)}, want ${describe(expected)}`);
+}
+
+function same(a, b) {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  return keys.every((key) => Object.hasOwn(b, key) && same(a[key], b[key]));
 }
 
 function describe(value) {

@@ -25,13 +25,24 @@ async function main() {
   try {
     await client.connect();
     check(client.getWebSocketSource() === expectedSource, `WebSocket source ${expectedSource}`);
-    const { text } = await client.generate({ prompt: "What is the capital of France?" });
-    check(typeof text === "string" && text.length > 0, "generate");
+    const result = await client.generate({ prompt: "What is the capital of France?" });
+    const exact = {
+      text: "Paris",
+      tokens_generated: 1,
+      prompt_tokens: 6,
+      cost_usd: 0.00024,
+      time_ms: 150,
+    };
+    const sorted = (o) => JSON.stringify(Object.entries(o).sort());
+    check(
+      sorted(result) === sorted(exact),
+      `generate: the server's exact answer (${JSON.stringify(result)})`,
+    );
     const tokens = [];
     for await (const token of client.generateStream({ prompt: "Hi", max_tokens: 3 })) {
       tokens.push(token);
     }
-    check(tokens.length === 3, "generateStream");
+    check(tokens.join("|") === "The |capital |of ", `generateStream (${tokens.join("|")})`);
     check((await client.health()).status === "healthy", "health");
     const error = await client.executePipeline("missing", {}).catch((e) => e);
     check(error instanceof RealmError && error.code === "DISPATCH_ERROR", "RealmError code");

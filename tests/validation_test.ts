@@ -1,0 +1,223 @@
+/**
+ * Every option and parameter check at its boundaries, through the public API: the last value
+ * accepted and the first refused on each side, so an off-by-one in a rule fails a test.
+ * Parameter checks run on a client that is not connected: a value that passes the checks
+ * reaches the connection and fails with NOT_CONNECTED, one that does not fails with
+ * INVALID_PARAMS, before anything could be sent.
+ */
+import assert from "node:assert/strict";
+import { type GenerationOptions, RealmError, RealmWebSocketClient } from "../mod.ts";
+import { rejection } from "./_helpers.ts";
+
+/** The error the constructor throws for these options, or undefined when it accepts them. */
+function optionsOutcome(extra: Record<string, unknown>): RealmError | undefined {
+  try {
+    new RealmWebSocketClient({ model: "m", ...extra } as never);
+    return undefined;
+  } catch (error) {
+    assert.ok(error instanceof RealmError, String(error));
+    assert.equal(error.code, "INVALID_OPTIONS");
+    return error;
+  }
+}
+
+const NUMERIC: [name: string, accepted: unknown[], refused: unknown[]][] = [
+  ["reconnectInterval", [0, 1, 0.5], [-1, -0.001, Infinity, NaN, "5", null]],
+  ["maxReconnectAttempts", [0, 1, Infinity], [-1, 1.5, NaN, "3"]],
+  ["timeout", [1, 0.5, Infinity], [0, -1, NaN, "5"]],
+  ["streamIdleTimeout", [1, 0.5, Infinity], [0, -1, NaN]],
+  ["connectTimeout", [1, 0.5, Infinity], [0, -1, NaN]],
+  ["heartbeatInterval", [0, 1], [-1, Infinity, NaN]],
+  ["heartbeatTimeout", [1, 0.5], [0, -1, Infinity, NaN]],
+  ["maxRetries", [0, 1, 10], [-1, 1.5, Infinity, NaN, "1"]],
+  ["maxQueuedCalls", [0, 1, Infinity], [-1, 1.5, NaN]],
+  ["connections", [1, 2, 64], [0, 65, 1.5, -1, NaN, Infinity]],
+];
+
+Deno.test("numeric options: the edges of each rule, and the rule in the message", () => {
+  for (const [name, accepted, refused] of NUMERIC) {
+    for (const value of accepted) {
+      assert.equal(optionsOutcome({ [name]: value }), undefined, `${name}: ${value} is accepted`);
+    }
+    for (const value of refused) {
+      const error = optionsOutcome({ [name]: value });
+      assert.ok(error, `${name}: ${String(value)} is refused`);
+      assert.match(error.message, new RegExp(`^\`${name}\` must be `), error.message);
+    }
+  }
+});
+
+Deno.test("maxReconnectInterval: at least reconnectInterval, whose value names the floor", () => {
+  assert.equal(optionsOutcome({ reconnectInterval: 100, maxReconnectInterval: 100 }), undefined);
+  const below = optionsOutcome({ reconnectInterval: 100, maxReconnectInterval: 99 });
+  assert.match(below!.message, /`maxReconnectInterval` must be .* ≥ reconnectInterval \(100\)/);
+  // Its default never falls below reconnectInterval: 60 s, or reconnectInterval when longer.
+  assert.equal(optionsOutcome({ reconnectInterval: 120_000 }), undefined);
+  assert.equal(optionsOutcome({ maxReconnectInterval: 0, reconnectInterval: 0 }), undefined);
+  assert.ok(optionsOutcome({ maxReconnectInterval: -1 }));
+});
+
+Deno.test("refused values are shown in the message, short", () => {
+  assert.match(optionsOutcome({ timeout: "5" })!.message, /; got "5"\.$/);
+  assert.match(optionsOutcome({ timeout: true })!.message, /; got true\.$/);
+  assert.match(optionsOutcome({ timeout: null })!.message, /; got null\.$/);
+  assert.match(optionsOutcome({ timeout: {} })!.message, /; got object\.$/);
+  assert.match(optionsOutcome({ timeout: -2 })!.message, /; got -2\.$/);
+  const long = "x".repeat(50);
+  assert.match(
+    optionsOutcome({ timeout: long })!.message,
+    new RegExp(`; got "${"x".repeat(40)}…"\\.$`),
+  );
+  assert.match(optionsOutcome({ timeout: "x".repeat(40) })!.message, /"x{40}"\.$/);
+});
+
+Deno.test("url, apiKey, tenantId, flags and functions are checked", () => {
+  assert.match(
+    optionsOutcome({ url: "https://realm.example.com/ws" })!.message,
+    /Use wss:\/\/realm\.example\.com\/ws\.$/,
+  );
+  assert.match(optionsOutcome({ url: "http://h:8080/" })!.message, /Use ws:\/\/h:8080\/\.$/);
+  assert.doesNotMatch(optionsOutcome({ url: "ftp://h/" })!.message, /Use /);
+  assert.match(optionsOutcome({ url: "::" })!.message, /must be a ws:\/\/ or wss:\/\/ URL/);
+  for (const apiKey of [5, null]) assert.ok(optionsOutcome({ apiKey }), String(apiKey));
+  // What an empty `REALM_API_KEY=` gives: no key, as the earlier client took it.
+  assert.equal(optionsOutcome({ apiKey: "" }), undefined);
+  for (const tenantId of [5, "ab", "a".repeat(65), "a b", null]) {
+    assert.ok(optionsOutcome({ tenantId }), String(tenantId));
+  }
+  assert.equal(optionsOutcome({ tenantId: "abc" }), undefined);
+  for (const flag of ["reconnect", "allowInsecureAuth"]) {
+    assert.match(optionsOutcome({ [flag]: "yes" })!.message, new RegExp(`\`${flag}\` must be`));
+    assert.match(optionsOutcome({ [flag]: 0 })!.message, new RegExp(`\`${flag}\` must be`));
+    assert.equal(optionsOutcome({ [flag]: false }), undefined);
+  }
+  assert.match(optionsOutcome({ logger: "console" })!.message, /`logger` must be a function/);
+  assert.equal(optionsOutcome({ logger: () => {} }), undefined);
+  assert.match(optionsOutcome({ WebSocket: {} })!.message, /`WebSocket` must be/);
+  assert.match(
+    (() => {
+      try {
+        new RealmWebSocketClient(null as never);
+      } catch (error) {
+        return (error as RealmError).message;
+      }
+      return "";
+    })(),
+    /needs an options object/,
+  );
+});
+
+Deno.test("an API key goes over plain ws:// only to a loopback host", () => {
+  for (
+    const host of ["localhost", "127.0.0.1", "127.255.0.9", "[::1]", "app.localhost"]
+  ) {
+    assert.equal(optionsOutcome({ url: `ws://${host}:1`, apiKey: "k" }), undefined, host);
+  }
+  for (
+    const host of [
+      "realm.example.com",
+      "127.0.0.1.example.com",
+      "localhost.example.com",
+      "10.0.0.1",
+      "127.0.0.1x",
+    ]
+  ) {
+    const error = optionsOutcome({ url: `ws://${host}:1`, apiKey: "k" });
+    assert.match(error?.message ?? "", /Refusing to send the API key/, host);
+  }
+  assert.equal(optionsOutcome({ url: "wss://realm.example.com", apiKey: "k" }), undefined);
+  assert.equal(
+    optionsOutcome({ url: "ws://realm.example.com", apiKey: "k", allowInsecureAuth: true }),
+    undefined,
+  );
+  assert.equal(optionsOutcome({ url: "ws://realm.example.com" }), undefined, "no key, no risk");
+});
+
+/** The code a call on a never-connected client fails with: INVALID_PARAMS or NOT_CONNECTED. */
+async function callCode(call: (client: RealmWebSocketClient) => Promise<unknown>) {
+  const client = new RealmWebSocketClient({ model: "m" });
+  return (await rejection(call(client), 2000)).code;
+}
+
+const GENERATION: [name: keyof GenerationOptions, accepted: unknown[], refused: unknown[]][] = [
+  ["max_tokens", [1, 2, 1e6], [0, -1, 1.5, Infinity, NaN, "5"]],
+  ["temperature", [0, 1.5, 2], [-0.01, 2.01, Infinity, NaN, "1"]],
+  ["top_p", [1, 0.01], [0, -0.1, 1.01, NaN]],
+  ["top_k", [0, 1, 40], [-1, 1.5, Infinity]],
+  ["repetition_penalty", [0.01, 1, 2], [0, -1, Infinity, NaN]],
+  ["model", ["x"], ["", "  ", 5, null]],
+  ["stream", [true, false], ["yes", 1, null]],
+  ["onToken", [() => {}], ["f", 5]],
+];
+
+Deno.test("generate parameters: the edges of each rule", async () => {
+  for (const [name, accepted, refused] of GENERATION) {
+    for (const value of accepted) {
+      const code = await callCode((c) => c.generate({ prompt: "p", [name]: value }));
+      assert.equal(code, "NOT_CONNECTED", `${name}: ${String(value)} is accepted`);
+    }
+    for (const value of refused) {
+      const code = await callCode((c) => c.generate({ prompt: "p", [name]: value } as never));
+      assert.equal(code, "INVALID_PARAMS", `${name}: ${String(value)} is refused`);
+    }
+  }
+  for (const options of [null, "p", { prompt: 5 }, {}]) {
+    assert.equal(await callCode((c) => c.generate(options as never)), "INVALID_PARAMS");
+  }
+});
+
+Deno.test("call options: signal, timeouts and maxRetries at their edges", async () => {
+  const accepted = [
+    {},
+    undefined,
+    { timeout: 1 },
+    { timeout: 0.5, streamIdleTimeout: 1 },
+    { maxRetries: 0 },
+    { signal: new AbortController().signal },
+  ];
+  for (const opts of accepted) {
+    assert.equal(await callCode((c) => c.health(opts)), "NOT_CONNECTED", JSON.stringify(opts));
+  }
+  const refused = [
+    null,
+    "fast",
+    { timeout: 0 },
+    { timeout: -1 },
+    { timeout: "5" },
+    { timeout: NaN },
+    { streamIdleTimeout: 0 },
+    { maxRetries: -1 },
+    { maxRetries: 1.5 },
+    { maxRetries: "1" },
+    { signal: {} },
+    { signal: null },
+    { signal: "abort" },
+  ];
+  for (const opts of refused) {
+    assert.equal(
+      await callCode((c) => c.health(opts as never)),
+      "INVALID_PARAMS",
+      JSON.stringify(opts),
+    );
+  }
+});
+
+Deno.test("pipeline: a non-empty name and an object input", async () => {
+  assert.equal(await callCode((c) => c.executePipeline("p", {})), "NOT_CONNECTED");
+  for (const name of ["", "  ", 5, null]) {
+    assert.equal(
+      await callCode((c) => c.executePipeline(name as never, {})),
+      "INVALID_PARAMS",
+      String(name),
+    );
+  }
+  for (const input of [null, [1], "q", 5]) {
+    assert.equal(
+      await callCode((c) => c.executePipeline("p", input as never)),
+      "INVALID_PARAMS",
+      String(input),
+    );
+  }
+  const client = new RealmWebSocketClient({ model: "m" });
+  assert.match((await rejection(client.executePipeline("p", [1] as never))).message, /an array/);
+});
