@@ -3,7 +3,13 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { type ClientStats, RealmError } from "../mod.ts";
+import {
+  type ClientStats,
+  type RealmClientOptions,
+  RealmError,
+  RealmWebSocketClient,
+} from "../mod.ts";
+import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
 
 /**
  * Awaits a promise that must reject with a RealmError, and returns the error. The wait is
@@ -222,4 +228,36 @@ export function serverAnswer(result: unknown, requestId?: string): Record<string
     );
   }
   return answer;
+}
+
+/** A stub server and a client of it; `await using` tears both down, whatever the test did. */
+export async function stubAndClient(
+  serverOptions: StubServerOptions = {},
+  clientOptions: Partial<RealmClientOptions> = {},
+): Promise<{ server: StubServer; client: RealmWebSocketClient } & AsyncDisposable> {
+  const server = await startStubServer({ tokenDelayMs: 1, ...serverOptions });
+  const client = new RealmWebSocketClient({
+    url: server.url,
+    model: "llama-2-7b",
+    timeout: 5000,
+    ...clientOptions,
+  });
+  return {
+    server,
+    client,
+    async [Symbol.asyncDispose]() {
+      await client.disconnect();
+      await server.close();
+    },
+  };
+}
+
+/** Runs `fn` with a stub server and a client of it, and tears both down. */
+export async function withClient(
+  serverOptions: StubServerOptions,
+  clientOptions: Partial<RealmClientOptions>,
+  fn: (client: RealmWebSocketClient, server: StubServer) => Promise<void>,
+): Promise<void> {
+  await using fixture = await stubAndClient(serverOptions, clientOptions);
+  await fn(fixture.client, fixture.server);
 }

@@ -9,7 +9,7 @@ import {
   type RealmEventMap,
   RealmWebSocketClient,
 } from "../mod.ts";
-import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
+import type { StubServer } from "../testing.ts";
 import {
   delay,
   idleStats,
@@ -19,29 +19,9 @@ import {
   serverAnswer,
   simulatedTokens,
   until,
+  withClient,
   within,
 } from "./_helpers.ts";
-
-/** Runs `fn` with a stub server and a client, and tears both down. */
-async function withClient(
-  serverOptions: StubServerOptions,
-  clientOptions: Partial<ConstructorParameters<typeof RealmWebSocketClient>[0]>,
-  fn: (client: RealmWebSocketClient, server: StubServer) => Promise<void>,
-): Promise<void> {
-  const server = await startStubServer({ tokenDelayMs: 1, ...serverOptions });
-  const client = new RealmWebSocketClient({
-    url: server.url,
-    model: "llama-2-7b",
-    timeout: 5000,
-    ...clientOptions,
-  });
-  try {
-    await fn(client, server);
-  } finally {
-    await client.disconnect();
-    await server.close();
-  }
-}
 
 /** The call frames the server received, parsed (handshake frames left out). */
 function sentCalls(server: StubServer): Record<string, unknown>[] {

@@ -14,7 +14,7 @@ import {
 } from "../mod.ts";
 import { Lifecycle } from "../src/lifecycle.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { delay, idleStats, sanitize, until } from "./_helpers.ts";
+import { delay, idleStats, sanitize, stubAndClient, until } from "./_helpers.ts";
 import { bounded, failedWith, outcome, rawServer, WELCOME } from "./_raw_server.ts";
 
 const FAST: Partial<RealmClientOptions> = {
@@ -28,26 +28,12 @@ async function setup(
   serverOptions: StubServerOptions = {},
   clientOptions: Partial<RealmClientOptions> = {},
 ) {
-  const server = await startStubServer({ tokenDelayMs: 1, ...serverOptions });
-  const client = new RealmWebSocketClient({
-    url: server.url,
-    model: "llama-2-7b",
-    ...FAST,
-    ...clientOptions,
-  });
+  const fixture = await stubAndClient(serverOptions, { ...FAST, ...clientOptions });
   const changes: StateChange[] = [];
-  client.on("statechange", (change) => changes.push(change));
-  return {
-    server,
-    client,
-    changes,
-    /** The states entered, in order. */
-    path: () => changes.map((c) => c.to),
-    async [Symbol.asyncDispose]() {
-      await client.disconnect();
-      await server.close();
-    },
-  };
+  fixture.client.on("statechange", (change) => changes.push(change));
+  /** The states entered, in order. */
+  const path = () => changes.map((c) => c.to);
+  return Object.assign(fixture, { changes, path });
 }
 
 /** Drops every open connection of the stub now; new ones are not affected. */

@@ -4,14 +4,9 @@
  * many reconnect cycles and a soak.
  */
 import assert from "node:assert/strict";
-import {
-  type RealmClientOptions,
-  RealmError,
-  type RealmEventMap,
-  RealmWebSocketClient,
-} from "../mod.ts";
+import { type RealmClientOptions, RealmError, type RealmEventMap } from "../mod.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { delay, idleStats, rejection, sanitize, until, within } from "./_helpers.ts";
+import { delay, idleStats, rejection, sanitize, stubAndClient, until, within } from "./_helpers.ts";
 
 /** Fast reconnects so the suite stays quick. */
 const FAST: Partial<RealmClientOptions> = {
@@ -24,29 +19,14 @@ async function setup(
   serverOptions: StubServerOptions = {},
   clientOptions: Partial<RealmClientOptions> = {},
 ) {
-  const server = await startStubServer({ tokenDelayMs: 1, ...serverOptions });
-  const client = new RealmWebSocketClient({
-    url: server.url,
-    model: "llama-2-7b",
-    ...FAST,
-    ...clientOptions,
-  });
+  const fixture = await stubAndClient(serverOptions, { ...FAST, ...clientOptions });
   const events: { type: string; detail: unknown }[] = [];
   for (
     const type of ["connecting", "connected", "disconnected", "reconnecting", "error"] as const
   ) {
-    client.on(type, (detail: unknown) => events.push({ type, detail }));
+    fixture.client.on(type, (detail: unknown) => events.push({ type, detail }));
   }
-  return {
-    server,
-    client,
-    events,
-    /** `await using` tears both down, whatever the test did. */
-    async [Symbol.asyncDispose]() {
-      await client.disconnect();
-      await server.close();
-    },
-  };
+  return Object.assign(fixture, { events });
 }
 
 function count(events: { type: string }[], type: string): number {

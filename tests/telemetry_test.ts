@@ -4,10 +4,10 @@
  */
 import assert from "node:assert/strict";
 import diagnostics from "node:diagnostics_channel";
-import { RealmError, RealmWebSocketClient, TokenStream } from "../mod.ts";
+import { RealmError, TokenStream } from "../mod.ts";
 import { CallRegistry } from "../src/calls.ts";
-import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { rejection, until } from "./_helpers.ts";
+import type { StubServer } from "../testing.ts";
+import { rejection, until, withClient } from "./_helpers.ts";
 
 type Context = Record<string, unknown>;
 const EVENTS = ["start", "end", "asyncStart", "asyncEnd", "error"] as const;
@@ -40,26 +40,6 @@ function subscribe() {
       diagnostics.unsubscribe("realm:connection", onConnection);
     },
   };
-}
-
-async function withClient(
-  serverOptions: StubServerOptions,
-  clientOptions: Partial<ConstructorParameters<typeof RealmWebSocketClient>[0]>,
-  fn: (client: RealmWebSocketClient, server: StubServer) => Promise<void>,
-): Promise<void> {
-  const server = await startStubServer({ tokenDelayMs: 1, ...serverOptions });
-  const client = new RealmWebSocketClient({
-    url: server.url,
-    model: "llama-2-7b",
-    timeout: 5000,
-    ...clientOptions,
-  });
-  try {
-    await fn(client, server);
-  } finally {
-    await client.disconnect();
-    await server.close();
-  }
 }
 
 const portOf = (server: StubServer) => Number(new URL(server.url).port);
