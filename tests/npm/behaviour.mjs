@@ -89,8 +89,8 @@ export async function runBehaviour(env) {
 
   check("generate", async () => {
     const result = await shared.generate({ prompt: "What is the capital of France?" });
-    // The server's exact answer, every field kept.
-    assertSame(result, {
+    // The server's exact answer, every field kept, beside the call's id and timing.
+    assertSame(serverAnswer(result), {
       text: "Paris",
       tokens_generated: 1,
       prompt_tokens: 6,
@@ -114,7 +114,8 @@ export async function runBehaviour(env) {
       onToken: (token) => seen.push(token),
     });
     assertSame(seen, ["The ", "capital ", "of ", "France "]);
-    assertSame(joined, { text: "The capital of France ", tokens_generated: 4 });
+    assertSame(serverAnswer(joined), { text: "The capital of France ", tokens_generated: 4 });
+    assert(joined.timeToFirstTokenMs <= joined.durationMs, describe(joined));
   });
 
   check("stream: the ReadableStream view", async () => {
@@ -131,7 +132,7 @@ export async function runBehaviour(env) {
       query: "What is ML?",
       context: "Machine learning is a field of AI.",
     });
-    assertSame(output, {
+    assertSame(serverAnswer(output), {
       answer: "Simulated response to: What is ML?",
       sources: ["Machine learning is a field of AI."],
     });
@@ -145,7 +146,7 @@ export async function runBehaviour(env) {
       Number.isInteger(health.uptime_seconds) && health.uptime_seconds >= 0,
       `uptime_seconds ${health.uptime_seconds}`,
     );
-    assertSame(Object.keys(health).sort(), ["status", "uptime_seconds", "version"]);
+    assertSame(Object.keys(health).sort(), ["requestId", "status", "uptime_seconds", "version"]);
   });
 
   check("metadata", async () => {
@@ -245,6 +246,19 @@ function assert(condition, message) {
 /** Deep equality of JSON-like values (key order ignored), failing with both values shown. */
 function assertSame(actual, expected) {
   assert(same(actual, expected), `got ${describe(actual)}, want ${describe(expected)}`);
+}
+
+/**
+ * The server's part of a result, once what the client adds is checked: the call's `requestId`
+ * and, on a generation, its timings in ms.
+ */
+function serverAnswer(result) {
+  const { requestId, durationMs, timeToFirstTokenMs, ...answer } = result;
+  assert(typeof requestId === "string" && /^\d+$/.test(requestId), `requestId ${requestId}`);
+  for (const ms of [durationMs, timeToFirstTokenMs]) {
+    assert(ms === undefined || (typeof ms === "number" && ms >= 0), `timing ${ms}`);
+  }
+  return answer;
 }
 
 function same(a, b) {
