@@ -137,6 +137,11 @@ Deno.test("decodeFrame: error frames of every shape become a code and a message"
     id: "5",
     error: { code: "INTERNAL_ERROR", message: "boom" },
   });
+  assert.deepStrictEqual(decodeFrame('{"id":"5","status":"error","error":null}'), {
+    kind: "error",
+    id: "5",
+    error: { code: "INTERNAL_ERROR", message: "The server reported an error" },
+  });
   assert.deepStrictEqual(decodeFrame('{"id":"5","status":"error"}'), {
     kind: "error",
     id: "5",

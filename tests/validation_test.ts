@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { type GenerationOptions, RealmError, RealmWebSocketClient } from "../mod.ts";
 import { rejection } from "./_helpers.ts";
+import { resolveOptions } from "../src/validate.ts";
 
 /** The error the constructor throws for these options, or undefined when it accepts them. */
 function optionsOutcome(extra: Record<string, unknown>): RealmError | undefined {
@@ -220,4 +221,27 @@ Deno.test("pipeline: a non-empty name and an object input", async () => {
   }
   const client = new RealmWebSocketClient({ model: "m" });
   assert.match((await rejection(client.executePipeline("p", [1] as never))).message, /an array/);
+});
+
+Deno.test("generate without an options object says so", async () => {
+  const client = new RealmWebSocketClient({ model: "m" });
+  for (const options of ["p", 5, null]) {
+    const error = await rejection(client.generate(options as never), 2000);
+    assert.equal(error.code, "INVALID_PARAMS");
+    assert.match(error.message, /^generate needs an options object/);
+  }
+});
+
+Deno.test("the longest reconnect delay defaults to 60 s, or reconnectInterval when longer", () => {
+  // Internal: the resolved options are not visible through the client.
+  assert.equal(resolveOptions({ model: "m" }).maxReconnectInterval, 60_000);
+  assert.equal(
+    resolveOptions({ model: "m", reconnectInterval: 120_000 }).maxReconnectInterval,
+    120_000,
+  );
+  assert.equal(
+    resolveOptions({ model: "m", reconnectInterval: 10, maxReconnectInterval: 50 })
+      .maxReconnectInterval,
+    50,
+  );
 });
