@@ -8,7 +8,7 @@
  */
 
 import { watchBrowser } from "./browser.ts";
-import { type Call, CallRegistry, type CallSpec } from "./calls.ts";
+import { type Call, type CallEnd, CallRegistry, type CallSpec } from "./calls.ts";
 import type { Connection } from "./connection.ts";
 import { Dispatcher, withRequest } from "./dispatch.ts";
 import { RealmError } from "./errors.ts";
@@ -151,6 +151,8 @@ export class RealmWebSocketClient extends EventTarget {
   readonly #events: CustomEvent[] = [];
   #dispatching = false;
   #holding = false;
+  /** Made once: every call's end goes to the dispatcher. */
+  readonly #callEnded = (call: Call, end: CallEnd) => this.#dispatcher.ended(call, end);
 
   /**
    * Creates a client; nothing is opened until {@linkcode RealmWebSocketClient.connect}.
@@ -532,7 +534,7 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   health(opts?: CallOptions): Promise<HealthStatus> {
-    return this.#call("health", () => ({}), opts) as Promise<HealthStatus>;
+    return this.#call("health", noParams, opts) as Promise<HealthStatus>;
   }
 
   /**
@@ -548,7 +550,7 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   metadata(opts?: CallOptions): Promise<RuntimeMetadata> {
-    return this.#call("metadata", () => ({}), opts) as Promise<RuntimeMetadata>;
+    return this.#call("metadata", noParams, opts) as Promise<RuntimeMetadata>;
   }
 
   /**
@@ -951,8 +953,8 @@ export class RealmWebSocketClient extends EventTarget {
     opts: CallOptions | undefined,
     onToken?: (token: string) => void,
   ) {
-    const callOptions = checkCallOptions(opts);
-    const encoded = encodeParams(params);
+    const callOptions = opts === undefined ? EMPTY : checkCallOptions(opts);
+    const encoded = params === EMPTY ? NO_PARAMS : encodeParams(params);
     if ("problem" in encoded) {
       throw new RealmError(
         "INVALID_PARAMS",
@@ -971,13 +973,21 @@ export class RealmWebSocketClient extends EventTarget {
       signal: callOptions.signal,
       onToken,
     };
-    const call = this.#calls.create(spec, (ended, end) => this.#dispatcher.ended(ended, end));
+    const call = this.#calls.create(spec, this.#callEnded);
     const traced = traceCall(call, params, this.#tenantId, this.#options.urls[0]);
-    this.#dispatcher.dispatch(call);
+    this.#dispatcher.dispatch(call, call.startedAt);
     traced?.();
     return call;
   }
 }
+
+/**
+ * No call options, and the parameters of `health` and `metadata`: one empty object (and its
+ * JSON) for all their calls.
+ */
+const EMPTY: CallOptions = {};
+const NO_PARAMS = { json: "{}" };
+const noParams = () => EMPTY as Record<string, unknown>;
 
 /** Which socket and server an event is about. */
 function where(slot: Slot): { socket: number; url: string } {

@@ -42,8 +42,11 @@ type Json = Record<string, unknown>;
 export function decodeFrame(text: unknown): ServerFrame {
   // The server sends text frames only; a binary one is unusable like any other bad frame.
   if (typeof text !== "string") return { kind: "invalid", reason: "binary frame from the server" };
-  // Most frames are tokens in the server's fixed layout: read those without a full parse.
-  const token = readTokenFrame(text);
+  // Most frames are tokens in the server's fixed layout: read those without a full parse. Their
+  // status follows the id (`{"id":"…","status":"s`): a frame whose does not skips the pattern.
+  const token = text.charCodeAt(text.indexOf('"', 7) + 12) === 115
+    ? readTokenFrame(text)
+    : undefined;
   if (token !== undefined) return token;
   let value: unknown;
   try {

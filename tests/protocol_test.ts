@@ -6,6 +6,7 @@ import {
   readToken,
   TENANT_ID_PATTERN,
 } from "../src/protocol.ts";
+import { readTokenFrame } from "../src/token_frame.ts";
 
 Deno.test("decodeFrame recognises the handshake frames", () => {
   assert.deepEqual(decodeFrame('{"status":"connected","version":"0.1.0","tenant_id":null}'), {
@@ -235,5 +236,48 @@ Deno.test("TENANT_ID_PATTERN: 3 to 64 characters, the whole id", () => {
   assert.ok(TENANT_ID_PATTERN.test("A-Z_09"));
   for (const bad of ["!!abc", "abc!!", "a.b.c", "", "ab\n"]) {
     assert.ok(!TENANT_ID_PATTERN.test(bad), JSON.stringify(bad));
+  }
+});
+
+Deno.test("decodeFrame reads fixed-layout tokens without JSON.parse, and only those", () => {
+  const parse = JSON.parse;
+  let parses = 0;
+  JSON.parse = (...args: Parameters<typeof parse>) => (parses++, parse(...args));
+  /** The frame decoded, and whether it went through JSON.parse. */
+  const decode = (text: string) => {
+    const before = parses;
+    return { frame: decodeFrame(text), parsed: parses > before };
+  };
+  try {
+    // Ids of any length: the check looks just past the id's closing quote.
+    for (const id of ["", "7", "12345678901234567890", "a b", "é😀", "heartbeat-3"]) {
+      for (
+        const text of [
+          `{"id":"${id}","status":"streaming","data":{"index":0,"is_final":false,"text":"Hi"}}`,
+          `{"id":"${id}","status":"streaming","data":{"text":"Hi","index":3,"is_final":true}}`,
+        ]
+      ) {
+        const { frame, parsed } = decode(text);
+        assert.equal(parsed, false, text);
+        assert.deepEqual(frame, readTokenFrame(text));
+        assert.deepEqual(frame, { kind: "streaming", id, data: parse(text).data });
+      }
+      // Answers go through JSON.parse, as before.
+      assert.deepEqual(decode(`{"id":"${id}","status":"complete","data":{"ok":1}}`), {
+        frame: { kind: "complete", id, data: { ok: 1 } },
+        parsed: true,
+      });
+    }
+    // A status that starts like "streaming" but is not still reaches JSON.parse and is refused.
+    const stalled = decode('{"id":"1","status":"stalled","data":{}}');
+    assert.equal(stalled.frame.kind, "invalid");
+    assert.equal(stalled.parsed, true);
+    // A token frame outside the fixed layout (spaces) is read by JSON.parse, not lost.
+    assert.deepEqual(decode('{"id": "1", "status": "streaming", "data": {"text": "x"}}'), {
+      frame: { kind: "streaming", id: "1", data: { text: "x" } },
+      parsed: true,
+    });
+  } finally {
+    JSON.parse = parse;
   }
 });
