@@ -317,7 +317,7 @@ Deno.test({
     running = false;
     await chaos;
     assert.equal(settled, 1000);
-    assert.ok(kills >= 5, `only ${kills} kills during the soak`);
+    assert.ok(kills >= 3, `only ${kills} kills during the soak`);
     assert.ok(streamsWhole > 0, "some streams went through whole");
     await c.disconnect();
     for (const i of [0, 1, 2]) if (!fleet.alive(i)) await fleet.restart(i);
