@@ -516,6 +516,8 @@ Deno.test({
       const error = await rejection(reading, 3000, "the 100 ms stream idle timeout");
       assert.equal(error.code, "TIMEOUT");
       assert.match(error.message, /streamIdleTimeout/);
+      assert.equal(error.sent, true);
+      assert.equal(error.requestId, sentCalls(server).at(-1)!.id);
       assert.ok(tokens.length >= 2);
     }),
 });

@@ -149,3 +149,21 @@ Deno.test("TokenStream: cancelling the readable stops listening", async () => {
   await reader.cancel();
   assert.equal(stopped, 1);
 });
+
+Deno.test("TokenStream: taking the readable sends nothing; its first read does", async () => {
+  let started = 0;
+  const stream = new TokenStream((sink) => {
+    started++;
+    sink.token("t");
+    sink.close();
+    return () => {};
+  });
+  const readable = stream.readable;
+  // A ReadableStream pulls ahead by its high-water mark: it must be 0 here.
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal(started, 0, "no call before the first read");
+  const reader = readable.getReader();
+  assert.deepEqual(await reader.read(), { done: false, value: "t" });
+  assert.equal(started, 1);
+  assert.deepEqual(await reader.read(), { done: true, value: undefined });
+});
