@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import {
   type ConnectionState,
   type RealmClientOptions,
+  RealmError,
   RealmWebSocketClient,
   STATE_EDGES,
   type StateChange,
@@ -86,6 +87,53 @@ Deno.test("Lifecycle: only the table's edges, each announced once, runs renewed"
     if (state !== "idle") assert.ok(STATE_EDGES[state].includes("idle"), state);
   }
   assert.deepEqual(STATE_EDGES.idle, ["connecting"]);
+});
+
+Deno.test("Lifecycle: starting, give-ups, fresh run numbers and refused moves", async (t) => {
+  const reason = new RealmError("UNAUTHORIZED", "The server refused the API key.");
+  await t.step("starting is true only between start() and started()", () => {
+    const seen: StateChange[] = [];
+    const life = new Lifecycle((change) => seen.push(change));
+    assert.equal(life.starting, false);
+    life.start();
+    assert.equal(life.starting, true);
+    // While connect() opens its sockets, none open yet is not a give-up.
+    life.update({ open: 0, retrying: 0 });
+    assert.equal(life.state, "connecting");
+    life.started({ open: 0, retrying: 0 }, reason);
+    assert.equal(life.starting, false);
+    assert.equal(life.state, "closed");
+    assert.deepEqual(seen.at(-1), { from: "connecting", to: "closed", reason });
+  });
+  await t.step("giveUp() ends the run and the start; it does nothing when not running", () => {
+    const seen: StateChange[] = [];
+    const life = new Lifecycle((change) => seen.push(change));
+    life.giveUp(reason);
+    assert.equal(life.state, "idle");
+    assert.equal(life.run, 0);
+    assert.deepEqual(seen, []);
+    const first = life.start();
+    life.giveUp(reason);
+    assert.equal(life.state, "closed");
+    assert.equal(life.starting, false);
+    assert.deepEqual(seen.at(-1), { from: "connecting", to: "closed", reason });
+    // Work of the given-up run must never look current to the next one.
+    const second = life.start();
+    assert.ok(second > first, `run ${second} after run ${first}`);
+    life.update({ open: 0, retrying: 0 });
+    life.started({ open: 0, retrying: 0 });
+    const third = life.start();
+    assert.ok(third > second + 1, `run ${third} after run ${second} closed`);
+  });
+  await t.step("a move outside STATE_EDGES throws and changes nothing", () => {
+    const seen: StateChange[] = [];
+    const life = new Lifecycle((change) => seen.push(change));
+    life.start();
+    life.started({ open: 1, retrying: 0 });
+    assert.throws(() => life.start(), /Realm client bug: state open cannot move to connecting/);
+    assert.equal(life.state, "open");
+    assert.equal(seen.length, 2);
+  });
 });
 
 Deno.test({

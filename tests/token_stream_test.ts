@@ -167,3 +167,37 @@ Deno.test("TokenStream: taking the readable sends nothing; its first read does",
   assert.equal(started, 1);
   assert.deepEqual(await reader.read(), { done: true, value: undefined });
 });
+
+Deno.test("TokenStream: what starts the call, once, and the count without the server's", async (t) => {
+  await t.step("readable does not start the call before its first read", async () => {
+    let started = 0;
+    const stream = new TokenStream((sink) => {
+      started++;
+      queueMicrotask(() => sink.close());
+      return () => {};
+    });
+    const reader = stream.readable.getReader();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal(started, 0, "nothing is sent before the first read");
+    assert.deepEqual(await reader.read(), { done: true, value: undefined });
+    assert.equal(started, 1);
+  });
+  await t.step("result after the first read does not start the call again", async () => {
+    let started = 0;
+    let sink: TokenSink | undefined;
+    const stream = new TokenStream((s) => {
+      started++;
+      sink = s;
+      queueMicrotask(() => s.token("a"));
+      return () => {};
+    });
+    const iterator = stream[Symbol.asyncIterator]();
+    assert.deepEqual(await iterator.next(), { done: false, value: "a" });
+    const result = stream.result;
+    assert.equal(started, 1);
+    sink!.token("b");
+    sink!.close({});
+    assert.equal((await result).tokens_generated, 2, "the tokens counted when the server omits it");
+    assert.equal((await result).text, "ab");
+  });
+});
