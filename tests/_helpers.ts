@@ -261,3 +261,23 @@ export async function withClient(
   await using fixture = await stubAndClient(serverOptions, clientOptions);
   await fn(fixture.client, fixture.server);
 }
+
+/** Settles `promise` within `ms` and returns how: `{ value }` or `{ error }`. */
+export async function outcome<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+): Promise<{ value: T } | { error: unknown }> {
+  return await within(ms, promise.then((value) => ({ value }), (error) => ({ error })), what);
+}
+
+/** Asserts that `result` is a failure with a RealmError of `code`, and returns the error. */
+export function failedWith(
+  result: { value: unknown } | { error: unknown },
+  code: string,
+): RealmError {
+  assert.ok("error" in result, `expected a failure with ${code}, got a value`);
+  const error = result.error as RealmError;
+  assert.equal(error?.code, code, `expected ${code}, got ${error?.code}: ${error?.message}`);
+  return error;
+}

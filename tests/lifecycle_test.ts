@@ -15,8 +15,22 @@ import {
 } from "../mod.ts";
 import { Lifecycle } from "../src/lifecycle.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { delay, idleStats, sanitize, stubAndClient, until } from "./_helpers.ts";
-import { bounded, failedWith, outcome, rawServer, WELCOME } from "./_raw_server.ts";
+import {
+  delay,
+  failedWith,
+  idleStats,
+  outcome,
+  sanitize,
+  scriptedServer,
+  stubAndClient,
+  until,
+  WELCOME,
+  within,
+} from "./_helpers.ts";
+
+/** Sends a frame from a scripted server: an object as JSON, a string as it is. */
+const send = (socket: WebSocket, frame: unknown) =>
+  socket.send(typeof frame === "string" ? frame : JSON.stringify(frame));
 
 const FAST: Partial<RealmClientOptions> = {
   reconnectInterval: 10,
@@ -165,7 +179,7 @@ Deno.test({
     assert.equal(t.client.state, "closed");
     assert.equal(t.changes.at(-1)?.reason?.code, "UNAUTHORIZED");
     t.server.setApiKey("sk_bad", "tenant-b");
-    await bounded(t.client.connect(), 3000, "connect after closed");
+    await within(3000, t.client.connect(), "connect after closed");
     assert.equal(t.client.state, "open");
     assert.equal(t.client.getTenantId(), "tenant-b");
     assert.deepEqual(t.path(), ["connecting", "closed", "connecting", "open"]);
@@ -222,11 +236,11 @@ Deno.test({
     );
     await delay(20);
     const health = t.client.health();
-    await bounded(t.client.reconnect(), 2000, "reconnect() with a 60 s backoff");
+    await within(2000, t.client.reconnect(), "reconnect() with a 60 s backoff");
     assert.equal(t.client.state, "open");
     const cut = failedWith(await stream, "CONNECTION_CLOSED");
     assert.equal(cut.sent, true);
-    assert.equal((await bounded(health, 2000, "health resent")).status, "healthy");
+    assert.equal((await within(2000, health, "health resent")).status, "healthy");
     await until(() => t.client.stats().openConnections === 2, 2000, "both sockets back");
     assert.deepEqual(t.path(), ["connecting", "open", "reconnecting", "open"]);
   },
@@ -237,11 +251,11 @@ Deno.test({
   ...sanitize,
   fn: async () => {
     await using t = await setup({}, { reconnect: false });
-    await bounded(t.client.reconnect(), 2000, "reconnect from idle");
+    await within(2000, t.client.reconnect(), "reconnect from idle");
     assert.equal(t.client.state, "open");
     dropNow(t.server);
     await until(() => t.client.state === "closed", 2000, "closed");
-    await bounded(t.client.reconnect(), 2000, "reconnect from closed");
+    await within(2000, t.client.reconnect(), "reconnect from closed");
     assert.equal(t.client.state, "open");
   },
 });
@@ -280,8 +294,8 @@ Deno.test({
     }
     assert.equal(t.client.stats().pendingCalls, 1, "only the good call is held");
     t.server.faults.stall(false);
-    await bounded(connecting, 2000, "connect() undisturbed");
-    assert.equal((await bounded(queued, 2000, "queued call")).status, "healthy");
+    await within(2000, connecting, "connect() undisturbed");
+    assert.equal((await within(2000, queued, "queued call")).status, "healthy");
     assert.equal(t.server.callCount, 1, "only the good call reached the server");
   },
 });
@@ -312,10 +326,10 @@ Deno.test({
         throw new Error("listener object broke");
       },
     });
-    await bounded(t.client.connect(), 2000, "connect with throwing listeners");
+    await within(2000, t.client.connect(), "connect with throwing listeners");
     dropNow(t.server);
     await until(() => t.changes.length >= 4 && t.client.state === "open", 3000, "back");
-    assert.equal((await bounded(t.client.health(), 2000, "health")).status, "healthy");
+    assert.equal((await within(2000, t.client.health(), "health")).status, "healthy");
     assert.ok(logged.some((line) => line.startsWith('a "connected" listener threw')));
     assert.deepEqual(t.path(), ["connecting", "open", "reconnecting", "open"]);
   },
@@ -341,7 +355,7 @@ Deno.test({
       "throwing onToken",
     );
     assert.ok("error" in result && result.error === thrown);
-    assert.equal((await bounded(t.client.health(), 2000, "health after")).status, "healthy");
+    assert.equal((await within(2000, t.client.health(), "health after")).status, "healthy");
   },
 });
 
@@ -387,7 +401,7 @@ Deno.test({
       await client.connect();
       // The first send throws: the socket is dropped, the call goes out on the next one.
       assert.equal(
-        (await bounded(client.health(), 3000, "health after a failed send")).status,
+        (await within(3000, client.health(), "health after a failed send")).status,
         "healthy",
       );
       await client.disconnect();
@@ -438,8 +452,8 @@ Deno.test({
     failedWith(tooLong, "INVALID_PARAMS");
     const noLimit = outcome(t.client.health({ timeout: Infinity }), 300, "no limit per call");
     // Neither fires at once: both are still pending when the bounded wait runs out.
-    await assert.rejects(forever, /not settled within 300 ms/);
-    await assert.rejects(noLimit, /not settled within 300 ms/);
+    await assert.rejects(forever, /still pending after 300 ms/);
+    await assert.rejects(noLimit, /still pending after 300 ms/);
     assert.equal(t.client.stats().pendingCalls, 2);
   },
 });
@@ -458,7 +472,7 @@ Deno.test({
       void t.client.disconnect();
       const second = t.client.connect();
       assert.notEqual(second, first);
-      await bounded(second, 2000, `connect #${i} after disconnect`);
+      await within(2000, second, `connect #${i} after disconnect`);
       failedWith(await outcome(first, 2000, "the cancelled connect"), "ABORTED");
       assert.equal(t.client.state, "open");
     }
@@ -534,7 +548,7 @@ Deno.test({
     );
     assert.equal(t.client.state, "reconnecting", "the background reconnect goes on");
     t.server.faults.rejectConnections(false);
-    await bounded(t.client.connect(), 3000, "connect() once the server is back");
+    await within(3000, t.client.connect(), "connect() once the server is back");
     assert.equal(t.client.state, "open");
   },
 });
@@ -567,7 +581,7 @@ Deno.test({
       "stream",
     );
     assert.equal(t.client.stats().pendingCalls, 2);
-    await bounded(t.client.disconnect(), 3000, "disconnect");
+    await within(3000, t.client.disconnect(), "disconnect");
     const waited = failedWith(await retrying, "CONNECTION_CLOSED");
     assert.equal(waited.sent, false);
     failedWith(await stream, "CONNECTION_CLOSED");
@@ -581,10 +595,9 @@ Deno.test({
   name: "7. a retryAfter past the call's timeout fails at once with RATE_LIMIT_EXCEEDED",
   ...sanitize,
   fn: async () => {
-    const server = await rawServer({
-      open: (peer) => peer.send(WELCOME),
-      message: (peer, frame) =>
-        peer.send({
+    const server = scriptedServer({
+      frame: (socket, frame) =>
+        send(socket, {
           id: frame.id,
           status: "error",
           error: {
@@ -603,7 +616,7 @@ Deno.test({
       );
       assert.equal(error.retryAfter, 59);
       assert.ok(performance.now() - started < 2000);
-      assert.equal(server.peers[0].received.length, 1, "no retry was sent");
+      assert.equal(server.received.length, 1, "no retry was sent");
     } finally {
       await client.disconnect();
       await server.close();
@@ -617,15 +630,14 @@ Deno.test({
   name: "8. an abandoned stream leaves the wire; an id:unknown error goes to the listening call",
   ...sanitize,
   fn: async () => {
-    const server = await rawServer({
-      open: (peer) => peer.send(WELCOME),
-      message: (peer, frame) => {
+    const server = scriptedServer({
+      frame: (socket, frame) => {
         const params = frame.params as { prompt?: string };
         if (params.prompt === "silent") {
           // One token, then nothing: the real server can stop a stream this way.
-          peer.send({ id: frame.id, status: "streaming", data: { text: "A", index: 0 } });
+          send(socket, { id: frame.id, status: "streaming", data: { text: "A", index: 0 } });
         } else if (frame.function === "health") {
-          peer.send({
+          send(socket, {
             id: "unknown",
             status: "error",
             error: { code: "INTERNAL_ERROR", message: "Invalid function call: oops" },
@@ -678,9 +690,9 @@ Deno.test({
     const iterator = stream[Symbol.asyncIterator]();
     const reads = [iterator.next(), iterator.next(), iterator.next(), iterator.next()];
     const extra = iterator.next();
-    const results = await bounded(Promise.all(reads), 2000, "four reads");
+    const results = await within(2000, Promise.all(reads), "four reads");
     assert.deepEqual(results.map((r) => r.value), ["The ", "capital ", "of ", "France "]);
-    assert.deepEqual(await bounded(extra, 2000, "the fifth read"), {
+    assert.deepEqual(await within(2000, extra, "the fifth read"), {
       done: true,
       value: undefined,
     });
@@ -727,8 +739,9 @@ Deno.test({
         [{ type: "auth_success", tenant_id: "no spaces allowed" }, WELCOME],
       ]
     ) {
-      const server = await rawServer({
-        open: (peer) => frames.forEach((frame) => peer.send(frame)),
+      const server = scriptedServer({
+        open: (socket) => frames.forEach((frame) => send(socket, frame)),
+        frame: () => {},
       });
       const client = new RealmWebSocketClient({ url: server.url, model: "m" });
       try {
@@ -750,15 +763,14 @@ Deno.test({
   name: "11. a token whose text is not a string fails its call with PROTOCOL_ERROR",
   ...sanitize,
   fn: async () => {
-    const server = await rawServer({
-      open: (peer) => peer.send(WELCOME),
-      message: (peer, frame) => {
+    const server = scriptedServer({
+      frame: (socket, frame) => {
         if (frame.function !== "generate") {
-          return peer.send({ id: frame.id, status: "complete", data: { status: "healthy" } });
+          return send(socket, { id: frame.id, status: "complete", data: { status: "healthy" } });
         }
-        peer.send({ id: frame.id, status: "streaming", data: { text: "ok ", index: 0 } });
-        peer.send({ id: frame.id, status: "streaming", data: { text: 42, index: 1 } });
-        peer.send({ id: frame.id, status: "complete", data: { tokens_generated: 2 } });
+        send(socket, { id: frame.id, status: "streaming", data: { text: "ok ", index: 0 } });
+        send(socket, { id: frame.id, status: "streaming", data: { text: 42, index: 1 } });
+        send(socket, { id: frame.id, status: "complete", data: { tokens_generated: 2 } });
       },
     });
     const client = new RealmWebSocketClient({ url: server.url, model: "m" });
@@ -772,7 +784,7 @@ Deno.test({
       );
       failedWith(result, "PROTOCOL_ERROR");
       assert.deepEqual(tokens, ["ok "]);
-      assert.equal((await bounded(client.health(), 2000, "health after")).status, "healthy");
+      assert.equal((await within(2000, client.health(), "health after")).status, "healthy");
     } finally {
       await client.disconnect();
       await server.close();

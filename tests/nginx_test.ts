@@ -9,8 +9,7 @@
 import assert from "node:assert/strict";
 import { RealmWebSocketClient } from "../mod.ts";
 import { startStubServer } from "../testing.ts";
-import { until } from "./_helpers.ts";
-import { bounded } from "./_raw_server.ts";
+import { until, within } from "./_helpers.ts";
 
 const NGINX = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].find((path) => {
   try {
@@ -109,7 +108,7 @@ Deno.test({
           await new Promise((resolve) => setTimeout(resolve, 20));
         }
       }
-      await bounded(client.connect(), 5000, "connect through nginx");
+      await within(5000, client.connect(), "connect through nginx");
       assert.deepEqual(backends.map((b) => b.connectionCount), [2, 2], "round robin upstream");
       await Promise.all(
         Array.from(
@@ -123,9 +122,9 @@ Deno.test({
       await until(() => client.stats().openConnections === 4, 5000, "all four sockets back");
       assert.equal(backends[1].connectionCount, 4, "the other backend carries them all");
       const before = backends[1].callCount;
-      const answers = await bounded(
-        Promise.all(Array.from({ length: 8 }, () => client.health())),
+      const answers = await within(
         5000,
+        Promise.all(Array.from({ length: 8 }, () => client.health())),
         "calls after the failover",
       );
       assert.ok(answers.every((answer) => answer.status === "healthy"));

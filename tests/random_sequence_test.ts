@@ -22,8 +22,7 @@ import {
   type StateChange,
 } from "../mod.ts";
 import { startStubServer, type StubServer } from "../testing.ts";
-import { idleStats, sanitize, until } from "./_helpers.ts";
-import { bounded } from "./_raw_server.ts";
+import { idleStats, sanitize, until, within } from "./_helpers.ts";
 
 const seed = Number(Deno.env.get("REALM_SEED") ?? Math.floor(Math.random() * 2 ** 31));
 const SEQUENCES = Number(Deno.env.get("REALM_SEQUENCES") ?? 300);
@@ -263,7 +262,7 @@ async function sequence(
   const label = `sequence ${index} (seed ${seed})`;
   // The end: a listener that connects again would (rightly) undo the final disconnect().
   removeReentrant();
-  await bounded(client.disconnect(), 5000, `${label}: disconnect()`);
+  await within(5000, client.disconnect(), `${label}: disconnect()`);
   for (const timer of timers) clearTimeout(timer);
   servers.server.faults.clear();
   await until(() => calls.every((c) => c.settled > 0), 5000, `${label}: every call settled`);

@@ -12,8 +12,7 @@ import {
   type StateChange,
 } from "../mod.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { delay, sanitize, until } from "./_helpers.ts";
-import { bounded, failedWith, outcome } from "./_raw_server.ts";
+import { delay, failedWith, outcome, sanitize, until, within } from "./_helpers.ts";
 
 const FAST: Partial<RealmClientOptions> = {
   reconnectInterval: 10,
@@ -171,7 +170,7 @@ Deno.test({
     await delay(50);
     assert.equal(c.stats().queuedCalls, 3);
     await fleet.restart(2);
-    const [health, metadata, generated] = await bounded(waiting, 5000, "answered");
+    const [health, metadata, generated] = await within(5000, waiting, "answered");
     assert.equal(health.status, "healthy");
     assert.equal(metadata.version, "0.1.0");
     assert.equal(generated.text, "Simulated response to: hi");
@@ -225,7 +224,7 @@ Deno.test({
     const connecting = c.connect();
     await delay(50);
     fleet.servers[2].faults.stall(false);
-    await bounded(connecting, 3000, "connect with a mismatched server");
+    await within(3000, connecting, "connect with a mismatched server");
     assert.equal(c.getTenantId(), "tenant-a");
     const mismatch = errors.find((error) => error.code === "TENANT_MISMATCH");
     assert.ok(mismatch, `errors: ${errors.map((e) => e.code)}`);
@@ -245,7 +244,7 @@ Deno.test({
     await using fleet = await Fleet.start(2);
     await fleet.kill(1);
     const { client: c, errors } = client(fleet.urls, { reconnectInterval: 10 });
-    await bounded(c.connect(), 3000, "connect() with one server down");
+    await within(3000, c.connect(), "connect() with one server down");
     assert.equal(c.state, "open");
     assert.equal(errors.length, 1);
     assert.equal(errors[0].code, "CONNECTION_CLOSED");
@@ -313,7 +312,7 @@ Deno.test({
       ));
       if (i % 20 === 19) await delay(10);
     }
-    await bounded(Promise.all(calls), 30_000, "every call settled");
+    await within(30_000, Promise.all(calls), "every call settled");
     running = false;
     await chaos;
     assert.equal(settled, 1000);
