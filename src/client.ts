@@ -9,7 +9,7 @@
 
 import { watchBrowser } from "./browser.ts";
 import { type Call, type CallEnd, CallRegistry, type CallSpec } from "./calls.ts";
-import type { Connection } from "./connection.ts";
+import { cancelledConnect, type Connection } from "./connection.ts";
 import { Dispatcher, withRequest } from "./dispatch.ts";
 import { RealmError } from "./errors.ts";
 import { type ConnectionState, Lifecycle, type SocketSummary } from "./lifecycle.ts";
@@ -1013,12 +1013,6 @@ function randomTenantId(): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${
     hex.slice(20)
   }`;
-}
-
-function cancelledConnect(): RealmError {
-  return new RealmError("ABORTED", "The connection attempt was cancelled by disconnect().", {
-    sent: false,
-  });
 }
 
 /**

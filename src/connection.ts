@@ -311,6 +311,13 @@ function closeSocket(
 
 const ABORTED = Symbol("aborted");
 
+/** A connection attempt that `disconnect()` (or a newer attempt) made pointless. */
+export function cancelledConnect(): RealmError {
+  return new RealmError("ABORTED", "The connection attempt was cancelled by disconnect().", {
+    sent: false,
+  });
+}
+
 /**
  * Opens a socket and runs the handshake. The server's first frame decides the
  * mode: the welcome frame means an open server (no `auth` frame is sent, even
@@ -355,13 +362,7 @@ export function openConnection(
         socket.onclose = () => wake?.();
         params.closing?.(closeSocket(socket, 1000, "", CLOSE_GRACE_MS, (w) => wake = w));
       }
-      reject(
-        error === ABORTED
-          ? new RealmError("ABORTED", "The connection attempt was cancelled by disconnect().", {
-            sent: false,
-          })
-          : error,
-      );
+      reject(error === ABORTED ? cancelledConnect() : error);
     };
     const unreachable = (detail: string) =>
       new RealmError(

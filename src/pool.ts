@@ -8,7 +8,12 @@
  */
 
 import { reconnectDelay } from "./backoff.ts";
-import { type Connection, type ConnectionHandlers, openConnection } from "./connection.ts";
+import {
+  cancelledConnect,
+  type Connection,
+  type ConnectionHandlers,
+  openConnection,
+} from "./connection.ts";
 import { RealmError } from "./errors.ts";
 import type { ServerFrame } from "./protocol.ts";
 import type { ResolvedOptions } from "./validate.ts";
@@ -196,7 +201,7 @@ export class Pool {
       if (generation !== this.#generation || slot.connection?.open) {
         // closeAll() came first, or the slot was filled meanwhile: this socket is surplus.
         this.#track(connection.close(1000, "client disconnect"));
-        throw cancelled();
+        throw cancelledConnect();
       }
       const refusal = this.#handlers.accept(slot, connection);
       if (refusal) {
@@ -291,7 +296,7 @@ export class Pool {
           return;
         } catch (error) {
           if (!current()) return;
-          const realmError = error instanceof RealmError ? error : cancelled();
+          const realmError = error instanceof RealmError ? error : cancelledConnect();
           const fatal = FATAL.has(realmError.code);
           this.#handlers.attemptFailed(slot, realmError, fatal);
           if (fatal) {
@@ -370,10 +375,4 @@ export class Pool {
     }
     this.#handlers.closed(slot, connection, code, reason);
   }
-}
-
-function cancelled(): RealmError {
-  return new RealmError("ABORTED", "The connection attempt was cancelled by disconnect().", {
-    sent: false,
-  });
 }
