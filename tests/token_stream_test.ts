@@ -201,3 +201,37 @@ Deno.test("TokenStream: what starts the call, once, and the count without the se
     assert.equal((await result).text, "ab");
   });
 });
+
+Deno.test("TokenStream: cancel() after the server ended or failed the stream changes nothing", async (t) => {
+  await t.step(
+    "ended: the call is not stopped again, and the result stays the server's",
+    async () => {
+      let stopped = 0;
+      const stream = new TokenStream((sink) => {
+        sink.token("a");
+        sink.close({ tokens_generated: 1 });
+        return () => stopped++;
+      });
+      const tokens: string[] = [];
+      for await (const token of stream) tokens.push(token);
+      await stream.cancel();
+      assert.deepEqual(tokens, ["a"]);
+      assert.equal(stopped, 0, "a stream the server ended has nothing to stop");
+      assert.deepEqual(await stream.result, { tokens_generated: 1, text: "a" });
+    },
+  );
+  await t.step(
+    "failed: the call is not stopped, and the result keeps the server's error",
+    async () => {
+      let stopped = 0;
+      const stream = new TokenStream((sink) => {
+        sink.error(new Error("server failed"));
+        return () => stopped++;
+      });
+      await assert.rejects(stream.result, /server failed/);
+      await stream.cancel();
+      assert.equal(stopped, 0, "a failed stream has nothing to stop");
+      await assert.rejects(stream.result, /^Error: server failed$/);
+    },
+  );
+});
