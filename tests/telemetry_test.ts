@@ -1,13 +1,14 @@
 /**
  * Tracing on `node:diagnostics_channel` (`realm:call`, `realm:connection`) and the request ids and
- * timings on results, against the stub server over loopback.
+ * timings on results, against the stub server over loopback; and src/telemetry.ts on its own (fresh
+ * copies of the module) where a runtime's `node:diagnostics_channel` is missing or Bun's.
  */
 import assert from "node:assert/strict";
 import diagnostics from "node:diagnostics_channel";
-import { RealmError, TokenStream } from "../mod.ts";
+import { RealmError, RealmWebSocketClient, TokenStream } from "../mod.ts";
 import { CallRegistry } from "../src/calls.ts";
 import type { StubServer } from "../testing.ts";
-import { rejection, until, withClient } from "./_helpers.ts";
+import { rejection, until, withClient, within } from "./_helpers.ts";
 
 type Context = Record<string, unknown>;
 const EVENTS = ["start", "end", "asyncStart", "asyncEnd", "error"] as const;
@@ -313,4 +314,237 @@ Deno.test("the clock is read a constant number of times per call, never per toke
   const few = await clockReads(3);
   assert.equal(few, 3, "made, first token, settled");
   assert.equal(await clockReads(5000), few);
+});
+
+Deno.test("realm:call: a context holds only what the call has: no absent parameter, no usage off generate", async () => {
+  using traces = subscribe();
+  await withClient({}, {}, async (client, server) => {
+    await client.connect();
+    const where = { "server.address": "127.0.0.1", "server.port": portOf(server) };
+    // Only a prompt: the parameters not given are absent, not `undefined` (an exporter would
+    // otherwise get an attribute without a value).
+    const streamed = await client.generate({ prompt: "Hi", max_tokens: 3, stream: true });
+    const started = {
+      "gen_ai.operation.name": "text_completion",
+      "gen_ai.provider.name": "realm",
+      "gen_ai.response.id": "1",
+      "realm.tenant_id": client.getTenantId(),
+      "gen_ai.request.model": "llama-2-7b",
+      "gen_ai.request.max_tokens": 3,
+      "gen_ai.request.stream": true,
+    };
+    assert.deepEqual(traces.calls.find((c) => c.event === "start")!.snapshot, started);
+    // A stream's final frame has no `prompt_tokens`: no input tokens, not `undefined` ones.
+    const { result: _, durationMs: __, ...ended } = traces.context("1");
+    assert.deepEqual(ended, {
+      ...started,
+      ...where,
+      "realm.sent": true,
+      "gen_ai.response.time_to_first_chunk": streamed.timeToFirstTokenMs! / 1000,
+      "gen_ai.usage.output_tokens": 3,
+    });
+
+    // health (and metadata, pipelines) carry no request parameters and no token usage.
+    const health = await client.health();
+    const { result, durationMs, ...healthEnded } = traces.context(health.requestId);
+    assert.deepEqual(healthEnded, {
+      "gen_ai.operation.name": "realm.health",
+      "gen_ai.provider.name": "realm",
+      "gen_ai.response.id": "2",
+      "realm.tenant_id": client.getTenantId(),
+      ...where,
+      "realm.sent": true,
+    });
+    assert.equal((result as { status: string }).status, health.status);
+    assert.ok(typeof durationMs === "number" && durationMs >= 0, `${durationMs}`);
+  });
+});
+
+Deno.test("realm:call: a call never sent names the client's url, with its scheme's default port", async () => {
+  for (
+    const [url, address, port] of [
+      ["wss://realm.example/ws", "realm.example", 443],
+      ["ws://realm.internal", "realm.internal", 80],
+      ["ws://[::1]:9", "::1", 9],
+    ] as const
+  ) {
+    // Each client numbers its calls from "1": one subscription per client.
+    using traces = subscribe();
+    const client = new RealmWebSocketClient({ url, model: "llama-2-7b" });
+    try {
+      const error = await rejection(client.health());
+      assert.equal(error.code, "NOT_CONNECTED");
+      const context = traces.context(error.requestId);
+      assert.equal(context["server.address"], address, url);
+      assert.equal(context["server.port"], port, url);
+      assert.equal(context["realm.sent"], false);
+    } finally {
+      await client.disconnect();
+    }
+  }
+});
+
+Deno.test("realm:call: a callback that throws something with no code is error.type _OTHER", async () => {
+  using traces = subscribe();
+  await withClient({}, {}, async (client) => {
+    await client.connect();
+    for (const thrown of [new Error("my callback broke"), null, undefined]) {
+      const failure = await within(
+        3000,
+        client.generate({
+          prompt: "Hi",
+          max_tokens: 5,
+          stream: true,
+          onToken: () => {
+            throw thrown;
+          },
+        }).then(() => assert.fail("the call must fail with the callback's error"), (e) => e),
+        "the failed call",
+      );
+      assert.equal(failure, thrown, "the caller gets their own error back");
+      const id = traces.calls.at(-1)!.context["gen_ai.response.id"] as string;
+      await until(() => traces.of(id).includes("asyncEnd"), 3000, `asyncEnd after ${thrown}`);
+      assert.deepEqual(traces.of(id), ["start", "end", "error", "asyncStart", "asyncEnd"]);
+      assert.equal(traces.context(id)["error.type"], "_OTHER");
+      assert.equal(traces.context(id).error, thrown);
+    }
+  });
+});
+
+type Telemetry = typeof import("../src/telemetry.ts");
+type GetBuiltinModule = (id: string) => unknown;
+const host = globalThis as unknown as { process: { getBuiltinModule?: GetBuiltinModule } };
+
+/**
+ * A fresh copy of src/telemetry.ts (its own, not yet looked-up channels), with
+ * `process.getBuiltinModule` replaced by `lookup` until it is restored: the module looks it up at
+ * its first event, as a process that has just started would.
+ */
+async function freshTelemetry(lookup: GetBuiltinModule | undefined) {
+  const url = new URL("../src/telemetry.ts", import.meta.url);
+  url.search = `fresh=${crypto.randomUUID()}`;
+  const telemetry: Telemetry = await import(url.href);
+  const original = host.process.getBuiltinModule;
+  host.process.getBuiltinModule = lookup;
+  return {
+    telemetry,
+    [Symbol.dispose]() {
+      host.process.getBuiltinModule = original;
+    },
+  };
+}
+
+/** Makes `health` calls with ids "1", "2", …, as a client's registry would; none is sent. */
+function callMaker() {
+  const registry = new CallRegistry();
+  return () =>
+    registry.create({
+      fn: "health",
+      paramsJson: "{}",
+      stream: false,
+      timeout: Infinity,
+      idleTimeout: Infinity,
+      maxRetries: 0,
+    }, () => {});
+}
+
+const URL_OF_CLIENT = "ws://127.0.0.1:8080";
+
+Deno.test("telemetry: without node:diagnostics_channel (browsers, Node < 20.16) nothing is published and nothing throws", async () => {
+  using traces = subscribe();
+  using fresh = await freshTelemetry(undefined);
+  const { traceCall, traceConnection } = fresh.telemetry;
+  traceConnection("connecting", { attempt: 0 }, URL_OF_CLIENT);
+  const call = callMaker()();
+  assert.equal(traceCall(call, {}, "t", URL_OF_CLIENT), undefined, "nothing to call at `end`");
+  traceConnection("connected", {}, URL_OF_CLIENT);
+  call.complete({ status: "healthy" });
+  await call.result;
+  assert.deepEqual(traces.calls, []);
+  assert.deepEqual(traces.connection, []);
+});
+
+// "A call costs one check per call" (README): the module lookup is not repeated per event.
+Deno.test("telemetry: the channels are looked up once, at the first call or connection event", async (t) => {
+  const real = host.process.getBuiltinModule!.bind(host.process);
+  let lookups = 0;
+  const counted = (id: string) => (lookups++, real(id));
+
+  await t.step("a connection event first", async () => {
+    lookups = 0;
+    using traces = subscribe();
+    using fresh = await freshTelemetry(counted);
+    const { traceCall, traceConnection } = fresh.telemetry;
+    const madeCall = callMaker();
+    traceConnection("connecting", { attempt: 0 }, URL_OF_CLIENT);
+    assert.deepEqual(traces.connection, [{
+      event: "connecting",
+      attempt: 0,
+      "server.address": "127.0.0.1",
+      "server.port": 8080,
+    }]);
+    for (let i = 0; i < 3; i++) {
+      const call = madeCall();
+      traceCall(call, {}, "t", URL_OF_CLIENT)!();
+      call.complete({ status: "healthy" });
+      await call.result;
+      traceConnection("statechange", { from: "connecting", to: "open" }, URL_OF_CLIENT);
+    }
+    assert.equal(traces.connection.length, 4);
+    assert.deepEqual(traces.of("3"), ["start", "end", "asyncStart", "asyncEnd"]);
+    assert.equal(traces.calls.length, 12);
+    assert.equal(lookups, 1);
+  });
+
+  await t.step("a call first (one made before connect())", async () => {
+    lookups = 0;
+    using traces = subscribe();
+    using fresh = await freshTelemetry(counted);
+    const { traceCall, traceConnection } = fresh.telemetry;
+    const madeCall = callMaker();
+    const call = madeCall();
+    traceCall(call, {}, "t", URL_OF_CLIENT)!();
+    call.complete({ status: "healthy" });
+    await call.result;
+    assert.deepEqual(traces.of("1"), ["start", "end", "asyncStart", "asyncEnd"]);
+    traceConnection("connecting", { attempt: 0 }, URL_OF_CLIENT);
+    traceCall(madeCall(), {}, "t", URL_OF_CLIENT);
+    assert.equal(traces.connection.length, 1);
+    assert.deepEqual(traces.of("2"), ["start"]);
+    assert.equal(lookups, 1);
+  });
+});
+
+Deno.test("telemetry: a TracingChannel without hasSubscribers (Bun's) is asked event by event", async () => {
+  // Bun's TracingChannel: the five channels, no `hasSubscribers` of its own.
+  const dc = diagnostics as unknown as { channel(name: string): unknown };
+  const bunLike = {
+    channel: (name: string) => dc.channel(name),
+    tracingChannel: (name: string) =>
+      Object.fromEntries(EVENTS.map((event) => [event, dc.channel(`tracing:${name}:${event}`)])),
+  };
+  using fresh = await freshTelemetry(
+    (id) => id === "node:diagnostics_channel" ? bunLike : undefined,
+  );
+  const { traceCall } = fresh.telemetry;
+  const madeCall = callMaker();
+  assert.equal(traceCall(madeCall(), {}, "t", URL_OF_CLIENT), undefined, "no subscriber");
+
+  // A subscriber to the settled calls alone (a metrics recorder) still gets every call.
+  const ended: Context[] = [];
+  const onEnd = (context: unknown) => void ended.push(context as Context);
+  diagnostics.subscribe("tracing:realm:call:asyncEnd", onEnd);
+  try {
+    const call = madeCall();
+    const end = traceCall(call, {}, "acme", URL_OF_CLIENT);
+    assert.equal(typeof end, "function");
+    end!();
+    call.complete({ status: "healthy" });
+    await call.result;
+    await until(() => ended.length === 1, 3000, "asyncEnd");
+    assert.equal(ended[0]["gen_ai.operation.name"], "realm.health");
+    assert.equal(ended[0]["realm.tenant_id"], "acme");
+  } finally {
+    diagnostics.unsubscribe("tracing:realm:call:asyncEnd", onEnd);
+  }
 });
