@@ -68,9 +68,9 @@ type FrameHandler = (frame: { id?: string; status?: string; data?: unknown }) =>
 /**
  * The baseline: a hand-written loop over a raw WebSocket that does the least a correct caller
  * must (JSON.stringify a call, send it, JSON.parse every frame, match it to its call by id) and
- * nothing else: no checks, no timers, no events.
+ * nothing else: no checks, no timers, no events. `bench/_client_only.ts` runs it on a fake socket.
  */
-class RawSocket {
+export class RawSocket {
   readonly #socket: WebSocket;
   readonly #handlers = new Map<string, FrameHandler>();
   #nextId = 0;

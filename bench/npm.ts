@@ -3,7 +3,8 @@
  * installs it (and Node 22 and Bun from npm) under `.tmp/bench-npm/` (kept between runs), bundles
  * `bench/_npm_main.ts` against the installed package, and runs it on each runtime. The stub
  * servers run on Node from the installed package, the unpaced server on Deno, each in its own
- * process. Prints one table per runtime.
+ * process. Prints two tables per runtime: the harness's groups, and the client's own cost on a fake
+ * socket (`bench/_client_only.ts`).
  *
  * ```sh
  * deno task bench:npm        # REALM_BENCH_ROUNDS=5 for fewer rounds (default 7)
@@ -16,6 +17,7 @@
 import * as esbuild from "npm:esbuild@0.28.2";
 import { join } from "node:path";
 import { type Report, table } from "./_harness.ts";
+import { type ClientOnlyReport, clientOnlyTable } from "./_client_only.ts";
 import { type ServerProcess, startServerProcess } from "./_process.ts";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -99,7 +101,7 @@ await esbuild.stop();
 await Deno.copyFile(join(root, "bench", "_stub_server.mjs"), join(project, "stub_server.mjs"));
 
 const servers: ServerProcess[] = [];
-const reports: (Report & { runtime: string })[] = [];
+const reports: (Report & { runtime: string; clientOnly: ClientOnlyReport })[] = [];
 try {
   const [stub0, stub10, unpaced] = await Promise.all([
     startServerProcess(node20, ["stub_server.mjs", "0"], project),
@@ -131,4 +133,8 @@ for (const report of reports) {
     `\n${report.runtime} (npm build), ${navigator.hardwareConcurrency} cores, ${rounds} rounds:\n`,
   );
   console.log(table(report));
+  console.log(
+    `\nThe client's own cost on a fake socket, ${report.clientOnly.sequential.client.length} rounds:\n`,
+  );
+  console.log(clientOnlyTable([report]));
 }
