@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { EJECT_AFTER, Pool, type PoolHandlers, type Slot } from "../src/pool.ts";
 import { resolveOptions } from "../src/validate.ts";
-import { type RealmClientOptions, RealmError, type WebSocketConstructor } from "../mod.ts";
+import type { RealmClientOptions, RealmError, WebSocketConstructor } from "../mod.ts";
 import { delay, failedWith, outcome, until, within } from "./_helpers.ts";
 
 const WELCOME = JSON.stringify({ status: "connected", version: "0.1.0", tenant_id: null });
