@@ -192,6 +192,8 @@ Deno.test("pool: only reconnect(slot, true) skips the first delay; then the back
       ]),
     );
     assert.equal(p.retryingCount, 0);
+    // Finished attempts leave nothing to cancel (a long-lived client makes thousands).
+    assert.equal(slot.handshakes.size, 0);
   } finally {
     await p.closeAll();
   }
@@ -546,5 +548,33 @@ Deno.test("pool: drop() and connections() skip slots without a socket (browser o
     assert.deepEqual(events, ["opened 1", "closed 1"]);
   } finally {
     await p.closeAll();
+  }
+});
+
+Deno.test("pool: closeAll() cancels every handshake of a slot, whichever of two attempts ended first", async (t) => {
+  for (const [name, finishing] of [["the first", 0], ["the second", 1]] as const) {
+    await t.step(`${name} attempt fills the slot`, async () => {
+      behaviour.set("ws://127.0.0.1:27", "hold");
+      held.length = 0;
+      const { pool: p, events } = pool({ url: "ws://127.0.0.1:27", connectTimeout: 10_000 });
+      const slot = p.slots[0];
+      // Two attempts for one slot (connect() twice); one completes, the other still handshakes.
+      const attempts = [p.open(slot), p.open(slot)].map((a) => outcome(a, 1000, "an attempt"));
+      held[finishing].welcome();
+      assert.ok("value" in await attempts[finishing]);
+      let closed = false;
+      const closing = p.closeAll().then(() => void (closed = true));
+      failedWith(await attempts[1 - finishing], "ABORTED");
+      await delay(10);
+      assert.equal(closed, false, "closeAll() resolved while a handshaking socket was open");
+      held[1 - finishing].welcome();
+      await within(1000, closing, "closeAll() once both sockets closed");
+      const closes = [[1000, "client disconnect"], [1000, ""]];
+      assert.deepEqual(
+        held.map((socket) => socket.closedWith),
+        finishing ? closes.reverse() : closes,
+      );
+      assert.deepEqual(events, ["opened 0", "closed 0"]);
+    });
   }
 });
