@@ -54,8 +54,8 @@ export interface Slot {
   retrying: boolean;
   /** Ends the current backoff wait early (`connect()` while reconnecting, `online`). */
   wakeUp: (() => void) | undefined;
-  /** Cancels the current handshake. */
-  cancelAttempt: (() => void) | undefined;
+  /** Its handshakes in progress (two when `connect()` runs twice), for `closeAll()` to cancel. */
+  readonly handshakes: Set<AbortController>;
 }
 
 /** What the pool tells its owner. */
@@ -119,7 +119,7 @@ export class Pool {
       connectedAt: 0,
       retrying: false,
       wakeUp: undefined,
-      cancelAttempt: undefined,
+      handshakes: new Set(),
     }));
     this.#connectionHandlers = {
       frame: (connection, frame) => handlers.frame(connection, frame),
@@ -179,7 +179,7 @@ export class Pool {
   async open(slot: Slot): Promise<void> {
     const generation = this.#generation;
     const attempt = new AbortController();
-    slot.cancelAttempt = () => attempt.abort();
+    slot.handshakes.add(attempt);
     const options = this.#options;
     try {
       const connection = await openConnection(
@@ -218,9 +218,7 @@ export class Pool {
       if (generation === this.#generation && !aborted) this.#failed(slot.server);
       throw error;
     } finally {
-      if (slot.cancelAttempt !== undefined && generation === this.#generation) {
-        slot.cancelAttempt = undefined;
-      }
+      slot.handshakes.delete(attempt);
     }
     // The server is back: its other sockets waiting out a backoff or an ejection try now.
     for (const other of this.slots) if (other.server === slot.server) other.wakeUp?.();
@@ -330,8 +328,7 @@ export class Pool {
       slot.retrying = false;
       slot.wakeUp?.();
       slot.wakeUp = undefined;
-      slot.cancelAttempt?.();
-      slot.cancelAttempt = undefined;
+      for (const handshake of slot.handshakes) handshake.abort();
       if (connection) this.#track(connection.close(code, reason));
     }
     return this.settled();
