@@ -235,3 +235,23 @@ Deno.test("TokenStream: cancel() after the server ended or failed the stream cha
     },
   );
 });
+
+Deno.test("TokenStream: what the stop function delivers as it runs is dropped, and the result is ABORTED", async () => {
+  // A transport may flush a frame it already had while it is being stopped: that frame is late.
+  const stream = new TokenStream((sink) => {
+    sink.token("a");
+    return () => {
+      sink.token("late");
+      sink.close({ tokens_generated: 9 });
+    };
+  });
+  const iterator = stream[Symbol.asyncIterator]();
+  assert.deepEqual(await iterator.next(), { done: false, value: "a" });
+  await stream.cancel();
+  const error = await stream.result.then(
+    () => assert.fail("a cancelled stream has no result"),
+    (e) => e,
+  );
+  assert.equal(error.code, "ABORTED");
+  assert.deepEqual(await iterator.next(), { done: true, value: undefined });
+});
