@@ -299,13 +299,14 @@ Deno.test({
     }) as typeof signal.removeEventListener;
     const calls = Array.from({ length: 3 }, () => create(spec({ signal })));
     assert.equal(listening.size, 3);
+    const failure = rejection(calls[1].result, 1000, "the failure");
     calls[0].complete({});
     calls[1].fail(new RealmError("INTERNAL_ERROR", "failed"));
     calls[2].abandon();
+    assert.equal((await failure).code, "INTERNAL_ERROR");
     assert.equal(listening.size, 0);
-    await calls[0].result;
-    await rejection(calls[1].result, 1000, "the failure");
     controller.abort();
+    assert.deepEqual(await calls[0].result, { requestId: calls[0].id });
     assert.equal(await calls[2].result, undefined);
   },
 });
