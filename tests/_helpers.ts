@@ -281,3 +281,84 @@ export function failedWith(
   assert.equal(error?.code, code, `expected ${code}, got ${error?.code}: ${error?.message}`);
   return error;
 }
+
+/** A clock that moves only when the test says: see {@linkcode withFakeClock}. */
+export interface FakeClock {
+  /** `performance.now()` as the code under test sees it. */
+  readonly now: number;
+  /** The delay of every timer armed so far, in order. */
+  readonly delays: number[];
+  /** Timers armed and not yet fired nor cleared. */
+  readonly timers: number;
+  /**
+   * Runs the earliest timer, moving the clock to its due time, or `early` ms before it (timers
+   * may wake up to 1 ms early); false when no timer is armed.
+   */
+  next(early?: number): boolean;
+  /** Moves the clock `ms` ahead, running the timers due on the way. */
+  advance(ms: number): void;
+}
+
+/**
+ * Runs `body` with `performance.now()`, `setTimeout` and `clearTimeout` replaced by a fake clock
+ * that starts at 1000 ms, so timer-driven code is stepped exactly instead of waited on. The real
+ * ones come back afterwards, once 64 microtasks have run (work queued on microtasks may still
+ * clear a fake timer).
+ */
+export async function withFakeClock(
+  body: (clock: FakeClock) => void | Promise<void>,
+): Promise<void> {
+  const { setTimeout: realSet, clearTimeout: realClear } = globalThis;
+  let now = 1000;
+  let nextId = 1;
+  const pending = new Map<number, { at: number; fire: () => void }>();
+  const delays: number[] = [];
+  const earliest = (): [number, { at: number; fire: () => void }] | undefined => {
+    let found: [number, { at: number; fire: () => void }] | undefined;
+    for (const entry of pending) if (!found || entry[1].at < found[1].at) found = entry;
+    return found;
+  };
+  const clock: FakeClock = {
+    get now() {
+      return now;
+    },
+    delays,
+    get timers() {
+      return pending.size;
+    },
+    next(early = 0) {
+      const found = earliest();
+      if (!found) return false;
+      pending.delete(found[0]);
+      now = Math.max(now, found[1].at - early);
+      found[1].fire();
+      return true;
+    },
+    advance(ms) {
+      const target = now + ms;
+      for (let found = earliest(); found && found[1].at <= target; found = earliest()) {
+        pending.delete(found[0]);
+        now = Math.max(now, found[1].at);
+        found[1].fire();
+      }
+      now = target;
+    },
+  };
+  globalThis.setTimeout = ((fire: () => void, ms = 0) => {
+    delays.push(ms);
+    pending.set(nextId, { at: now + Math.max(0, ms), fire });
+    return nextId++;
+  }) as unknown as typeof realSet;
+  globalThis.clearTimeout = ((id?: number) => {
+    if (id !== undefined) pending.delete(id);
+  }) as typeof realClear;
+  Object.defineProperty(performance, "now", { value: () => now, configurable: true });
+  try {
+    await body(clock);
+  } finally {
+    for (let i = 0; i < 64; i++) await null;
+    globalThis.setTimeout = realSet;
+    globalThis.clearTimeout = realClear;
+    delete (performance as { now?: unknown }).now;
+  }
+}

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { type Call, type CallEnd, CallRegistry, type CallSpec, Deadlines } from "../src/calls.ts";
+import { Call, type CallEnd, CallRegistry, type CallSpec, Deadlines } from "../src/calls.ts";
 import { RealmError } from "../mod.ts";
-import { delay, rejection, until, within } from "./_helpers.ts";
+import { delay, rejection, until, withFakeClock, within } from "./_helpers.ts";
 
 const timers = { sanitizeOps: true, sanitizeResources: true };
 
@@ -167,5 +167,159 @@ Deno.test({
     assert.equal(fired, 1);
     assert.equal(deadlines.size, 0);
     // The sanitizers fail this test if a timer was left behind.
+  },
+});
+
+/** How a call's result settled, once it has (`"pending"` until then). */
+function settledAs(call: Call): () => unknown {
+  let outcome: unknown = "pending";
+  call.result.then((value) => outcome = { value }, (error) => outcome = { error });
+  return () => outcome;
+}
+
+Deno.test({
+  name: "a silent stream ends 1 to 1.25 × idleTimeout after its last token, never sooner",
+  ...timers,
+  fn: () =>
+    withFakeClock(async (clock) => {
+      const { create } = registry();
+      const call = create(spec({ stream: true, timeout: 1000, idleTimeout: 40 }));
+      const outcome = settledAs(call);
+      call.token("a"); // at 1000: the 1,000 ms timeout gives way to idle checks every 10 ms
+      clock.advance(12);
+      call.token("b"); // at 1012, just after the first check
+      let endedAt = 0;
+      while (!call.settled && clock.next()) endedAt = clock.now;
+      await null;
+      // Checks at 1020 (saw "b"), 1030, 1040, 1050 and 1060: four quiet quarters in a row.
+      assert.equal(endedAt, 1060);
+      assert.deepEqual(clock.delays, [1000, 10, 10, 10, 10, 10, 10]);
+      const { error } = outcome() as { error: RealmError };
+      assert.equal(error.code, "TIMEOUT");
+      assert.match(error.message, /no token for 40 ms/);
+      assert.equal(clock.timers, 0);
+    }),
+});
+
+Deno.test({
+  name: "deadlineAt is the timeout's instant until the first token, then Infinity",
+  ...timers,
+  fn: () =>
+    withFakeClock(async () => {
+      const { create } = registry();
+      const call = create(spec({ stream: true, timeout: 500, idleTimeout: 40 }));
+      assert.equal(call.deadlineAt, 1500);
+      call.token("a");
+      assert.equal(call.deadlineAt, Infinity); // a streaming call is not retried against a deadline
+      call.complete({});
+      assert.equal(call.deadlineAt, Infinity);
+      await call.result;
+
+      const unbounded = create(spec({ timeout: Infinity }));
+      assert.equal(unbounded.deadlineAt, Infinity);
+      unbounded.complete({});
+      assert.equal(unbounded.deadlineAt, Infinity);
+      await unbounded.result;
+    }),
+});
+
+Deno.test({
+  name: "a settled call ignores late tokens and answers, and holds no timer for them",
+  ...timers,
+  fn: async () => {
+    const deadlines = new Deadlines();
+    const seen: string[] = [];
+    const ends: CallEnd[] = [];
+    // A call made on its own, outside any registry.
+    const call = new Call(
+      "7",
+      spec({ stream: true, onToken: (t) => seen.push(t) }),
+      (_, end) => ends.push(end),
+      deadlines,
+    );
+    call.complete({ tokens_generated: 0 });
+    call.token("late");
+    const lateAnswer = { tokens_generated: 1 };
+    call.complete(lateAnswer);
+    assert.deepEqual(await call.result, { tokens_generated: 0, requestId: "7" });
+    assert.deepEqual(seen, []);
+    assert.equal(call.tokens, 0);
+    assert.equal(deadlines.size, 0);
+    assert.deepEqual(lateAnswer, { tokens_generated: 1 }); // not even stamped with the id
+    assert.deepEqual(ends, ["answered"]);
+  },
+});
+
+Deno.test({
+  name: "an answer that is not an object is handed over as is",
+  ...timers,
+  fn: async () => {
+    const { create } = registry();
+    for (const data of ["pong", 42, true, [1, 2], null]) {
+      const call = create(spec());
+      call.complete(data);
+      assert.deepEqual(await call.result, data);
+    }
+  },
+});
+
+Deno.test({
+  name: "every wake() wait is dropped when the call settles, also one set before another",
+  ...timers,
+  fn: async () => {
+    const { create } = registry();
+    const call = create(spec());
+    const woke: string[] = [];
+    call.wake(5, () => woke.push("first"));
+    call.wake(10, () => woke.push("second"));
+    call.fail(new RealmError("INTERNAL_ERROR", "failed"));
+    await rejection(call.result, 1000, "the failure");
+    await delay(30);
+    assert.deepEqual(woke, []);
+  },
+});
+
+Deno.test({
+  name: "a signal shared by many calls keeps no listener for those that settled",
+  ...timers,
+  fn: async () => {
+    const { create } = registry();
+    const controller = new AbortController();
+    const listening = new Set<unknown>();
+    const { signal } = controller;
+    const add = signal.addEventListener.bind(signal);
+    const remove = signal.removeEventListener.bind(signal);
+    signal.addEventListener = ((type: string, listener: EventListener, options?: unknown) => {
+      listening.add(listener);
+      add(type, listener, options as AddEventListenerOptions);
+    }) as typeof signal.addEventListener;
+    signal.removeEventListener = ((type: string, listener: EventListener) => {
+      listening.delete(listener);
+      remove(type, listener);
+    }) as typeof signal.removeEventListener;
+    const calls = Array.from({ length: 3 }, () => create(spec({ signal })));
+    assert.equal(listening.size, 3);
+    const failure = rejection(calls[1].result, 1000, "the failure");
+    calls[0].complete({});
+    calls[1].fail(new RealmError("INTERNAL_ERROR", "failed"));
+    calls[2].abandon();
+    assert.equal((await failure).code, "INTERNAL_ERROR");
+    assert.equal(listening.size, 0);
+    controller.abort();
+    assert.deepEqual(await calls[0].result, { requestId: calls[0].id });
+    assert.equal(await calls[2].result, undefined);
+  },
+});
+
+Deno.test({
+  name: "issued() knows exactly the ids this registry gave out",
+  ...timers,
+  fn: () => {
+    const { calls, create } = registry();
+    for (let i = 0; i < 3; i++) create(spec()).complete(null);
+    for (const id of ["1", "2", "3"]) assert.equal(calls.issued(id), true, id);
+    for (const id of ["0", "-1", "4", "1.5", "2.0", "01", " 1", "1e0", "0x1", "", "abc"]) {
+      assert.equal(calls.issued(id), false, JSON.stringify(id));
+    }
   },
 });
