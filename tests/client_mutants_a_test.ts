@@ -158,6 +158,51 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "client: a socket that reports its close inside a throwing send: the call waits, is answered",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    let sends = 0;
+    /**
+     * A WebSocket that, on the first `health` send, finds its connection dead: it fires its close
+     * event at once, then throws (the socket is out of the pool before the send fails).
+     */
+    class DeadOnSend extends WebSocket {
+      override send(data: string) {
+        if (JSON.parse(data).function === "health" && ++sends === 1) {
+          super.close();
+          this.dispatchEvent(new CloseEvent("close", { code: 1006, reason: "gone" }));
+          throw new Error("gone");
+        }
+        super.send(data);
+      }
+    }
+    const client = new RealmWebSocketClient({
+      url: server.url,
+      model: "llama-2-7b",
+      WebSocket: DeadOnSend,
+      ...FAST,
+    });
+    const seen = record(client);
+    try {
+      await client.connect();
+      const health = await outcome(client.health(), 5000, "health");
+      assert.ok("value" in health, `health failed: ${"error" in health && health.error}`);
+      assert.equal((health.value as { status: string }).status, "healthy");
+      assert.equal(sends, 2, "sent once more, on the new socket");
+      assert.deepEqual(seen.disconnected, [
+        { code: 1006, reason: "gone", willReconnect: true, socket: 0, url: server.url },
+      ]);
+      assert.equal(client.stats().pendingCalls, 0);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
   name: "client: reconnect() while connect() runs is that connect(), and opens nothing more",
   ...sanitize,
   fn: async () => {
