@@ -360,7 +360,9 @@ export function openConnection(
       if (!dead) {
         let wake: (() => void) | undefined;
         socket.onclose = () => wake?.();
-        params.closing?.(closeSocket(socket, 1000, "", CLOSE_GRACE_MS, (w) => wake = w));
+        // Closed whether or not anyone is told: `params.closing?.(closeSocket(…))` would skip it.
+        const closed = closeSocket(socket, 1000, "", CLOSE_GRACE_MS, (w) => wake = w);
+        params.closing?.(closed);
       }
       reject(error === ABORTED ? cancelledConnect() : error);
     };
