@@ -113,6 +113,22 @@ async function shut(connection: Connection, socket: ScriptedSocket) {
   await ended;
 }
 
+/**
+ * `withFakeClock`, with a bound on the timers armed: a heartbeat that re-arms itself with no delay
+ * would otherwise spin the fake clock forever, hanging the test instead of failing it.
+ */
+function withClock(body: (clock: FakeClock) => Promise<void>): Promise<void> {
+  return withFakeClock((clock) => {
+    const fakeSetTimeout = globalThis.setTimeout;
+    let armed = 0;
+    globalThis.setTimeout = ((fire: () => void, ms?: number) => {
+      if (++armed > 1000) throw new Error("more than 1000 timers armed: a timer loop?");
+      return fakeSetTimeout(fire, ms);
+    }) as typeof setTimeout;
+    return body(clock);
+  });
+}
+
 /** Steps the fake clock to the absolute instant `at`, running the timers due on the way. */
 function advanceTo(clock: FakeClock, at: number) {
   clock.advance(at - clock.now);
@@ -138,7 +154,7 @@ Deno.test("connection: url is the server's address; frames of no call reach the 
 });
 
 Deno.test("connection: an abandoned call keeps it busy until abandonedCallTtl after its last frame", async () => {
-  await withFakeClock(async (clock) => {
+  await withClock(async (clock) => {
     const { connection, socket } = await open({ abandonedCallTtl: 1000 });
     connection.send("1", call("1"));
     connection.send("2", call("2"));
@@ -164,7 +180,7 @@ Deno.test("connection: an abandoned call keeps it busy until abandonedCallTtl af
 });
 
 Deno.test("connection: abandon() and busy after the call left the socket do nothing", async () => {
-  await withFakeClock(async () => {
+  await withClock(async () => {
     const { connection, socket } = await open();
     // The call was answered (or the socket dropped) before its caller gave up.
     connection.abandon("never-sent");
@@ -185,7 +201,7 @@ Deno.test("connection: abandon() and busy after the call left the socket do noth
 });
 
 Deno.test("connection: oldestListening() is the oldest call still listened to", async () => {
-  await withFakeClock(async () => {
+  await withClock(async () => {
     const { connection, socket } = await open();
     assert.equal(connection.oldestListening(), undefined);
     for (const id of ["1", "2", "3"]) connection.send(id, call(id));
@@ -201,8 +217,29 @@ Deno.test("connection: oldestListening() is the oldest call still listened to", 
   });
 });
 
+Deno.test("connection: frameAt is when the last answer arrived; tokens count only with a heartbeat", async (t) => {
+  for (const heartbeatInterval of [0, 1000]) {
+    await t.step(heartbeatInterval ? "heartbeat on" : "heartbeat off", async () => {
+      await withClock(async (clock) => {
+        const { connection, socket, frames } = await open({ heartbeatInterval });
+        const opened = clock.now;
+        connection.send("1", call("1"));
+        clock.advance(100);
+        socket.receive({ id: "1", status: "streaming", data: { text: "a" } });
+        // Without a heartbeat nothing needs a token's time: the clock is not read per token.
+        assert.equal(connection.frameAt, heartbeatInterval ? opened + 100 : 0);
+        clock.advance(100);
+        socket.receive({ id: "1", status: "complete", data: {} });
+        assert.equal(connection.frameAt, opened + 200);
+        assert.equal(frames.length, 2);
+        await shut(connection, socket);
+      });
+    });
+  }
+});
+
 Deno.test("connection: close() reports the close once, also when the socket's close follows", async () => {
-  await withFakeClock(async () => {
+  await withClock(async () => {
     const { connection, socket, frames, closes } = await open();
     let closed = false;
     const ended = connection.close(4001, "bye").then(() => closed = true);
@@ -222,7 +259,7 @@ Deno.test("connection: close() reports the close once, also when the socket's cl
 });
 
 Deno.test("connection: the heartbeat goes after heartbeatInterval of quiet, each with its own id", async () => {
-  await withFakeClock(async (clock) => {
+  await withClock(async (clock) => {
     const { connection, socket, frames, closes } = await open({
       heartbeatInterval: 1000,
       heartbeatTimeout: 500,
@@ -264,7 +301,7 @@ Deno.test("connection: the heartbeat goes after heartbeatInterval of quiet, each
 });
 
 Deno.test("connection: no heartbeat while a call is in flight; it checks again every 50 ms", async () => {
-  await withFakeClock(async (clock) => {
+  await withClock(async (clock) => {
     const { connection, socket, closes } = await open({
       heartbeatInterval: 1000,
       heartbeatTimeout: 500,
@@ -291,7 +328,7 @@ Deno.test("connection: no heartbeat while a call is in flight; it checks again e
 Deno.test("connection: an unanswered heartbeat closes the socket with 4000, logged", async (t) => {
   for (const logged of [false, true]) {
     await t.step(logged ? "with a logger" : "without a logger", async () => {
-      await withFakeClock(async (clock) => {
+      await withClock(async (clock) => {
         const logs: [string, Record<string, unknown> | undefined][] = [];
         const { connection, socket, frames, closes } = await open({
           heartbeatInterval: 1000,
@@ -322,7 +359,7 @@ Deno.test("connection: an unanswered heartbeat closes the socket with 4000, logg
 });
 
 Deno.test("connection: probe() sends a heartbeat at once, then the heartbeat runs as before", async () => {
-  await withFakeClock(async (clock) => {
+  await withClock(async (clock) => {
     const { connection, socket, closes } = await open({
       heartbeatInterval: 1000,
       heartbeatTimeout: 500,
@@ -355,7 +392,7 @@ Deno.test("connection: probe() sends a heartbeat at once, then the heartbeat run
 
 Deno.test("connection: probe() does nothing while a call or a heartbeat is out, or once closed", async (t) => {
   await t.step("a call in flight: no heartbeat behind it", async () => {
-    await withFakeClock(async (clock) => {
+    await withClock(async (clock) => {
       const { connection, socket, closes } = await open({
         heartbeatInterval: 1000,
         heartbeatTimeout: 500,
@@ -370,7 +407,7 @@ Deno.test("connection: probe() does nothing while a call or a heartbeat is out, 
     });
   });
   await t.step("a heartbeat out: no second one, and its answer still counts", async () => {
-    await withFakeClock(async (clock) => {
+    await withClock(async (clock) => {
       const { connection, socket, frames, closes } = await open({
         heartbeatInterval: 1000,
         heartbeatTimeout: 500,
@@ -388,7 +425,7 @@ Deno.test("connection: probe() does nothing while a call or a heartbeat is out, 
     });
   });
   await t.step("closed: nothing is sent and no timer is left", async () => {
-    await withFakeClock(async (clock) => {
+    await withClock(async (clock) => {
       const { connection, socket, closes } = await open({
         heartbeatInterval: 1000,
         heartbeatTimeout: 500,
