@@ -458,6 +458,7 @@ Deno.test({
       },
     });
     const closes: [number, string][] = [];
+    const frames: ServerFrame[] = [];
     const connection = await within(
       3000,
       openConnection({
@@ -466,22 +467,26 @@ Deno.test({
         tenantId: "tenant-a",
         connectTimeout: 2000,
         heartbeatInterval: 60_000,
-        heartbeatTimeout: 200,
+        heartbeatTimeout: 600,
         abandonedCallTtl: 1000,
-      }, { frame: () => {}, closed: (_c, code, reason) => void closes.push([code, reason]) }),
+      }, {
+        frame: (_c, frame) => void frames.push(frame),
+        closed: (_c, code, reason) => void closes.push([code, reason]),
+      }),
       "the handshake",
     );
     try {
       connection.probe();
       await until(() => server.received.length === 1, 2000, "the probe's heartbeat");
       assert.deepEqual(server.received, [heartbeat("heartbeat-1")]);
-      await delay(300);
+      await delay(800);
       assert.equal(connection.open, true, "answered: the socket stays");
       answering = false;
       connection.probe();
       await until(() => !connection.open, 2000, "the heartbeat timeout");
       assert.deepEqual(server.received.map((frame) => frame.id), ["heartbeat-1", "heartbeat-2"]);
       assert.deepEqual(closes, [[4000, "heartbeat timeout"]]);
+      assert.deepEqual(frames, [], "the heartbeat's answer stays inside the connection");
     } finally {
       await connection.close();
       await server.close();
