@@ -129,8 +129,7 @@ export class Connection {
    * stopped producing them (a stream can end with no final frame), so they
    * are no longer on the wire. Their late frames, if any, are dropped.
    */
-  forgetAbandoned(): void {
-    const now = performance.now();
+  forgetAbandoned(now: number = performance.now()): void {
     for (const id of this.#abandoned) {
       const entry = this.inFlight.get(id);
       if (entry === undefined || entry.listening) this.#abandoned.delete(id);
@@ -150,7 +149,12 @@ export class Connection {
   /** Writes a call frame and remembers it as in flight; `now` spares a clock read. */
   send(id: string, text: string, now: number = performance.now()): void {
     this.inFlight.set(id, { listening: true, lastSeen: now });
-    if (this.#abandoned.size > 0) this.#abandoned.delete(id);
+    if (this.#abandoned.size > 0) {
+      this.#abandoned.delete(id);
+      // Each send sweeps them too: with one socket and no heartbeat nothing else reads `busy`,
+      // and every stream the server dropped without a final frame would stay here until close.
+      this.forgetAbandoned(now);
+    }
     this.#lastActivity = now;
     this.#socket.send(text);
   }

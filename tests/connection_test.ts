@@ -493,3 +493,23 @@ Deno.test({
     }
   },
 });
+
+Deno.test("connection: a send forgets the abandoned calls quiet for abandonedCallTtl, with nothing reading busy", async () => {
+  await withClock(async (clock) => {
+    // One socket, no heartbeat, no stats(): only sends happen, as in a plain app.
+    const { connection, socket } = await open({ abandonedCallTtl: 1000 });
+    connection.send("1", call("1"));
+    connection.abandon("1"); // a stream the server then stops with no final frame
+    clock.advance(999);
+    connection.send("2", call("2"));
+    assert.deepEqual(
+      [...connection.inFlight.keys()],
+      ["1", "2"],
+      "999 ms: maybe still on the wire",
+    );
+    clock.advance(1);
+    connection.send("3", call("3"));
+    assert.deepEqual([...connection.inFlight.keys()], ["2", "3"], "1000 ms quiet: forgotten");
+    await shut(connection, socket);
+  });
+});
