@@ -12,7 +12,16 @@ import {
   RealmWebSocketClient,
 } from "../mod.ts";
 import { startStubServer } from "../testing.ts";
-import { complete, delay, sanitize, scriptedServer, until, WELCOME, within } from "./_helpers.ts";
+import {
+  complete,
+  delay,
+  outcome,
+  sanitize,
+  scriptedServer,
+  until,
+  WELCOME,
+  within,
+} from "./_helpers.ts";
 
 const FAST: Partial<RealmClientOptions> = {
   reconnectInterval: 10,
@@ -288,6 +297,153 @@ Deno.test({
     } finally {
       await client.disconnect();
       await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "client: a statechange listener that disconnects on open hears no connected event",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    const client = new RealmWebSocketClient({ ...FAST, url: server.url, model: "llama-2-7b" });
+    const seen = record(client);
+    client.on("statechange", ({ to }) => {
+      if (to === "open") void client.disconnect();
+    });
+    try {
+      const error = await within(
+        5000,
+        client.connect().then(() => undefined, (error: RealmError) => error),
+        "connect() stopped by its listener",
+      );
+      assert.equal(error?.code, "ABORTED");
+      assert.deepEqual(seen.connected, []);
+      assert.equal(client.state, "idle");
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "client: reconnect() called by a connected listener resolves only once a new socket is open",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    const client = new RealmWebSocketClient({ ...FAST, url: server.url, model: "llama-2-7b" });
+    const seen = record(client);
+    try {
+      await within(5000, client.connect(), "connect()");
+      let reconnected: Promise<number> | undefined;
+      client.on("connected", () => {
+        reconnected ??= client.reconnect().then(() => client.stats().openConnections);
+      });
+      server.faults.dropAfterFrames(0);
+      server.faults.clear();
+      await until(() => reconnected !== undefined, 3000, "the socket to reopen");
+      assert.equal(await within(3000, reconnected!, "reconnect()"), 1);
+      assert.equal(seen.connected.length, 3, "the first socket, its reopening, and reconnect()'s");
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "client: with `reconnect` off, the close of the last socket moves to closed with an " +
+    "unsent CONNECTION_CLOSED",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    const client = new RealmWebSocketClient({
+      ...FAST,
+      url: server.url,
+      model: "llama-2-7b",
+      reconnect: false,
+    });
+    const seen = record(client);
+    try {
+      await within(5000, client.connect(), "connect()");
+      server.faults.dropAfterFrames(0);
+      server.faults.clear();
+      await until(() => client.state === "closed", 3000, "the closed state");
+      const change = seen.statechange.at(-1)!;
+      assert.equal(change.from, "open");
+      assert.equal(change.to, "closed");
+      const { code } = seen.disconnected[0];
+      assert.equal(change.reason?.code, "CONNECTION_CLOSED");
+      assert.equal(
+        change.reason?.message,
+        `The connection closed (code ${code}) and \`reconnect\` is off. Call connect() again.`,
+      );
+      assert.equal(change.reason?.sent, false);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "client: a call waiting for connect() outlives a socket that gave up while another " +
+    "was still opening",
+  ...sanitize,
+  fn: async () => {
+    // The first socket opens, takes the call without answering, and drops; its one retry is
+    // refused (503). The second socket is greeted only after that, and answers.
+    const controller = new AbortController();
+    const sockets: WebSocket[] = [];
+    const server = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      signal: controller.signal,
+      onListen: () => {},
+    }, (request) => {
+      if (sockets.length === 2) return new Response("busy", { status: 503 });
+      const { socket, response } = Deno.upgradeWebSocket(request);
+      const first = sockets.push(socket) === 1;
+      socket.onopen = () => {
+        if (first) {
+          socket.send(WELCOME);
+          setTimeout(() => socket.close(1011, "first one down"), 20);
+        } else setTimeout(() => socket.readyState === WebSocket.OPEN && socket.send(WELCOME), 300);
+      };
+      socket.onmessage = (event) => {
+        const frame = JSON.parse(event.data);
+        if (!first) complete(socket, frame.id, { status: "healthy", active_connections: 1 });
+      };
+      return response;
+    });
+    const client = new RealmWebSocketClient({
+      ...FAST,
+      url: `ws://127.0.0.1:${server.addr.port}`,
+      model: "llama-2-7b",
+      connections: 2,
+      maxReconnectAttempts: 1,
+    });
+    const seen = record(client);
+    try {
+      const connected = client.connect();
+      const health = outcome(client.health(), 5000, "health() sent on the second socket");
+      await within(5000, connected, "connect()");
+      assert.equal(seen.disconnected.length, 1, "the first socket dropped during connect()");
+      assert.equal(seen.error.length, 1, "and gave up after its one retry");
+      const result = await health;
+      assert.ok("value" in result, `health() failed: ${"error" in result && result.error}`);
+      const answer = result.value;
+      assert.deepEqual(answer, {
+        status: "healthy",
+        active_connections: 1,
+        requestId: answer.requestId,
+      });
+    } finally {
+      await client.disconnect();
+      controller.abort();
+      await server.finished;
     }
   },
 });
