@@ -52,6 +52,12 @@ export interface Slot {
   connectedAt: number;
   /** Reopening: waiting out a backoff delay or handshaking. */
   retrying: boolean;
+  /**
+   * Asked to reconnect while already at it: a listener of the `connected` event of the socket
+   * its loop just opened dropped it (`reconnect()`) before the loop ended; `"now"` skips the
+   * backoff.
+   */
+  reopen: "now" | "later" | undefined;
   /** Ends the current backoff wait early (`connect()` while reconnecting, `online`). */
   wakeUp: (() => void) | undefined;
   /** Its handshakes in progress (two when `connect()` runs twice), for `closeAll()` to cancel. */
@@ -118,6 +124,7 @@ export class Pool {
       attempts: 0,
       connectedAt: 0,
       retrying: false,
+      reopen: undefined,
       wakeUp: undefined,
       handshakes: new Set(),
     }));
@@ -246,10 +253,15 @@ export class Pool {
   /**
    * Reopens a slot with backoff until it opens, a fatal error, the attempt
    * limit, or {@linkcode Pool.closeAll}; with `now`, the first attempt has no
-   * delay. Does nothing if it is already at it.
+   * delay. Already at it, it only notes the request: a socket it opened that
+   * drops before it ends (a `connected` listener called `reconnect()`) is reopened.
    */
   async reconnect(slot: Slot, now = false): Promise<void> {
-    if (slot.retrying || slot.connection?.open) return;
+    if (slot.connection?.open) return;
+    if (slot.retrying) {
+      if (now || slot.reopen === undefined) slot.reopen = now ? "now" : "later";
+      return;
+    }
     slot.retrying = true;
     const generation = this.#generation;
     const options = this.#options;
@@ -289,7 +301,15 @@ export class Pool {
         if (slot.server.ejectedUntil > performance.now()) continue;
         this.#handlers.connecting(slot, attempt);
         try {
+          slot.reopen = undefined;
           await this.open(slot);
+          const reopen = slot.reopen;
+          slot.reopen = undefined;
+          // Its socket dropped before this loop ended, and asked for a new one.
+          if (reopen !== undefined && !slot.connection?.open && current()) {
+            now = reopen === "now";
+            continue;
+          }
           slot.retrying = false;
           return;
         } catch (error) {
