@@ -202,3 +202,203 @@ Deno.test({
       await within(5000, closed, "disconnect()");
     }),
 });
+
+/**
+ * Stands in for a browser's `window` and `document` (the client watches their network and page
+ * events only where both exist) until disposed.
+ */
+function fakeBrowser() {
+  const listeners = new Map<string, () => void>();
+  const target = (prefix: string) => ({
+    addEventListener: (type: string, listener: () => void) =>
+      listeners.set(prefix + type, listener),
+    removeEventListener: (type: string, listener: () => void) => {
+      if (listeners.get(prefix + type) === listener) listeners.delete(prefix + type);
+    },
+  });
+  const document = { visibilityState: "visible", ...target("document:") };
+  (globalThis as { window?: unknown }).window = { ...target("window:"), document };
+  return {
+    listeners,
+    fire(name: string) {
+      const listener = listeners.get(name);
+      assert.ok(listener, `the client listens to ${name}`);
+      listener();
+    },
+    [Symbol.dispose]() {
+      delete (globalThis as { window?: unknown }).window;
+    },
+  };
+}
+
+Deno.test({
+  name:
+    "client: in a browser, offline drops the sockets, and online or the page coming back reconnects now",
+  ...sanitize,
+  fn: () =>
+    withStub(async (server) => {
+      using browser = fakeBrowser();
+      // A backoff this long means that only the browser's events can bring the socket back in time.
+      const client = new RealmWebSocketClient({
+        ...FAST,
+        url: server.url,
+        model: "m",
+        reconnectInterval: 60_000,
+        maxReconnectInterval: 60_000,
+      });
+      const dropped: { code: number; reason: string }[] = [];
+      client.on("disconnected", ({ code, reason }) => dropped.push({ code, reason }));
+      try {
+        await within(5000, client.connect(), "connect()");
+        assert.deepEqual([...browser.listeners.keys()].sort(), [
+          "document:visibilitychange",
+          "window:offline",
+          "window:online",
+          "window:pageshow",
+        ]);
+        browser.fire("window:offline");
+        await until(() => client.state === "reconnecting", 3000, "reconnecting after offline");
+        assert.deepEqual(dropped, [{ code: 1001, reason: "browser offline" }]);
+        browser.fire("window:online");
+        await until(() => client.state === "open", 3000, "open again after online");
+
+        browser.fire("window:offline");
+        await until(() => client.state === "reconnecting", 3000, "reconnecting after offline");
+        browser.fire("window:pageshow");
+        await until(() => client.state === "open", 3000, "open again after pageshow");
+      } finally {
+        await within(5000, client.disconnect(), "disconnect()");
+      }
+      assert.equal(browser.listeners.size, 0, "disconnect() stops watching the browser");
+    }),
+});
+
+Deno.test({
+  name:
+    "client: without a WebSocket, connect() fails with INVALID_OPTIONS; the one picked first is kept",
+  ...sanitize,
+  fn: async () => {
+    const global = globalThis as { WebSocket?: unknown };
+    const saved = global.WebSocket;
+    try {
+      delete global.WebSocket;
+      const client = new RealmWebSocketClient({
+        url: `ws://127.0.0.1:${closedPort()}`,
+        model: "m",
+      });
+      const error = (await outcome(client.connect(), 3000, "connect()")) as { error: RealmError };
+      assert.equal(error.error?.code, "INVALID_OPTIONS");
+      assert.match(error.error.message, /has no global WebSocket/);
+      assert.equal(client.state, "closed");
+    } finally {
+      global.WebSocket = saved;
+    }
+    await withStub(async (server) => {
+      const client = new RealmWebSocketClient({ ...FAST, url: server.url, model: "m" });
+      await within(5000, client.connect(), "first connect()");
+      await within(5000, client.disconnect(), "disconnect()");
+      // A global that changes after the first connect() is not picked up: the sockets keep one
+      // implementation for the client's life.
+      let made = 0;
+      global.WebSocket = class extends (saved as typeof WebSocket) {
+        constructor(url: string | URL, protocols?: string | string[]) {
+          made++;
+          super(url, protocols);
+        }
+      };
+      try {
+        await within(5000, client.connect(), "second connect()");
+        assert.equal(made, 0);
+        assert.equal(client.getWebSocketSource(), "global");
+      } finally {
+        global.WebSocket = saved;
+        await within(5000, client.disconnect(), "disconnect()");
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "client: a connect() cancelled by disconnect() before it began announces no connecting",
+  ...sanitize,
+  fn: async () => {
+    const client = new RealmWebSocketClient({ url: `ws://127.0.0.1:${closedPort()}`, model: "m" });
+    const connecting: unknown[] = [];
+    client.on("connecting", (payload) => connecting.push(payload));
+    const connected = client.connect();
+    await within(3000, client.disconnect(), "disconnect()");
+    const result = (await outcome(connected, 3000, "connect()")) as { error: RealmError };
+    assert.equal(result.error?.code, "ABORTED");
+    assert.deepEqual(connecting, []);
+    assert.equal(client.state, "idle");
+  },
+});
+
+Deno.test({
+  name:
+    "client: a connecting listener that calls disconnect() stops connect() before any socket opens",
+  ...sanitize,
+  fn: async () => {
+    let requests = 0;
+    const controller = new AbortController();
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, signal: controller.signal, onListen: () => {} },
+      () => {
+        requests++;
+        return new Response("no", { status: 503 });
+      },
+    );
+    try {
+      const client = new RealmWebSocketClient({
+        ...FAST,
+        url: `ws://127.0.0.1:${server.addr.port}`,
+        model: "m",
+      });
+      client.on("connecting", () => void client.disconnect());
+      const result = (await outcome(client.connect(), 3000, "connect()")) as { error: RealmError };
+      assert.equal(result.error?.code, "ABORTED");
+      assert.equal(requests, 0, "no socket was opened");
+      assert.equal(client.state, "idle");
+    } finally {
+      controller.abort();
+      await server.finished;
+    }
+  },
+});
+
+Deno.test({
+  name: "client: a server still handshaking when connect() is cancelled is not reported",
+  ...sanitize,
+  fn: () =>
+    withStub(async (server) => {
+      // Accepts TCP connections and never answers the WebSocket upgrade.
+      const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const conns: Deno.Conn[] = [];
+      const accepting = (async () => {
+        for await (const conn of silent) conns.push(conn);
+      })();
+      const client = new RealmWebSocketClient({
+        ...FAST,
+        url: [server.url, `ws://127.0.0.1:${(silent.addr as Deno.NetAddr).port}`],
+        model: "m",
+        connectTimeout: 5000,
+      });
+      const errors: RealmError[] = [];
+      client.on("error", (error) => errors.push(error));
+      try {
+        const connected = client.connect();
+        await until(() => server.connectionCount === 1 && conns.length === 1, 3000, "both dialled");
+        await until(() => client.stats().openConnections === 1, 3000, "one socket open");
+        void client.disconnect();
+        const result = (await outcome(connected, 3000, "connect()")) as { error: RealmError };
+        assert.equal(result.error?.code, "ABORTED");
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        assert.deepEqual(errors.map((e) => e.message), []);
+      } finally {
+        await within(5000, client.disconnect(), "disconnect()");
+        silent.close();
+        for (const conn of conns) conn.close();
+        await accepting;
+      }
+    }),
+});
