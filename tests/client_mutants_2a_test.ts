@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import diagnostics from "node:diagnostics_channel";
 import { type RealmClientOptions, type RealmError, RealmWebSocketClient } from "../mod.ts";
 import { startStubServer, type StubServer } from "../testing.ts";
-import { outcome, sanitize, until, within } from "./_helpers.ts";
+import { outcome, sanitize, scriptedServer, until, WELCOME, within } from "./_helpers.ts";
 
 const FAST: Partial<RealmClientOptions> = {
   reconnectInterval: 10,
@@ -401,4 +401,64 @@ Deno.test({
         await accepting;
       }
     }),
+});
+
+Deno.test({
+  name: "client: connect() while a connect() started by a statechange listener is pending joins it",
+  ...sanitize,
+  fn: async () => {
+    // Server A answers the handshake and drops the socket 50 ms later; server B never answers the
+    // upgrade. So connect() ends "reconnecting" (A retrying, B reported and retried), and a
+    // listener of that change restarts the client while the first connect() is settling.
+    let opened = 0;
+    const a = scriptedServer({
+      open: (socket) => {
+        opened++;
+        socket.send(WELCOME);
+        setTimeout(() => socket.readyState === WebSocket.OPEN && socket.close(1011, "bye"), 50);
+      },
+      frame: () => {},
+    });
+    const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const conns: Deno.Conn[] = [];
+    const accepting = (async () => {
+      for await (const conn of silent) conns.push(conn);
+    })();
+    const client = new RealmWebSocketClient({
+      ...FAST,
+      url: [a.url, `ws://127.0.0.1:${(silent.addr as Deno.NetAddr).port}`],
+      model: "m",
+      connectTimeout: 400,
+      reconnectInterval: 60_000,
+      maxReconnectInterval: 60_000,
+    });
+    let restarted: Promise<void> | undefined;
+    const restart = ({ to }: { to: string }) => {
+      if (to !== "reconnecting") return;
+      client.off("statechange", restart);
+      void client.disconnect();
+      restarted = client.connect();
+    };
+    client.on("statechange", restart);
+    try {
+      const first = await outcome(client.connect(), 5000, "first connect()");
+      assert.deepEqual(first, { value: undefined });
+      assert.ok(restarted, "the listener ran");
+      assert.equal(client.state, "connecting");
+      const again = client.connect();
+      const [second, joined] = await Promise.all([
+        outcome(restarted, 5000, "the restarted connect()"),
+        outcome(again, 5000, "connect() while it is pending"),
+      ]);
+      assert.deepEqual(second, { value: undefined });
+      assert.deepEqual(joined, { value: undefined });
+      assert.equal(opened, 2, "one socket to A for each run, none more");
+    } finally {
+      await within(5000, client.disconnect(), "disconnect()");
+      silent.close();
+      for (const conn of conns) conn.close();
+      await accepting;
+      await a.close();
+    }
+  },
 });
