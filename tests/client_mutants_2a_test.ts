@@ -407,15 +407,16 @@ Deno.test({
   name: "client: connect() while a connect() started by a statechange listener is pending joins it",
   ...sanitize,
   fn: async () => {
-    // Server A answers the handshake and drops the socket 50 ms later; server B never answers the
-    // upgrade. So connect() ends "reconnecting" (A retrying, B reported and retried), and a
-    // listener of that change restarts the client while the first connect() is settling.
+    // Server A answers the handshake and drops the socket 200 ms later, well before B times out;
+    // server B never answers the upgrade. So connect() ends "reconnecting" (A retrying, B reported
+    // and retried), and a listener of that change restarts the client while the first connect()
+    // is settling.
     let opened = 0;
     const a = scriptedServer({
       open: (socket) => {
         opened++;
         socket.send(WELCOME);
-        setTimeout(() => socket.readyState === WebSocket.OPEN && socket.close(1011, "bye"), 50);
+        setTimeout(() => socket.readyState === WebSocket.OPEN && socket.close(1011, "bye"), 200);
       },
       frame: () => {},
     });
@@ -428,7 +429,7 @@ Deno.test({
       ...FAST,
       url: [a.url, `ws://127.0.0.1:${(silent.addr as Deno.NetAddr).port}`],
       model: "m",
-      connectTimeout: 400,
+      connectTimeout: 1000,
       reconnectInterval: 60_000,
       maxReconnectInterval: 60_000,
     });
