@@ -7,6 +7,7 @@ import {
   type ClientStats,
   type RealmClientOptions,
   RealmError,
+  type RealmEventMap,
   RealmWebSocketClient,
 } from "../mod.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
@@ -361,4 +362,23 @@ export async function withFakeClock(
     globalThis.clearTimeout = realClear;
     delete (performance as { now?: unknown }).now;
   }
+}
+
+/** Every event's payloads, by type. */
+export type SeenEvents = { [K in keyof RealmEventMap]: RealmEventMap[K][] };
+
+/** Records the payload of every event the client fires, by type. */
+export function recordEvents(client: RealmWebSocketClient): SeenEvents {
+  const seen: SeenEvents = {
+    connecting: [],
+    connected: [],
+    disconnected: [],
+    reconnecting: [],
+    error: [],
+    statechange: [],
+  };
+  for (const type of Object.keys(seen) as (keyof RealmEventMap)[]) {
+    client.on(type, (payload) => (seen[type] as unknown[]).push(payload));
+  }
+  return seen;
 }

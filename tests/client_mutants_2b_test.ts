@@ -5,17 +5,13 @@
  * @module
  */
 import assert from "node:assert/strict";
-import {
-  type RealmClientOptions,
-  RealmError,
-  type RealmEventMap,
-  RealmWebSocketClient,
-} from "../mod.ts";
+import { type RealmClientOptions, RealmError, RealmWebSocketClient } from "../mod.ts";
 import { startStubServer } from "../testing.ts";
 import {
   complete,
   delay,
   outcome,
+  recordEvents,
   sanitize,
   scriptedServer,
   until,
@@ -29,24 +25,6 @@ const FAST: Partial<RealmClientOptions> = {
   timeout: 5000,
   connectTimeout: 2000,
 };
-
-type Seen = { [K in keyof RealmEventMap]: RealmEventMap[K][] };
-
-/** Records the payload of every event the client fires, by type. */
-function record(client: RealmWebSocketClient): Seen {
-  const seen: Seen = {
-    connecting: [],
-    connected: [],
-    disconnected: [],
-    reconnecting: [],
-    error: [],
-    statechange: [],
-  };
-  for (const type of Object.keys(seen) as (keyof RealmEventMap)[]) {
-    client.on(type, (payload) => (seen[type] as unknown[]).push(payload));
-  }
-  return seen;
-}
 
 /** A loopback address where nothing listens (a server started and stopped at once). */
 async function deadUrl(): Promise<string> {
@@ -116,7 +94,7 @@ Deno.test({
       connections: 4,
       reconnect: false,
     });
-    const seen = record(client);
+    const seen = recordEvents(client);
     try {
       await within(5000, client.connect(), "connect() with one of two servers down");
       assert.equal(seen.error.length, 1, "one report for the two sockets of the dead server");
@@ -157,7 +135,7 @@ Deno.test({
       connections: 4,
       reconnect: false,
     });
-    const seen = record(client);
+    const seen = recordEvents(client);
     try {
       await within(5000, client.connect(), "connect() with a server that takes one socket");
       assert.equal(client.stats().openConnections, 3);
@@ -183,7 +161,7 @@ Deno.test({
       apiKey: "key-1",
       reconnect: false,
     });
-    const seen = record(client);
+    const seen = recordEvents(client);
     try {
       await within(5000, client.connect(), "connect() with two tenants");
       assert.equal(seen.error.length, 1);
@@ -214,7 +192,7 @@ Deno.test({
       reconnect: false,
       logger: (message, data) => lines.push([message, data]),
     });
-    const seen = record(client);
+    const seen = recordEvents(client);
     try {
       await within(5000, client.connect(), "connect()");
       server.faults.dropAfterFrames(0);
@@ -307,7 +285,7 @@ Deno.test({
   fn: async () => {
     const server = await startStubServer({ tokenDelayMs: 0 });
     const client = new RealmWebSocketClient({ ...FAST, url: server.url, model: "llama-2-7b" });
-    const seen = record(client);
+    const seen = recordEvents(client);
     client.on("statechange", ({ to }) => {
       if (to === "open") void client.disconnect();
     });
@@ -334,7 +312,7 @@ Deno.test({
   fn: async () => {
     const server = await startStubServer({ tokenDelayMs: 0 });
     const client = new RealmWebSocketClient({ ...FAST, url: server.url, model: "llama-2-7b" });
-    const seen = record(client);
+    const seen = recordEvents(client);
     try {
       await within(5000, client.connect(), "connect()");
       let reconnected: Promise<number> | undefined;
@@ -365,7 +343,7 @@ Deno.test({
       model: "llama-2-7b",
       reconnect: false,
     });
-    const seen = record(client);
+    const seen = recordEvents(client);
     try {
       await within(5000, client.connect(), "connect()");
       server.faults.dropAfterFrames(0);
@@ -425,7 +403,7 @@ Deno.test({
       connections: 2,
       maxReconnectAttempts: 1,
     });
-    const seen = record(client);
+    const seen = recordEvents(client);
     try {
       const connected = client.connect();
       const health = outcome(client.health(), 5000, "health() sent on the second socket");

@@ -5,14 +5,18 @@
  * @module
  */
 import assert from "node:assert/strict";
-import {
-  type RealmClientOptions,
-  type RealmError,
-  type RealmEventMap,
-  RealmWebSocketClient,
-} from "../mod.ts";
+import { type RealmClientOptions, type RealmError, RealmWebSocketClient } from "../mod.ts";
 import { startStubServer, type StubServer } from "../testing.ts";
-import { delay, failedWith, idleStats, outcome, sanitize, until, within } from "./_helpers.ts";
+import {
+  delay,
+  failedWith,
+  idleStats,
+  outcome,
+  recordEvents,
+  sanitize,
+  until,
+  within,
+} from "./_helpers.ts";
 
 const FAST: Partial<RealmClientOptions> = {
   reconnectInterval: 10,
@@ -41,24 +45,6 @@ async function withPinnedRandom(body: () => Promise<void>): Promise<void> {
   }
 }
 
-type Seen = { [K in keyof RealmEventMap]: RealmEventMap[K][] };
-
-/** Records the payload of every event the client fires, by type. */
-function record(client: RealmWebSocketClient): Seen {
-  const seen: Seen = {
-    connecting: [],
-    connected: [],
-    disconnected: [],
-    reconnecting: [],
-    error: [],
-    statechange: [],
-  };
-  for (const type of Object.keys(seen) as (keyof RealmEventMap)[]) {
-    client.on(type, (payload) => (seen[type] as unknown[]).push(payload));
-  }
-  return seen;
-}
-
 Deno.test({
   name: "client: getModel() is the model option",
   fn: () => {
@@ -84,7 +70,7 @@ Deno.test({
         ...FAST,
         logger: (message, data) => lines.push([message, data]),
       });
-      const seen = record(client);
+      const seen = recordEvents(client);
       try {
         await client.connect();
         // The next handshake is refused: UNAUTHORIZED is fatal, so the one attempt is the last.
@@ -132,7 +118,7 @@ Deno.test({
       WebSocket: Mute,
       ...FAST,
     });
-    const seen = record(client);
+    const seen = recordEvents(client);
     try {
       await client.connect();
       // Socket 0 streams, so the health call goes to socket 1, whose send throws.
@@ -184,7 +170,7 @@ Deno.test({
       WebSocket: DeadOnSend,
       ...FAST,
     });
-    const seen = record(client);
+    const seen = recordEvents(client);
     try {
       await client.connect();
       const health = await outcome(client.health(), 5000, "health");
@@ -208,7 +194,7 @@ Deno.test({
   fn: async () => {
     const server = await startStubServer({ tokenDelayMs: 0 });
     const client = new RealmWebSocketClient({ url: server.url, model: "llama-2-7b", ...FAST });
-    const seen = record(client);
+    const seen = recordEvents(client);
     try {
       const connecting = client.connect();
       assert.equal(client.reconnect(), connecting);
@@ -237,7 +223,7 @@ async function oneSocketGaveUp() {
     ...FAST,
     maxReconnectAttempts: 1,
   });
-  const seen = record(client);
+  const seen = recordEvents(client);
   await client.connect();
   dropNow(b);
   b.faults.rejectConnections(true);
@@ -313,7 +299,7 @@ Deno.test({
       ...FAST,
       reconnect: false,
     });
-    const seen = record(client);
+    const seen = recordEvents(client);
     try {
       await client.connect();
       await within(3000, client.reconnect(), "reconnect()");
