@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { type TokenSink, TokenStream } from "../mod.ts";
+import { within } from "./_helpers.ts";
 
 Deno.test("TokenStream starts on the first read and yields tokens in order", async () => {
   let started = 0;
@@ -217,7 +218,10 @@ Deno.test("TokenStream: cancel() after the server ended or failed the stream cha
       await stream.cancel();
       assert.deepEqual(tokens, ["a"]);
       assert.equal(stopped, 0, "a stream the server ended has nothing to stop");
-      assert.deepEqual(await stream.result, { tokens_generated: 1, text: "a" });
+      assert.deepEqual(await within(3000, stream.result, "the result"), {
+        tokens_generated: 1,
+        text: "a",
+      });
     },
   );
   await t.step(
@@ -228,10 +232,10 @@ Deno.test("TokenStream: cancel() after the server ended or failed the stream cha
         sink.error(new Error("server failed"));
         return () => stopped++;
       });
-      await assert.rejects(stream.result, /server failed/);
+      await assert.rejects(within(3000, stream.result, "the result"), /server failed/);
       await stream.cancel();
       assert.equal(stopped, 0, "a failed stream has nothing to stop");
-      await assert.rejects(stream.result, /^Error: server failed$/);
+      await assert.rejects(within(3000, stream.result, "the result"), /^Error: server failed$/);
     },
   );
 });
@@ -248,10 +252,13 @@ Deno.test("TokenStream: what the stop function delivers as it runs is dropped, a
   const iterator = stream[Symbol.asyncIterator]();
   assert.deepEqual(await iterator.next(), { done: false, value: "a" });
   await stream.cancel();
-  const error = await stream.result.then(
+  const error = await within(3000, stream.result, "the result").then(
     () => assert.fail("a cancelled stream has no result"),
     (e) => e,
   );
   assert.equal(error.code, "ABORTED");
-  assert.deepEqual(await iterator.next(), { done: true, value: undefined });
+  assert.deepEqual(await within(3000, iterator.next(), "a read after cancel()"), {
+    done: true,
+    value: undefined,
+  });
 });
