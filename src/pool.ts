@@ -259,7 +259,7 @@ export class Pool {
   async reconnect(slot: Slot, now = false): Promise<void> {
     if (slot.connection?.open) return;
     if (slot.retrying) {
-      if (now || slot.reopen === undefined) slot.reopen = now ? "now" : "later";
+      slot.reopen = now || slot.reopen === "now" ? "now" : "later";
       return;
     }
     slot.retrying = true;
