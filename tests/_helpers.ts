@@ -382,3 +382,30 @@ export function recordEvents(client: RealmWebSocketClient): SeenEvents {
   }
   return seen;
 }
+
+/**
+ * The server side of a WebSocket that a test plays by hand: the handlers a client sets, and what
+ * the server can do to it. Tests extend it with their own `send`/`close` and quirks.
+ */
+export class ScriptedSocketBase {
+  readyState = 0;
+  onopen: ((event: Event) => void) | null = null;
+  onmessage: ((event: MessageEvent) => void) | null = null;
+  onerror: ((event: Event) => void) | null = null;
+  onclose: ((event: CloseEvent) => void) | null = null;
+  /** The server accepts the socket. */
+  open() {
+    this.readyState = 1;
+    this.onopen?.(new Event("open"));
+  }
+  /** The server sends a frame (an object is sent as JSON). */
+  receive(frame: unknown) {
+    const data = typeof frame === "string" ? frame : JSON.stringify(frame);
+    this.onmessage?.(new MessageEvent("message", { data }));
+  }
+  /** The socket closes from the server's side (or the close handshake ends). */
+  serverClose(code: number, reason: string) {
+    this.readyState = 3;
+    this.onclose?.(new CloseEvent("close", { code, reason }));
+  }
+}

@@ -15,6 +15,7 @@ import {
   type FakeClock,
   sanitize,
   scriptedServer,
+  ScriptedSocketBase,
   until,
   withFakeClock,
   within,
@@ -31,33 +32,18 @@ clearTimeout(setTimeout(() => {}, 0));
 const sockets: ScriptedSocket[] = [];
 
 /** A WebSocket whose server side the test plays by hand: it greets at once, then waits. */
-class ScriptedSocket {
-  readyState = 0;
-  onopen: ((event: Event) => void) | null = null;
-  onmessage: ((event: MessageEvent) => void) | null = null;
-  onerror: ((event: Event) => void) | null = null;
-  onclose: ((event: CloseEvent) => void) | null = null;
+class ScriptedSocket extends ScriptedSocketBase {
   /** Every frame the client sent, parsed, with the (fake) time it was sent. */
   sent: { at: number; frame: Record<string, unknown> }[] = [];
   /** Every `close()` the client made, with its code and reason. */
   closeCalls: [number, string][] = [];
   constructor(readonly url: string) {
+    super();
     sockets.push(this);
     queueMicrotask(() => {
-      this.readyState = 1;
-      this.onopen?.(new Event("open"));
+      this.open();
       this.receive(WELCOME);
     });
-  }
-  /** The server sends `frame`. */
-  receive(frame: string | Record<string, unknown>) {
-    const data = typeof frame === "string" ? frame : JSON.stringify(frame);
-    this.onmessage?.(new MessageEvent("message", { data }));
-  }
-  /** The close handshake ends (or the server drops the socket). */
-  peerClosed(code: number, reason: string) {
-    this.readyState = 3;
-    this.onclose?.(new CloseEvent("close", { code, reason }));
   }
   send(text: string) {
     this.sent.push({ at: performance.now(), frame: JSON.parse(text) });
@@ -109,7 +95,7 @@ const heartbeat = (id: string) => ({ id, function: "health", params: {}, tenant_
 /** Closes the connection and has the server answer the close at once. */
 async function shut(connection: Connection, socket: ScriptedSocket) {
   const ended = connection.close();
-  socket.peerClosed(1000, "");
+  socket.serverClose(1000, "");
   await ended;
 }
 
@@ -148,7 +134,7 @@ Deno.test("connection: url is the server's address; frames of no call reach the 
     ]);
   } finally {
     await connection.close(1000, "", 0);
-    socket.peerClosed(1000, "");
+    socket.serverClose(1000, "");
   }
   assert.deepEqual(closes, [[1000, ""]]);
 });
@@ -250,7 +236,7 @@ Deno.test("connection: close() reports the close once, also when the socket's cl
     assert.deepEqual(frames, [], "no frame after close()");
     await null;
     assert.equal(closed, false, "waits for the socket");
-    socket.peerClosed(4001, "bye");
+    socket.serverClose(4001, "bye");
     await ended;
     assert.deepEqual(closes, [[4001, "bye"]], "the socket's own close is not reported again");
     await connection.close();
@@ -351,7 +337,7 @@ Deno.test("connection: an unanswered heartbeat closes the socket with 4000, logg
           logs.filter(([message]) => message !== "connected"),
           logged ? [["heartbeat unanswered; closing the socket", { timeoutMs: 500 }]] : [],
         );
-        socket.peerClosed(4000, "heartbeat timeout");
+        socket.serverClose(4000, "heartbeat timeout");
         assert.deepEqual(closes, [[4000, "heartbeat timeout"]]);
       });
     });
@@ -431,7 +417,7 @@ Deno.test("connection: probe() does nothing while a call or a heartbeat is out, 
         heartbeatTimeout: 500,
       });
       const ended = connection.close(1000, "done");
-      socket.peerClosed(1000, "done");
+      socket.serverClose(1000, "done");
       await ended;
       connection.probe();
       assert.deepEqual(socket.sent, []);

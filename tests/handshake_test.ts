@@ -12,7 +12,7 @@ import {
   openConnection,
 } from "../src/connection.ts";
 import type { RealmError, WebSocketConstructor } from "../mod.ts";
-import { rejection, withFakeClock, within } from "./_helpers.ts";
+import { rejection, ScriptedSocketBase, withFakeClock, within } from "./_helpers.ts";
 
 const URL = "ws://realm.test:8000";
 
@@ -33,34 +33,15 @@ interface Quirks {
 }
 
 /** A WebSocket the test drives: it plays the server's side by hand. */
-class ScriptedSocket {
-  readyState = 0;
-  onopen: ((event: Event) => void) | null = null;
-  onmessage: ((event: MessageEvent) => void) | null = null;
-  onerror: ((event: Event) => void) | null = null;
-  onclose: ((event: CloseEvent) => void) | null = null;
+class ScriptedSocket extends ScriptedSocketBase {
   sent: string[] = [];
   /** Every `close()` call's arguments, in order. */
   closes: unknown[][] = [];
   terminated = 0;
   terminate?: () => void;
   constructor(readonly url: string, readonly quirks: Quirks) {
+    super();
     if (quirks.terminate) this.terminate = () => void this.terminated++;
-  }
-  /** The server accepts the socket. */
-  open() {
-    this.readyState = 1;
-    this.onopen?.(new Event("open"));
-  }
-  /** The server sends a frame (an object is sent as JSON). */
-  receive(frame: unknown) {
-    const data = typeof frame === "string" ? frame : JSON.stringify(frame);
-    this.onmessage?.(new MessageEvent("message", { data }));
-  }
-  /** The server closes the socket. */
-  serverClose(code: number, reason: string) {
-    this.readyState = 3;
-    this.onclose?.(new CloseEvent("close", { code, reason }));
   }
   send(text: string) {
     if (this.quirks.sendThrows) throw new DOMException("socket is closed", "InvalidStateError");
