@@ -100,10 +100,10 @@ export class Call {
     this.#onEnd = onEnd;
     this.#registered = registered;
     this.startedAt = performance.now();
-    this.result = new Promise((resolve, reject) => {
-      this.#resolve = resolve;
-      this.#reject = reject;
-    });
+    // One shared executor instead of a closure per call: it hands the functions over at once.
+    this.result = new Promise(captureSettlers);
+    this.#resolve = nextResolve!;
+    this.#reject = nextReject!;
     const signal = spec.signal;
     if (signal) {
       if (signal.aborted) {
@@ -189,12 +189,14 @@ export class Call {
 
   #arm(ms: number, now?: number): void {
     if (this.#deadline !== undefined) this.#deadlines.cancel(this.#deadline);
-    this.#deadline = Number.isFinite(ms)
-      ? this.#deadlines.add(ms, () => this.#onTimer(), now)
-      : undefined;
+    this.#deadline = Number.isFinite(ms) ? this.#deadlines.add(ms, this, now) : undefined;
   }
 
-  #onTimer(): void {
+  /**
+   * The call's timeout (or idle check) is due: called by its {@linkcode Deadlines}, which keep
+   * the call itself rather than a closure made for every call.
+   */
+  expire(): void {
     this.#deadline = undefined;
     if (this.#settled) return;
     if (this.#tokens > 0) {
@@ -302,6 +304,18 @@ export class CallRegistry {
   }
 }
 
+let nextResolve: ((value: unknown) => void) | undefined;
+let nextReject: ((error: unknown) => void) | undefined;
+
+/** A promise's executor runs before its constructor returns: the call takes these right after. */
+function captureSettlers(
+  resolve: (value: unknown) => void,
+  reject: (error: unknown) => void,
+): void {
+  nextResolve = resolve;
+  nextReject = reject;
+}
+
 /** Microtasks with no deadline pending after which the shared timer is released. */
 const IDLE_HOPS = 32;
 
@@ -311,13 +325,19 @@ const IDLE_HOPS = 32;
  */
 const tick = Promise.resolve();
 
+/** What a deadline calls `expire()` on when it is due. */
+export interface Expiring {
+  expire(): void;
+}
+
 /** A deadline kept by {@linkcode Deadlines}. */
 export interface Deadline {
   /** When it is due, on the `performance.now()` clock. */
   readonly at: number;
   /** Creation order: deadlines due together fire in the order they were set, as timers do. */
   readonly seq: number;
-  readonly fire: () => void;
+  /** What it calls when due: a function, or an object's `expire()` (a call: no closure per call). */
+  readonly fire: (() => void) | Expiring;
   /** Fired or cancelled; it stays in the heap until it comes to the top or the heap is rebuilt. */
   done: boolean;
 }
@@ -359,10 +379,10 @@ export class Deadlines {
   #onIdleHop = () => this.#idleHop();
 
   /**
-   * Calls `fire` once, `ms` milliseconds from now, unless cancelled first;
-   * `now` spares a clock read to a caller that has just read it.
+   * Calls `fire` (or its `expire()`) once, `ms` milliseconds from now, unless
+   * cancelled first; `now` spares a clock read to a caller that has just read it.
    */
-  add(ms: number, fire: () => void, now: number = performance.now()): Deadline {
+  add(ms: number, fire: (() => void) | Expiring, now: number = performance.now()): Deadline {
     const deadline: Deadline = { at: now + ms, seq: ++this.#seq, fire, done: false };
     this.#push(deadline);
     this.#pending++;
@@ -436,7 +456,9 @@ export class Deadlines {
       if (entry.done) continue;
       entry.done = true;
       this.#pending--;
-      entry.fire();
+      const fire = entry.fire;
+      if (typeof fire === "function") fire();
+      else fire.expire();
     }
     if (this.#pending === 0) return this.#idle();
     while (this.#heap[0].done) this.#pop();
