@@ -7,9 +7,11 @@
 
 import { RealmError } from "./errors.ts";
 import {
+  callBody,
+  callFrame,
+  callTail,
   decodeFrame,
   encodeAuth,
-  encodeCall,
   type ServerFrame,
   TENANT_ID_PATTERN,
 } from "./protocol.ts";
@@ -42,14 +44,6 @@ export interface ConnectionHandlers {
   closed(connection: Connection, code: number, reason: string): void;
 }
 
-/** A call written to the socket whose terminal frame has not arrived yet. */
-interface InFlight {
-  /** `false` once the caller stopped listening (timeout, abort, `break`). */
-  listening: boolean;
-  /** When its last frame arrived (or it was sent), for abandoned calls' expiry. */
-  lastSeen: number;
-}
-
 const HEARTBEAT_ID_PREFIX = "heartbeat-";
 
 /**
@@ -59,12 +53,17 @@ const HEARTBEAT_ID_PREFIX = "heartbeat-";
 export class Connection {
   readonly tenantId: string;
   readonly serverVersion: string;
-  /** Calls sent on this socket with no terminal frame yet, oldest first. */
-  readonly inFlight: Map<string, InFlight> = new Map();
+  /** The end of every call frame on this socket (see {@linkcode callTail}): made once. */
+  readonly callTail: string;
   /**
-   * Ids of the `inFlight` calls nobody listens to any more, so that `busy`
-   * scans these few instead of every call in flight (a pool asks it for every
-   * call it sends). Ids that left `inFlight` meanwhile are dropped as found.
+   * Calls sent on this socket with no terminal frame yet, oldest first, and when each was sent
+   * (or, once abandoned, when its last frame arrived): a number, no object per call.
+   */
+  readonly inFlight: Map<string, number> = new Map();
+  /**
+   * Ids of the `inFlight` calls nobody listens to any more (timeout, abort, `break`), so that
+   * `busy` scans these few instead of every call in flight (a pool asks it for every call it
+   * sends). Ids that left `inFlight` meanwhile are dropped as found.
    */
   readonly #abandoned = new Set<string>();
   #socket: WebSocket;
@@ -91,6 +90,7 @@ export class Connection {
   ) {
     this.#socket = socket;
     this.tenantId = handshake.tenantId;
+    this.callTail = callTail(handshake.tenantId);
     this.serverVersion = handshake.version;
     this.#params = params;
     this.#handlers = handlers;
@@ -131,9 +131,9 @@ export class Connection {
    */
   forgetAbandoned(now: number = performance.now()): void {
     for (const id of this.#abandoned) {
-      const entry = this.inFlight.get(id);
-      if (entry === undefined || entry.listening) this.#abandoned.delete(id);
-      else if (now - entry.lastSeen >= this.#params.abandonedCallTtl) {
+      const lastSeen = this.inFlight.get(id);
+      if (lastSeen === undefined) this.#abandoned.delete(id);
+      else if (now - lastSeen >= this.#params.abandonedCallTtl) {
         this.inFlight.delete(id);
         this.#abandoned.delete(id);
       }
@@ -142,13 +142,18 @@ export class Connection {
 
   /** The oldest call in flight that somebody still listens to. */
   oldestListening(): string | undefined {
-    for (const [id, entry] of this.inFlight) if (entry.listening) return id;
+    for (const id of this.inFlight.keys()) if (!this.#abandoned.has(id)) return id;
     return undefined;
+  }
+
+  /** A frame arrived for an abandoned call: the server is still producing it. */
+  seen(id: string, now: number = performance.now()): void {
+    if (this.inFlight.has(id)) this.inFlight.set(id, now);
   }
 
   /** Writes a call frame and remembers it as in flight; `now` spares a clock read. */
   send(id: string, text: string, now: number = performance.now()): void {
-    this.inFlight.set(id, { listening: true, lastSeen: now });
+    this.inFlight.set(id, now);
     if (this.#abandoned.size > 0) {
       this.#abandoned.delete(id);
       // Each send sweeps them too: with one socket and no heartbeat nothing else reads `busy`,
@@ -161,11 +166,7 @@ export class Connection {
 
   /** The caller stopped listening to a call; its late frames will be dropped. */
   abandon(id: string): void {
-    const entry = this.inFlight.get(id);
-    if (entry) {
-      entry.listening = false;
-      this.#abandoned.add(id);
-    }
+    if (this.inFlight.has(id)) this.#abandoned.add(id);
   }
 
   /** Forgets a call whose terminal frame arrived. */
@@ -231,7 +232,7 @@ export class Connection {
     const id = `${HEARTBEAT_ID_PREFIX}${++this.#heartbeatCount}`;
     this.#heartbeatId = id;
     try {
-      this.#socket.send(encodeCall(id, "health", "{}", this.tenantId));
+      this.#socket.send(callFrame(id, callBody("health", "{}"), this.callTail));
     } catch {
       // A socket that cannot send is as dead as one that does not answer.
     }

@@ -10,7 +10,13 @@ import { retryDelay } from "./backoff.ts";
 import type { Call, CallEnd, CallRegistry } from "./calls.ts";
 import type { Connection } from "./connection.ts";
 import { parseRetryAfter, RealmError } from "./errors.ts";
-import { encodeCall, readToken, type RealmFunction, type ServerFrame } from "./protocol.ts";
+import {
+  callBody,
+  callFrame,
+  readToken,
+  type RealmFunction,
+  type ServerFrame,
+} from "./protocol.ts";
 
 /** What the dispatcher needs from its owner. */
 export interface DispatchContext {
@@ -94,7 +100,8 @@ export class Dispatcher {
   }
 
   #send(call: Call, connection: Connection, now?: number): void {
-    const frame = encodeCall(call.id, call.spec.fn, call.spec.paramsJson, connection.tenantId);
+    const body = callBody(call.spec.fn, call.spec.paramsJson);
+    const frame = callFrame(call.id, body, connection.callTail);
     try {
       connection.send(call.id, frame, now);
     } catch (cause) {
@@ -194,10 +201,9 @@ export class Dispatcher {
    * gave out is reported.
    */
   #lateFrame(connection: Connection, id: string, terminal: boolean): void {
-    const entry = connection.inFlight.get(id);
-    if (entry) {
+    if (connection.inFlight.has(id)) {
       if (terminal) connection.settled(id);
-      else entry.lastSeen = performance.now();
+      else connection.seen(id);
       return;
     }
     if (this.#calls.issued(id)) return;

@@ -148,8 +148,10 @@ Deno.test("connection: an abandoned call keeps it busy until abandonedCallTtl af
     connection.abandon("1");
     assert.equal(connection.busy, 2, "the server is still producing call 1");
     clock.advance(400);
-    // A late frame of the abandoned call (the dispatcher stamps its entry): its TTL restarts.
-    connection.inFlight.get("1")!.lastSeen = performance.now();
+    // A late frame of the abandoned call (the dispatcher tells the socket): its TTL restarts.
+    connection.seen("1");
+    connection.seen("never-sent");
+    assert.equal(connection.inFlight.has("never-sent"), false, "seen() adds no call");
     clock.advance(999);
     assert.equal(connection.busy, 2, "999 ms after its last frame");
     clock.advance(1);

@@ -12,30 +12,36 @@ import type { ServerFrame } from "../src/protocol.ts";
 
 /** A socket that records the frames sent on it. */
 function socket(failSend = false) {
-  const inFlight = new Map<string, { listening: boolean; lastSeen: number }>();
+  const inFlight = new Map<string, number>();
+  const abandoned = new Set<string>();
   const sent: string[] = [];
   const fake = {
     open: true,
     tenantId: "tenant-a",
+    callTail: ',"tenant_id":"tenant-a"}',
     inFlight,
+    abandoned,
     sent,
     get busy() {
       return inFlight.size;
     },
     send(id: string, text: string) {
       if (failSend) throw new Error("socket closing");
-      inFlight.set(id, { listening: true, lastSeen: 0 });
+      inFlight.set(id, 0);
       sent.push(text);
     },
     settled(id: string) {
       inFlight.delete(id);
+      abandoned.delete(id);
     },
     abandon(id: string) {
-      const entry = inFlight.get(id);
-      if (entry) entry.listening = false;
+      if (inFlight.has(id)) abandoned.add(id);
+    },
+    seen(id: string) {
+      if (inFlight.has(id)) inFlight.set(id, performance.now());
     },
     oldestListening() {
-      for (const [id, entry] of inFlight) if (entry.listening) return id;
+      for (const id of inFlight.keys()) if (!abandoned.has(id)) return id;
       return undefined;
     },
   };
@@ -153,10 +159,9 @@ Deno.test("dispatch: frames are routed by id and socket; late and foreign ones",
     const call = d.make({ fn: "generate", stream: true });
     d.dispatcher.dispatch(call);
     call.abandon();
-    assert.equal(s.inFlight.get(call.id)?.listening, false);
+    assert.equal(s.abandoned.has(call.id), true);
     d.dispatcher.frame(s, { kind: "streaming", id: call.id, data: { text: "late" } });
-    const entry = s.inFlight.get(call.id);
-    assert.ok(entry && entry.lastSeen > 0, "a late token marks the call as still streaming");
+    assert.ok(s.inFlight.get(call.id)! > 0, "a late token marks the call as still streaming");
     d.dispatcher.frame(s, { kind: "error", id: call.id, error: { code: "X", message: "late" } });
     assert.equal(s.inFlight.has(call.id), false, "a late final frame frees the socket");
     assert.deepEqual(d.reports, []);

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import {
+  callBody,
+  callFrame,
+  callTail,
   decodeFrame,
   encodeAuth,
   encodeCall,
@@ -83,6 +86,27 @@ Deno.test("encodeCall always sends params and the tenant id", () => {
     params: {},
     tenant_id: "acme",
   });
+});
+
+Deno.test("a call frame built in parts is the JSON of its call, for every function", () => {
+  const fns = ["generate", "health", "metadata", "pipeline"] as const;
+  const params = [
+    "{}",
+    '{"prompt":"say \\"hi\\"\\n","max_tokens":3}',
+    '{"pipeline":"p","input":[1,{}]}',
+  ];
+  for (const fn of fns) {
+    for (const json of params) {
+      for (const id of ["1", "4294967296", "heartbeat-12"]) {
+        const text = callFrame(id, callBody(fn, json), callTail("tenant_a-1"));
+        assert.equal(text, encodeCall(id, fn, json, "tenant_a-1"));
+        assert.equal(
+          text,
+          JSON.stringify({ id, function: fn, params: JSON.parse(json), tenant_id: "tenant_a-1" }),
+        );
+      }
+    }
+  }
 });
 
 Deno.test("TENANT_ID_PATTERN is the server's rule and accepts a UUID", () => {
