@@ -160,21 +160,18 @@ export function callFrame(id: string, body: string, tail: string): string {
 
 /** What follows a call frame's id: its function and params. */
 export function callBody(fn: RealmFunction, paramsJson: string): string {
-  return paramsJson === "{}" ? NO_PARAMS_BODY[fn] : `","function":"${fn}","params":${paramsJson}`;
+  // Made once for a call without params (`health`, `metadata`), on every call otherwise.
+  return paramsJson === "{}"
+    ? NO_PARAMS_BODY[fn] ??= `","function":"${fn}","params":{}`
+    : `","function":"${fn}","params":${paramsJson}`;
 }
+
+const NO_PARAMS_BODY: Partial<Record<RealmFunction, string>> = {};
 
 /** What ends every call frame on a socket: its tenant id. */
 export function callTail(tenantId: string): string {
   return `,"tenant_id":${JSON.stringify(tenantId)}}`;
 }
-
-/** `health` and `metadata` take no params: their bodies are made once. */
-const NO_PARAMS_BODY: Record<RealmFunction, string> = {
-  generate: '","function":"generate","params":{}',
-  health: '","function":"health","params":{}',
-  metadata: '","function":"metadata","params":{}',
-  pipeline: '","function":"pipeline","params":{}',
-};
 
 /**
  * A call's params as JSON, or the reason they cannot be sent as JSON (a
