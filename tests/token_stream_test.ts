@@ -262,3 +262,21 @@ Deno.test("TokenStream: what the stop function delivers as it runs is dropped, a
     value: undefined,
   });
 });
+
+Deno.test("TokenStream: result.text is every token joined in order, across the 256-token joins", async () => {
+  for (const count of [255, 256, 257, 513, 1000]) {
+    const sent = Array.from({ length: count }, (_, i) => `t${i} `);
+    const stream = new TokenStream((sink) => {
+      queueMicrotask(() => {
+        for (const token of sent) sink.token(token);
+        sink.close({ tokens_generated: count });
+      });
+      return () => {};
+    });
+    const read = await within(5_000, Array.fromAsync(stream), "reading the tokens");
+    const result = await within(5_000, stream.result, "the stream's result");
+    assert.deepEqual(read, sent);
+    assert.equal(result.text, sent.join(""), `${count} tokens`);
+    assert.equal(result.tokens_generated, count);
+  }
+});
