@@ -8,6 +8,7 @@
 
 import { RealmError } from "./errors.ts";
 import type { RealmFunction } from "./protocol.ts";
+import { newPromise, settlers } from "./settlers.ts";
 
 /** What a caller asked for. */
 export interface CallSpec {
@@ -100,10 +101,9 @@ export class Call {
     this.#onEnd = onEnd;
     this.#registered = registered;
     this.startedAt = performance.now();
-    // One shared executor instead of a closure per call: it hands the functions over at once.
-    this.result = new Promise(captureSettlers);
-    this.#resolve = nextResolve!;
-    this.#reject = nextReject!;
+    this.result = newPromise();
+    this.#resolve = settlers.resolve;
+    this.#reject = settlers.reject;
     const signal = spec.signal;
     if (signal) {
       if (signal.aborted) {
@@ -302,18 +302,6 @@ export class CallRegistry {
   get size(): number {
     return this.#calls.size;
   }
-}
-
-let nextResolve: ((value: unknown) => void) | undefined;
-let nextReject: ((error: unknown) => void) | undefined;
-
-/** A promise's executor runs before its constructor returns: the call takes these right after. */
-function captureSettlers(
-  resolve: (value: unknown) => void,
-  reject: (error: unknown) => void,
-): void {
-  nextResolve = resolve;
-  nextReject = reject;
 }
 
 /** Microtasks with no deadline pending after which the shared timer is released. */

@@ -6,6 +6,7 @@
  */
 
 import { RealmError } from "./errors.ts";
+import { newPromise, settlers } from "./settlers.ts";
 import type { GenerationResult } from "./types.ts";
 
 /**
@@ -72,8 +73,14 @@ export class TokenStream implements AsyncIterable<string> {
   /** Closed by the server or cancelled by the reader. */
   #ended = false;
   #failure: { error: unknown } | undefined;
-  /** Reads waiting for a token or the end, oldest first, as an async generator queues them. */
-  #waiting: { resolve(r: IteratorResult<string>): void; reject(e: unknown): void }[] = [];
+  /**
+   * The read waiting for a token or the end: its promise's functions, kept without an object or
+   * a closure per read. A `for await` has one read waiting at most; a `next()` asked for while
+   * one waits runs after the last one asked for (`#lastRead`), so reads are answered in order.
+   */
+  #resolveRead: ((result: IteratorResult<string>) => void) | undefined;
+  #rejectRead: ((error: unknown) => void) | undefined;
+  #lastRead: Promise<unknown> | undefined;
   #readBy: "for await" | "readable" | undefined;
   #readable: ReadableStream<string> | undefined;
   #sink: TokenSink | undefined;
@@ -217,7 +224,16 @@ export class TokenStream implements AsyncIterable<string> {
     }
     if (this.#failure) return Promise.reject(this.#failure.error);
     if (this.#ended) return Promise.resolve(DONE);
-    return new Promise((resolve, reject) => this.#waiting.push({ resolve, reject }));
+    if (this.#resolveRead !== undefined) {
+      const again = () => this.#read();
+      return (this.#lastRead = this.#lastRead!.then(again, again)) as Promise<
+        IteratorResult<string>
+      >;
+    }
+    const read = newPromise<IteratorResult<string>>();
+    this.#resolveRead = settlers.resolve;
+    this.#rejectRead = settlers.reject;
+    return this.#lastRead = read;
   }
 
   #begin(): void {
@@ -235,9 +251,12 @@ export class TokenStream implements AsyncIterable<string> {
           this.#parts = [];
         }
         this.#count++;
-        const waiting = this.#waiting.shift();
-        if (waiting) waiting.resolve({ done: false, value: token });
-        else this.#queue.push(token);
+        const resolve = this.#resolveRead;
+        if (resolve === undefined) this.#queue.push(token);
+        else {
+          this.#resolveRead = undefined;
+          resolve({ done: false, value: token });
+        }
       },
       close: (result) => {
         if (!open()) return;
@@ -261,11 +280,15 @@ export class TokenStream implements AsyncIterable<string> {
     }
   }
 
-  /** Ends the pending reads: the stream closed, failed (each read sees the error) or was cancelled. */
+  /**
+   * Ends the waiting read: the stream closed, failed or was cancelled. Reads asked for behind it
+   * then run and see the end, or the error, themselves.
+   */
   #wake(): void {
-    for (const read of this.#waiting.splice(0)) {
-      if (this.#failure) read.reject(this.#failure.error);
-      else read.resolve(DONE);
-    }
+    const resolve = this.#resolveRead;
+    if (resolve === undefined) return;
+    this.#resolveRead = undefined;
+    if (this.#failure) this.#rejectRead!(this.#failure.error);
+    else resolve(DONE);
   }
 }
