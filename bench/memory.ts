@@ -3,7 +3,8 @@
  * 100,000 calls and 1,000 streams on one client, and the difference. Target: within 1 MB.
  * Ends with `client.stats()` after `disconnect()`, all zero expected. Then a slow reader: a
  * 20,000-token stream from the unpaced server arrives whole before the reader reads on; the heap
- * must shrink as it reads (it holds only the tokens not read yet), back to where it started.
+ * must shrink as it reads (it holds only the tokens not read yet), back to where it started plus
+ * the tokens' joined text, which the stream keeps for `result.text`.
  *
  * ```sh
  * deno task bench:memory
