@@ -281,21 +281,27 @@ Deno.test("TokenStream: result.text is every token joined in order, across the 2
   }
 });
 
+/** A stream whose tokens the test hands in: `sink()` once a first read has started it. */
+function handFed(): { stream: TokenStream; sink: () => TokenSink } {
+  let sink: TokenSink | undefined;
+  const stream = new TokenStream((s) => {
+    sink = s;
+    return () => {};
+  });
+  return { stream, sink: () => sink! };
+}
+
 Deno.test("TokenStream: reads asked for before their tokens arrive get them in order", async (t) => {
   await t.step("tokens, then the end", async () => {
-    let sink: TokenSink | undefined;
-    const stream = new TokenStream((s) => {
-      sink = s;
-      return () => {};
-    });
+    const { stream, sink } = handFed();
     const iterator = stream[Symbol.asyncIterator]();
     const reads = [iterator.next(), iterator.next(), iterator.next(), iterator.next()];
-    sink!.token("a");
-    sink!.token("b");
+    sink().token("a");
+    sink().token("b");
     const early = await within(3000, Promise.all(reads.slice(0, 2)), "the first two reads");
     assert.deepEqual(early, [{ done: false, value: "a" }, { done: false, value: "b" }]);
-    sink!.token("c");
-    sink!.close();
+    sink().token("c");
+    sink().close();
     assert.deepEqual(await within(3000, Promise.all(reads.slice(2)), "the last two reads"), [
       { done: false, value: "c" },
       { done: true, value: undefined },
@@ -303,18 +309,14 @@ Deno.test("TokenStream: reads asked for before their tokens arrive get them in o
     assert.equal((await within(3000, stream.result, "the result")).text, "abc");
   });
   await t.step("a failure reaches every read still waiting", async () => {
-    let sink: TokenSink | undefined;
-    const stream = new TokenStream((s) => {
-      sink = s;
-      return () => {};
-    });
+    const { stream, sink } = handFed();
     const iterator = stream[Symbol.asyncIterator]();
     const first = iterator.next();
     const waiting = [iterator.next(), iterator.next()];
-    sink!.token("a");
+    sink().token("a");
     assert.deepEqual(await within(3000, first, "the first read"), { done: false, value: "a" });
     const failure = new Error("the server failed");
-    sink!.error(failure);
+    sink().error(failure);
     const outcomes = await within(3000, Promise.allSettled(waiting), "the waiting reads");
     assert.deepEqual(outcomes, [
       { status: "rejected", reason: failure },
