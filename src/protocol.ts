@@ -151,8 +151,8 @@ export function encodeCall(
 
 /**
  * A call frame from its parts: the hot path makes the tail once per socket ({@linkcode callTail})
- * and the body of a call without params never. Each join of long strings leaves a piece that the
- * socket then copies into one, so fewer joins are less garbage per call.
+ * and the body of a call without params once per function. Each join of long strings leaves a
+ * piece that the socket then copies into one, so fewer joins are less garbage per call.
  */
 export function callFrame(id: string, body: string, tail: string): string {
   return '{"id":"' + id + body + tail;
