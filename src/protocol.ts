@@ -136,23 +136,10 @@ function preview(text: string): string {
 }
 
 /**
- * Encodes a call frame around `paramsJson`, the call's params already as a
- * JSON object (see {@linkcode encodeParams}). `id` is one the client made
- * (digits, or `heartbeat-<n>`): nothing in it needs escaping.
- */
-export function encodeCall(
-  id: string,
-  fn: RealmFunction,
-  paramsJson: string,
-  tenantId: string,
-): string {
-  return callFrame(id, callBody(fn, paramsJson), callTail(tenantId));
-}
-
-/**
  * A call frame from its parts: the hot path makes the tail once per socket ({@linkcode callTail})
  * and the body of a call without params once per function. Each join of long strings leaves a
- * piece that the socket then copies into one, so fewer joins are less garbage per call.
+ * piece that the socket then copies into one, so fewer joins are less garbage per call. `id` is
+ * one the client made (digits, or `heartbeat-<n>`): nothing in it needs escaping.
  */
 export function callFrame(id: string, body: string, tail: string): string {
   return '{"id":"' + id + body + tail;
