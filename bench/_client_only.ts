@@ -10,7 +10,7 @@
  * @module
  */
 import { deepStrictEqual } from "node:assert/strict";
-import { median, RawSocket } from "./_harness.ts";
+import { closeAndWait, median, RawSocket } from "./_harness.ts";
 
 /** A `WebSocket` constructor, as the client's `WebSocket` option takes it. */
 type WebSocketClass = new (url: string, protocols?: string | string[]) => WebSocket;
@@ -106,14 +106,7 @@ export async function serverFrames(
       };
     });
   } finally {
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, 1_000);
-      socket.onclose = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      socket.close();
-    });
+    await closeAndWait(socket);
   }
   const [welcome, health] = texts;
   if (!health.startsWith(ANSWER_PREFIX) || JSON.parse(health).status !== "complete") {

@@ -128,15 +128,20 @@ export class RawSocket {
 
   /** Closes the socket and waits (at most a second) for its close event. */
   close(): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, 1000);
-      this.#socket.onclose = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      this.#socket.close();
-    });
+    return closeAndWait(this.#socket);
   }
+}
+
+/** Closes a socket and waits (at most a second) for its close event. */
+export function closeAndWait(socket: WebSocket): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 1000);
+    socket.onclose = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    socket.close();
+  });
 }
 
 function expect(what: string, actual: number, expected: number): void {
