@@ -88,6 +88,11 @@ export interface Script {
   open?(socket: WebSocket): void;
   /** A text frame arrived (parsed JSON). */
   frame(socket: WebSocket, frame: Record<string, unknown>): void;
+  /**
+   * How many sockets it accepts in all; later upgrade requests get 503 (the server is reached,
+   * yet a socket to it fails). Default: no limit.
+   */
+  upgrades?: number;
 }
 
 /** The welcome frame of an open server, exactly as the real server sends it. */
@@ -101,12 +106,15 @@ export function scriptedServer(script: Script): ScriptedServer {
   const controller = new AbortController();
   const sockets = new Set<WebSocket>();
   const received: Record<string, unknown>[] = [];
+  let accepted = 0;
   const server = Deno.serve({
     hostname: "127.0.0.1",
     port: 0,
     signal: controller.signal,
     onListen: () => {},
   }, (request) => {
+    if (accepted === script.upgrades) return new Response("busy", { status: 503 });
+    accepted++;
     const { socket, response } = Deno.upgradeWebSocket(request);
     sockets.add(socket);
     socket.onopen = () => script.open ? script.open(socket) : socket.send(WELCOME);
@@ -134,6 +142,21 @@ export function scriptedServer(script: Script): ScriptedServer {
       await server.finished;
     },
   };
+}
+
+/**
+ * A WebSocket class whose first `health` send throws, as a socket closing under it would, and
+ * the count of `health` sends over all its sockets.
+ */
+export function muteOnFirstHealth(): { WebSocket: typeof WebSocket; sends(): number } {
+  let sends = 0;
+  class Mute extends WebSocket {
+    override send(data: string) {
+      if (JSON.parse(data).function === "health" && ++sends === 1) throw new Error("mute");
+      super.send(data);
+    }
+  }
+  return { WebSocket: Mute, sends: () => sends };
 }
 
 /** Answers a call frame with `complete` and `data`. */

@@ -41,45 +41,6 @@ async function deadUrl(): Promise<string> {
   return url;
 }
 
-/**
- * A server that opens its first WebSocket and answers every later request with 503: it is
- * reached, yet a second socket to it fails.
- */
-function oneSocketServer(): { url: string; close(): Promise<void> } {
-  const controller = new AbortController();
-  const sockets: WebSocket[] = [];
-  const server = Deno.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    signal: controller.signal,
-    onListen: () => {},
-  }, (request) => {
-    if (sockets.length > 0) return new Response("busy", { status: 503 });
-    const { socket, response } = Deno.upgradeWebSocket(request);
-    sockets.push(socket);
-    socket.onopen = () => socket.send(WELCOME);
-    return response;
-  });
-  return {
-    url: `ws://127.0.0.1:${server.addr.port}`,
-    async close() {
-      await within(
-        3000,
-        Promise.all(sockets.map((socket) =>
-          new Promise((resolve) => {
-            if (socket.readyState === WebSocket.CLOSED) return resolve(undefined);
-            socket.addEventListener("close", resolve);
-            socket.close();
-          })
-        )),
-        "one-socket server's socket closing",
-      );
-      controller.abort();
-      await server.finished;
-    },
-  };
-}
-
 Deno.test({
   name: "client: an unreachable server of a list is reported once, with its url and cause, " +
     "and with `reconnect` off not retried",
@@ -126,7 +87,8 @@ Deno.test({
     "socket fails",
   ...sanitize,
   fn: async () => {
-    const half = oneSocketServer();
+    // It takes its first socket, greets it and never answers; a second socket to it gets 503.
+    const half = scriptedServer({ upgrades: 1, frame() {} });
     const server = await startStubServer({ tokenDelayMs: 0 });
     const client = new RealmWebSocketClient({
       ...FAST,
@@ -373,32 +335,25 @@ Deno.test({
   fn: async () => {
     // The first socket opens, takes the call without answering, and drops; its one retry is
     // refused (503). The second socket is greeted only after that, and answers.
-    const controller = new AbortController();
-    const sockets: WebSocket[] = [];
-    const server = Deno.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      signal: controller.signal,
-      onListen: () => {},
-    }, (request) => {
-      if (sockets.length === 2) return new Response("busy", { status: 503 });
-      const { socket, response } = Deno.upgradeWebSocket(request);
-      const first = sockets.push(socket) === 1;
-      socket.onopen = () => {
-        if (first) {
+    let first: WebSocket | undefined;
+    const server = scriptedServer({
+      upgrades: 2,
+      open(socket) {
+        if (first === undefined) {
+          first = socket;
           socket.send(WELCOME);
           setTimeout(() => socket.close(1011, "first one down"), 20);
         } else setTimeout(() => socket.readyState === WebSocket.OPEN && socket.send(WELCOME), 300);
-      };
-      socket.onmessage = (event) => {
-        const frame = JSON.parse(event.data);
-        if (!first) complete(socket, frame.id, { status: "healthy", active_connections: 1 });
-      };
-      return response;
+      },
+      frame(socket, frame) {
+        if (socket !== first) {
+          complete(socket, frame.id, { status: "healthy", active_connections: 1 });
+        }
+      },
     });
     const client = new RealmWebSocketClient({
       ...FAST,
-      url: `ws://127.0.0.1:${server.addr.port}`,
+      url: server.url,
       model: "llama-2-7b",
       connections: 2,
       maxReconnectAttempts: 1,
@@ -420,8 +375,7 @@ Deno.test({
       });
     } finally {
       await client.disconnect();
-      controller.abort();
-      await server.finished;
+      await server.close();
     }
   },
 });

@@ -11,6 +11,7 @@ import {
   delay,
   failedWith,
   idleStats,
+  muteOnFirstHealth,
   outcome,
   recordEvents,
   sanitize,
@@ -103,19 +104,12 @@ Deno.test({
   ...sanitize,
   fn: async () => {
     const server = await startStubServer({ tokenDelayMs: 5 });
-    let sends = 0;
-    /** A WebSocket whose first `health` send throws, as a socket closing under it would. */
-    class Mute extends WebSocket {
-      override send(data: string) {
-        if (JSON.parse(data).function === "health" && ++sends === 1) throw new Error("mute");
-        super.send(data);
-      }
-    }
+    const mute = muteOnFirstHealth();
     const client = new RealmWebSocketClient({
       url: server.url,
       model: "llama-2-7b",
       connections: 2,
-      WebSocket: Mute,
+      WebSocket: mute.WebSocket,
       ...FAST,
     });
     const seen = recordEvents(client);
@@ -133,7 +127,7 @@ Deno.test({
       ]);
       assert.equal((await within(5000, health, "health on socket 0")).status, "healthy");
       assert.equal((await within(5000, story, "the stream on socket 0")).tokens_generated, 40);
-      assert.equal(sends, 2, "the health call was sent once more, on socket 0");
+      assert.equal(mute.sends(), 2, "the health call was sent once more, on socket 0");
       await until(() => client.stats().openConnections === 2, 3000, "socket 1 back");
       assert.equal(seen.disconnected.length, 1, "socket 0 was never dropped");
     } finally {
