@@ -73,7 +73,7 @@ Deno.test({
       });
       const seen = recordEvents(client);
       try {
-        await client.connect();
+        await within(5000, client.connect(), "connect()");
         // The next handshake is refused: UNAUTHORIZED is fatal, so the one attempt is the last.
         server.revokeApiKey("key-1", "disabled");
         dropNow(server);
@@ -114,7 +114,7 @@ Deno.test({
     });
     const seen = recordEvents(client);
     try {
-      await client.connect();
+      await within(5000, client.connect(), "connect()");
       // Socket 0 streams, so the health call goes to socket 1, whose send throws.
       const story = client.generate({ prompt: "Tell me a story", max_tokens: 40, stream: true });
       // A failing assert below is reported as itself, not as these calls' unhandled rejections.
@@ -166,7 +166,7 @@ Deno.test({
     });
     const seen = recordEvents(client);
     try {
-      await client.connect();
+      await within(5000, client.connect(), "connect()");
       const health = await outcome(client.health(), 5000, "health");
       assert.ok("value" in health, `health failed: ${"error" in health && health.error}`);
       assert.equal((health.value as { status: string }).status, "healthy");
@@ -218,7 +218,7 @@ async function oneSocketGaveUp() {
     maxReconnectAttempts: 1,
   });
   const seen = recordEvents(client);
-  await client.connect();
+  await within(5000, client.connect(), "connect()");
   dropNow(b);
   b.faults.rejectConnections(true);
   await until(() => seen.error.length === 1, 3000, "socket 1 giving up");
@@ -295,7 +295,7 @@ Deno.test({
     });
     const seen = recordEvents(client);
     try {
-      await client.connect();
+      await within(5000, client.connect(), "connect()");
       await within(3000, client.reconnect(), "reconnect()");
       assert.equal(client.state, "open");
       dropNow(server);

@@ -133,7 +133,7 @@ Deno.test("connection: url is the server's address; frames of no call reach the 
       { kind: "invalid", reason: "not JSON: not json" },
     ]);
   } finally {
-    await connection.close(1000, "", 0);
+    await within(1000, connection.close(1000, "", 0), "the close");
     socket.serverClose(1000, "");
   }
   assert.deepEqual(closes, [[1000, ""]]);
@@ -476,7 +476,7 @@ Deno.test({
       assert.deepEqual(closes, [[4000, "heartbeat timeout"]]);
       assert.deepEqual(frames, [], "the heartbeat's answer stays inside the connection");
     } finally {
-      await connection.close();
+      await within(3000, connection.close(), "the close");
       await server.close();
     }
   },
