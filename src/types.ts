@@ -42,84 +42,121 @@ export type RealmLogger = (message: string, data?: Record<string, unknown>) => v
  * ```
  */
 export interface RealmClientOptions {
-  /** Model name, file path or URL, sent with every `generate`. Required. */
+  /** Model name, file path or URL, sent with every `generate`. Required: it has no default. */
   model: string;
   /**
    * Server address, `ws:` or `wss:`, or a list of servers: calls are spread
    * over all of them, and a server that fails is left out until it is back.
-   * Default `"ws://localhost:8080"`.
+   *
+   * @default {"ws://localhost:8080"}
    */
   url?: string | string[];
   /**
    * API key for servers started with `--auth`. The server then decides the
    * tenant: the client adopts the tenant id from `auth_success`. `""` (an
-   * empty environment variable) counts as no key.
+   * empty environment variable) counts as no key. Default: none.
    */
   apiKey?: string;
   /**
    * Tenant id sent with every call on open servers: 3 to 64 letters, digits,
-   * `-` or `_`. Default: a random UUID. Replaced by the server's tenant after
-   * authentication.
+   * `-` or `_`. Replaced by the server's tenant after authentication.
+   * Default: a random UUID, drawn when the client is made.
    */
   tenantId?: string;
-  /** Reconnect after an unexpected close. Default `true`. */
+  /**
+   * Reconnect after an unexpected close.
+   *
+   * @default {true}
+   */
   reconnect?: boolean;
   /**
    * First reconnect delay in ms; later ones double up to
-   * `maxReconnectInterval`, each randomised (full jitter). Default `5000`.
+   * `maxReconnectInterval`, each randomised (full jitter).
+   *
+   * @default {5000}
    */
   reconnectInterval?: number;
-  /** Longest reconnect delay in ms. Default `60000`. */
+  /**
+   * Longest reconnect delay in ms; never below `reconnectInterval` (a larger
+   * `reconnectInterval` raises the default to it).
+   *
+   * @default {60000}
+   */
   maxReconnectInterval?: number;
-  /** Reconnect tries after a drop before giving up. Default `Infinity`. */
+  /**
+   * Reconnect tries after a drop before giving up.
+   *
+   * @default {Infinity}
+   */
   maxReconnectAttempts?: number;
   /**
    * Per-call timeout in ms: the longest a call waits for its answer (for a
    * stream: for its first token; later tokens are bounded by
-   * `streamIdleTimeout`). Default `30000`.
+   * `streamIdleTimeout`).
+   *
+   * @default {30000}
    */
   timeout?: number;
   /**
    * Longest gap in ms between two frames of a stream before it fails with
    * `TIMEOUT` (checked in quarter steps, so within 1.25× of it). The real
-   * server can stop a stream without a final frame. Default `30000`.
+   * server can stop a stream without a final frame.
+   *
+   * @default {30000}
    */
   streamIdleTimeout?: number;
   /**
    * Longest wait in ms for the server's first frame (and the authentication
-   * answer) when opening a socket. Default `10000`.
+   * answer) when opening a socket.
+   *
+   * @default {10000}
    */
   connectTimeout?: number;
   /**
    * Send a `health` call after this many ms without traffic, to detect a
-   * half-open socket. `0` turns it off. Default `0` (off).
+   * half-open socket. `0` turns it off.
+   *
+   * @default {0}
    */
   heartbeatInterval?: number;
-  /** How long a heartbeat waits for its answer, in ms. Default `10000`. */
+  /**
+   * How long a heartbeat waits for its answer, in ms.
+   *
+   * @default {10000}
+   */
   heartbeatTimeout?: number;
   /**
-   * Retries of a rate-limited call after the server's `retryAfter`. Default
-   * `0`: the error reaches the caller unchanged.
+   * Retries of a rate-limited call after the server's `retryAfter`; `0`: the
+   * error reaches the caller unchanged.
+   *
+   * @default {0}
    */
   maxRetries?: number;
   /**
    * Calls that may wait for a connection while the client reconnects; past it
-   * a call fails at once with `QUEUE_FULL`. Default `1000`.
+   * a call fails at once with `QUEUE_FULL`.
+   *
+   * @default {1000}
    */
   maxQueuedCalls?: number;
   /**
-   * Sockets to open. Each call goes to the least busy one, so up to this
-   * many calls run in parallel (the server serves one call at a time per
-   * socket). With a list of servers they are spread over the servers in turn.
-   * Default `1`, or one per server with a list.
+   * Sockets to open, from 1 to 64. Each call goes to the least busy one, so up
+   * to this many calls run in parallel (the server serves one call at a time
+   * per socket). With a list of servers they are spread over the servers in
+   * turn. Default: one per server (`1` for a single `url`).
    */
   connections?: number;
   /**
    * Allow sending `apiKey` over plain `ws://` to a host that is not loopback.
-   * Default `false`: such a key would cross the network readable by anyone.
+   * Off by default: such a key would cross the network readable by anyone.
+   *
+   * @default {false}
    */
   allowInsecureAuth?: boolean;
-  /** The `WebSocket` implementation to use. Default: the runtime's global. */
+  /**
+   * The `WebSocket` implementation to use. Default: the runtime's global; the
+   * npm package falls back to `ws` where there is none (Node 20).
+   */
   WebSocket?: WebSocketConstructor;
   /** Receives debug lines. Default: none; the client prints nothing. */
   logger?: RealmLogger;

@@ -52,32 +52,48 @@ const delay = (v: number) => v <= MAX_DELAY;
 const delayOrNoLimit = (v: number) => v <= MAX_DELAY || v === Infinity;
 const integerOrInfinity = (v: number) => v === Infinity || Number.isInteger(v);
 
-/** The numeric options: name, documented default, the rule as the error states it, the check. */
-const NUMERIC_OPTIONS: [name: NumericOption, fallback: number, rule: string, ok: Check][] = [
-  ["reconnectInterval", 5000, `${MS} ≥ 0, ${UP_TO}`, (v) => v >= 0 && delay(v)],
-  [
-    "maxReconnectAttempts",
-    Infinity,
-    "an integer ≥ 0 or Infinity",
-    (v) => v >= 0 && integerOrInfinity(v),
-  ],
-  ["timeout", 30_000, `${MS} > 0, ${OR_NO_LIMIT}`, (v) => v > 0 && delayOrNoLimit(v)],
-  ["streamIdleTimeout", 30_000, `${MS} > 0, ${OR_NO_LIMIT}`, (v) => v > 0 && delayOrNoLimit(v)],
-  ["connectTimeout", 10_000, `${MS} > 0, ${OR_NO_LIMIT}`, (v) => v > 0 && delayOrNoLimit(v)],
-  [
-    "heartbeatInterval",
-    0,
-    `${MS} ≥ 0 (0 turns it off), ${UP_TO}`,
-    (v) => v >= 0 && delay(v),
-  ],
-  ["heartbeatTimeout", 10_000, `${MS} > 0, ${UP_TO}`, (v) => v > 0 && delay(v)],
-  ["maxRetries", 0, "an integer ≥ 0", (v) => v >= 0 && Number.isInteger(v)],
-  ["maxQueuedCalls", 1000, "an integer ≥ 0 or Infinity", (v) => v >= 0 && integerOrInfinity(v)],
-  ["connections", 1, "an integer from 1 to 64", (v) => v >= 1 && v <= 64 && Number.isInteger(v)],
-];
+/**
+ * Every option of the constructor with its default: the one place a default is stated. The
+ * options' JSDoc shows them as `@default` (a test keeps the two equal). `undefined` marks an
+ * option without a fixed default: required (`model`), none (`apiKey`, `logger`), or computed when
+ * the client is made (`tenantId`: a random UUID; `connections`: one per server; `WebSocket`: the
+ * runtime's). `maxReconnectInterval` never goes below `reconnectInterval`.
+ */
+export const OPTION_DEFAULTS = {
+  model: undefined,
+  url: "ws://localhost:8080",
+  apiKey: undefined,
+  tenantId: undefined,
+  reconnect: true,
+  reconnectInterval: 5000,
+  maxReconnectInterval: 60_000,
+  maxReconnectAttempts: Infinity,
+  timeout: 30_000,
+  streamIdleTimeout: 30_000,
+  connectTimeout: 10_000,
+  heartbeatInterval: 0,
+  heartbeatTimeout: 10_000,
+  maxRetries: 0,
+  maxQueuedCalls: 1000,
+  connections: undefined,
+  allowInsecureAuth: false,
+  WebSocket: undefined,
+  logger: undefined,
+} as const satisfies Record<keyof RealmClientOptions, unknown>;
 
-/** The longest reconnect delay by default, in ms (never below `reconnectInterval`). */
-const MAX_RECONNECT_INTERVAL = 60_000;
+/** The numeric options: name, the rule as the error states it, the check. */
+const NUMERIC_OPTIONS: [name: NumericOption, rule: string, ok: Check][] = [
+  ["reconnectInterval", `${MS} ≥ 0, ${UP_TO}`, (v) => v >= 0 && delay(v)],
+  ["maxReconnectAttempts", "an integer ≥ 0 or Infinity", (v) => v >= 0 && integerOrInfinity(v)],
+  ["timeout", `${MS} > 0, ${OR_NO_LIMIT}`, (v) => v > 0 && delayOrNoLimit(v)],
+  ["streamIdleTimeout", `${MS} > 0, ${OR_NO_LIMIT}`, (v) => v > 0 && delayOrNoLimit(v)],
+  ["connectTimeout", `${MS} > 0, ${OR_NO_LIMIT}`, (v) => v > 0 && delayOrNoLimit(v)],
+  ["heartbeatInterval", `${MS} ≥ 0 (0 turns it off), ${UP_TO}`, (v) => v >= 0 && delay(v)],
+  ["heartbeatTimeout", `${MS} > 0, ${UP_TO}`, (v) => v > 0 && delay(v)],
+  ["maxRetries", "an integer ≥ 0", (v) => v >= 0 && Number.isInteger(v)],
+  ["maxQueuedCalls", "an integer ≥ 0 or Infinity", (v) => v >= 0 && integerOrInfinity(v)],
+  ["connections", "an integer from 1 to 64", (v) => v >= 1 && v <= 64 && Number.isInteger(v)],
+];
 
 type NumericOption =
   | "reconnectInterval"
@@ -155,7 +171,7 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
       '`model` is required: a model name, file path or URL, e.g. `{ model: "llama-2-7b" }`.',
     );
   }
-  const urls = Array.isArray(input.url) ? input.url : [input.url ?? "ws://localhost:8080"];
+  const urls = Array.isArray(input.url) ? input.url : [input.url ?? OPTION_DEFAULTS.url];
   if (urls.length === 0) {
     throw invalidOption("`url` must name at least one server: a ws:// or wss:// URL, or a list.");
   }
@@ -209,16 +225,16 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
     serverList: Array.isArray(input.url),
     apiKey,
     tenantId: input.tenantId,
-    reconnect: input.reconnect ?? true,
-    allowInsecureAuth: input.allowInsecureAuth ?? false,
+    reconnect: input.reconnect ?? OPTION_DEFAULTS.reconnect,
+    allowInsecureAuth: input.allowInsecureAuth ?? OPTION_DEFAULTS.allowInsecureAuth,
     WebSocket: input.WebSocket,
     logger: input.logger,
   } as ResolvedOptions;
-  for (const [name, fallback, rule, ok] of NUMERIC_OPTIONS) {
+  for (const [name, rule, ok] of NUMERIC_OPTIONS) {
+    // One socket per server by default; fewer sockets than servers would leave one unused.
+    const fallback = name === "connections" ? urls.length : OPTION_DEFAULTS[name];
     resolved[name] = numberOption(options[name], name, fallback, rule, ok);
   }
-  // One socket per server by default; fewer sockets than servers would leave one unused.
-  if (options.connections === undefined) resolved.connections = urls.length;
   if (resolved.connections < urls.length) {
     throw invalidOption(
       `\`connections\` (${resolved.connections}) is less than the number of servers in \`url\` ` +
@@ -229,7 +245,7 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
   resolved.maxReconnectInterval = numberOption(
     options.maxReconnectInterval,
     "maxReconnectInterval",
-    Math.max(MAX_RECONNECT_INTERVAL, floor),
+    Math.max(OPTION_DEFAULTS.maxReconnectInterval, floor),
     `${MS} ≥ reconnectInterval (${floor}), ${UP_TO}`,
     (v) => v >= floor && delay(v),
   );
