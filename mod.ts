@@ -33,6 +33,12 @@ export {
   type RealmErrorInit,
 } from "./src/errors.ts";
 export { type ConnectionState, STATE_EDGES, type StateChange } from "./src/lifecycle.ts";
+export {
+  CALL_CHANNEL,
+  type CallTraceContext,
+  CONNECTION_CHANNEL,
+  type ConnectionTraceMessage,
+} from "./src/telemetry.ts";
 export { type TokenSink, TokenStream } from "./src/token_stream.ts";
 export type { WebSocketSource } from "./src/websocket.ts";
 export type {

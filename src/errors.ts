@@ -5,12 +5,27 @@
  */
 
 /**
- * Codes a {@linkcode RealmError} can carry.
+ * Codes a {@linkcode RealmError} can carry. Server codes pass through
+ * unchanged, including any code a newer server invents (hence the
+ * `string & {}` member, which keeps editor completion for the known ones).
+ * "Retry?" says whether the same call may succeed if made again unchanged.
  *
- * Server codes pass through unchanged: `RATE_LIMIT_EXCEEDED`, `UNAUTHORIZED`,
- * `DISPATCH_ERROR`, `INTERNAL_ERROR`, and any code a newer server invents
- * (hence the `string & {}` member, which keeps editor completion for the known ones).
- * The client's own codes are listed in the README's error table.
+ * | code | from | means | retry? |
+ * | --- | --- | --- | --- |
+ * | `RATE_LIMIT_EXCEEDED` | server | The tenant's rate limit; `retryAfter` is always set (seconds, may be 0). | After `retryAfter`; `maxRetries` does it for you |
+ * | `UNAUTHORIZED` | server | The API key was refused, or the server requires one and none was given. | No: fix the key |
+ * | `DISPATCH_ERROR` | server | The server refused the call: unknown function or pipeline, bad parameters, no orchestrator. | No: fix the call |
+ * | `INTERNAL_ERROR` | server | The server failed while running the call, or could not parse a frame (`id: "unknown"`). | Maybe: the server's fault |
+ * | `CANCELLED` | server | The server cancelled the call (in the protocol; today's server never sends it). | Maybe |
+ * | `INVALID_OPTIONS` | client | A constructor option is missing or out of range; the message names it. | No: fix the option |
+ * | `INVALID_PARAMS` | client | A call's parameter or option is wrong, or cannot be sent as JSON; nothing was sent. | No: fix the call |
+ * | `NOT_CONNECTED` | client | A call before `connect()`, after `disconnect()`, or after the client gave up. | After `connect()` |
+ * | `CONNECTION_CLOSED` | client | The socket closed before the call finished, or `connect()` found no server; `sent` says whether it reached a socket. | Yes when `sent` is `false`; else only if the call is safe to run twice |
+ * | `TIMEOUT` | client | No answer within `timeout`, a stream silent for `streamIdleTimeout`, or no handshake within `connectTimeout`. | Maybe, with a longer timeout |
+ * | `ABORTED` | client | The call's `signal` aborted, or `disconnect()` cancelled `connect()`/`reconnect()`. | No: it was asked for |
+ * | `PROTOCOL_ERROR` | client | A frame the client cannot use (an `error` event; other calls go on), a bad token, or a tenant id the server's rule refuses. | No: not a Realm server, or a bug |
+ * | `QUEUE_FULL` | client | `maxQueuedCalls` calls already wait for a connection. | After a wait |
+ * | `TENANT_MISMATCH` | client | With a list of servers: one assigned another tenant than the others (an `error` event); it is not used. | No: give every server the same key-to-tenant map |
  *
  * @example Branch on a code
  * ```ts
@@ -25,6 +40,7 @@ export type RealmErrorCode =
   | "UNAUTHORIZED"
   | "DISPATCH_ERROR"
   | "INTERNAL_ERROR"
+  | "CANCELLED"
   // Raised by the client.
   | "INVALID_OPTIONS"
   | "INVALID_PARAMS"

@@ -10,14 +10,20 @@
 import type { RealmError } from "./errors.ts";
 
 /**
- * Where the client is in its life, as `client.state` reports it:
- * - `"idle"`: never connected, or `disconnect()` was called;
- * - `"connecting"`: `connect()` is opening the sockets;
- * - `"open"`: at least one socket is open and handshaken;
- * - `"reconnecting"`: every socket dropped and at least one is being reopened;
- * - `"closed"`: the client gave up (a failed `connect()`, reconnect attempts
- *   used up, a refused key), or the socket closed with `reconnect` off.
- *   `connect()` starts over.
+ * Where the client is in its life, as `client.state` reports it. Every change
+ * fires `statechange` with `{ from, to, reason? }`; the moves allowed are
+ * {@linkcode STATE_EDGES}.
+ *
+ * | state | means | entered with |
+ * | --- | --- | --- |
+ * | `idle` | Never connected, or `disconnect()` was called. | `disconnected` for each socket that was open |
+ * | `connecting` | `connect()` is opening the sockets. | `connecting` (`attempt: 0`) |
+ * | `open` | At least one socket is open and handshaken. | `connected` |
+ * | `reconnecting` | Every socket dropped and at least one is being reopened with backoff; calls made now wait. | `disconnected` (`willReconnect: true`), then `reconnecting` |
+ * | `closed` | Gave up: `connect()` failed, reconnect attempts ran out, a key was refused, or a drop with `reconnect` off. `connect()` starts over. | `error` with the reason (also `statechange`'s `reason`) |
+ *
+ * A method called from a listener of any of these events runs once the step
+ * that fired the event is complete, so it meets a settled client.
  *
  * @example
  * ```ts

@@ -13,6 +13,128 @@
 import type { Call } from "./calls.ts";
 import type { RealmFunction } from "./protocol.ts";
 
+/**
+ * The `node:diagnostics_channel` TracingChannel on which every call is
+ * published: `start` when it is made, `end` once it is handed to a socket (or
+ * queued, or failed at once), then `error` if it failed, and `asyncStart` and
+ * `asyncEnd` when it has settled (a stream's call when it ends, fails or is
+ * left by a `break`). Every event of a call gets the same
+ * {@linkcode CallTraceContext}. Published where the runtime has the module
+ * (Node 20.16+, Deno 2, Bun), never in browsers; nothing is built until
+ * someone subscribes.
+ *
+ * @example Log each call as it settles
+ * ```ts
+ * import { CALL_CHANNEL, type CallTraceContext } from "@realm-ai/ws-client";
+ * import diagnostics from "node:diagnostics_channel";
+ *
+ * const asyncEnd = (context: CallTraceContext) =>
+ *   console.log(context["gen_ai.response.id"], context["error.type"] ?? "ok", context.durationMs);
+ * const handlers = { start() {}, end() {}, asyncStart() {}, error() {}, asyncEnd };
+ * diagnostics.tracingChannel<CallTraceContext>(CALL_CHANNEL).subscribe(handlers);
+ * diagnostics.tracingChannel<CallTraceContext>(CALL_CHANNEL).unsubscribe(handlers);
+ * ```
+ */
+export const CALL_CHANNEL = "realm:call";
+
+/**
+ * The `node:diagnostics_channel` channel on which the sockets' life is
+ * published, one {@linkcode ConnectionTraceMessage} per client event.
+ *
+ * @example
+ * ```ts
+ * import { CONNECTION_CHANNEL, type ConnectionTraceMessage } from "@realm-ai/ws-client";
+ * import diagnostics from "node:diagnostics_channel";
+ *
+ * const onMessage = (message: unknown) => console.log((message as ConnectionTraceMessage).event);
+ * diagnostics.subscribe(CONNECTION_CHANNEL, onMessage);
+ * diagnostics.unsubscribe(CONNECTION_CHANNEL, onMessage);
+ * ```
+ */
+export const CONNECTION_CHANNEL = "realm:connection";
+
+/**
+ * The context object of a call on {@linkcode CALL_CHANNEL}, the same object
+ * for each of the call's events; its keys are OpenTelemetry's GenAI attribute
+ * names. The API key is never in it, nor is the prompt. Fields marked "from
+ * `asyncStart`" are set when the call has settled.
+ *
+ * @example
+ * ```ts
+ * import type { CallTraceContext } from "@realm-ai/ws-client";
+ * const failed = (context: CallTraceContext) => context["error.type"] !== undefined;
+ * ```
+ */
+export interface CallTraceContext {
+  /** `text_completion` (generate), `invoke_workflow` (pipeline), `realm.health`, `realm.metadata`. */
+  "gen_ai.operation.name": string;
+  /** Always `realm`. */
+  "gen_ai.provider.name": "realm";
+  /** The call's id (`requestId`), as the server sees it. */
+  "gen_ai.response.id": string;
+  /** The tenant the call carries. */
+  "realm.tenant_id": string;
+  /** generate: the model (always given). */
+  "gen_ai.request.model"?: string;
+  /** generate: `max_tokens`, when given. */
+  "gen_ai.request.max_tokens"?: number;
+  /** generate: `temperature`, when given. */
+  "gen_ai.request.temperature"?: number;
+  /** generate: `top_p`, when given. */
+  "gen_ai.request.top_p"?: number;
+  /** generate: `top_k`, when given. */
+  "gen_ai.request.top_k"?: number;
+  /** generate: whether it streams. */
+  "gen_ai.request.stream"?: boolean;
+  /** A pipeline's name. */
+  "realm.pipeline.name"?: string;
+  /** From `asyncStart`: the server the call was sent to (the client's `url` when never sent). */
+  "server.address"?: string;
+  /** From `asyncStart`: that server's port. */
+  "server.port"?: number;
+  /** From `asyncStart`: whether the call reached a socket (as `RealmError.sent`). */
+  "realm.sent"?: boolean;
+  /** From `asyncStart`: ms from the call to its settling, as on the result. */
+  durationMs?: number;
+  /** generate: the server's `prompt_tokens`, when reported. */
+  "gen_ai.usage.input_tokens"?: number;
+  /** generate: `tokens_generated` (for a stream left early: the tokens received). */
+  "gen_ai.usage.output_tokens"?: number;
+  /** Streamed generate: seconds from the call to its first token. */
+  "gen_ai.response.time_to_first_chunk"?: number;
+  /** A failed call: the `RealmError` code (`_OTHER` for an error with no code, e.g. an `onToken`'s). */
+  "error.type"?: string;
+  /** A failed call: the error. */
+  error?: unknown;
+  /** `true` for a stream left early (`break`, `cancel()`): no error, no result. */
+  "realm.abandoned"?: boolean;
+  /** The server's answer (its `complete` data). */
+  result?: unknown;
+}
+
+/**
+ * A message on {@linkcode CONNECTION_CHANNEL}: a client event (`statechange`,
+ * `connecting`, `connected`, `disconnected`, `reconnecting`, with that
+ * event's payload spread in; see `RealmEventMap`), or `gave_up` with
+ * `error.type` and `error` when a socket stops reconnecting; plus the server.
+ *
+ * @example
+ * ```ts
+ * import type { ConnectionTraceMessage } from "@realm-ai/ws-client";
+ * const line = (m: ConnectionTraceMessage) => `${m.event} ${m["server.address"]}:${m["server.port"]}`;
+ * ```
+ */
+export interface ConnectionTraceMessage {
+  /** The client event's name, or `gave_up`. */
+  event: "statechange" | "connecting" | "connected" | "disconnected" | "reconnecting" | "gave_up";
+  /** The server's host. */
+  "server.address"?: string;
+  /** The server's port. */
+  "server.port"?: number;
+  /** The event's payload fields. */
+  [field: string]: unknown;
+}
+
 interface Channel {
   readonly hasSubscribers: boolean;
   publish(message: unknown): void;
@@ -56,8 +178,8 @@ function find(): typeof channels {
       } | undefined;
     if (dc) {
       channels = {
-        call: dc.tracingChannel("realm:call"),
-        connection: dc.channel("realm:connection"),
+        call: dc.tracingChannel(CALL_CHANNEL),
+        connection: dc.channel(CONNECTION_CHANNEL),
       };
     }
   } catch {
