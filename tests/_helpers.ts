@@ -13,6 +13,50 @@ import {
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
 
 /**
+ * Client options for a suite: a dropped socket is back within tens of milliseconds, and a call or
+ * a handshake that never ends fails in seconds instead of at the defaults.
+ */
+export const FAST: Partial<RealmClientOptions> = {
+  reconnectInterval: 10,
+  maxReconnectInterval: 50,
+  timeout: 5000,
+  connectTimeout: 2000,
+};
+
+/** A loopback port that was free a moment ago, for a server to take or a dial to be refused on. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** A loopback WebSocket address where nothing listens: a socket to it is refused at once. */
+export function deadUrl(): string {
+  return `ws://127.0.0.1:${freePort()}`;
+}
+
+/** Drops every open connection of the stub now; connections made afterwards are not affected. */
+export function dropNow(server: StubServer): void {
+  server.faults.dropAfterFrames(0);
+  server.faults.clear();
+}
+
+/**
+ * Runs `fn` with `Math.random()` returning `value`, so that backoff delays are exact (0.5 makes a
+ * reconnect delay its exponential step: `reconnectInterval` for the first attempt).
+ */
+export async function withRandom<T>(value: number, fn: () => Promise<T>): Promise<T> {
+  const random = Math.random;
+  Math.random = () => value;
+  try {
+    return await fn();
+  } finally {
+    Math.random = random;
+  }
+}
+
+/**
  * Awaits a promise that must reject with a RealmError, and returns the error. The wait is
  * bounded (10 s by default): a rejection that depends on a timer or a close event the client
  * never handles fails the test instead of hanging the suite.

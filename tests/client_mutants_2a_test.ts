@@ -6,16 +6,18 @@
  */
 import assert from "node:assert/strict";
 import diagnostics from "node:diagnostics_channel";
-import { type RealmClientOptions, type RealmError, RealmWebSocketClient } from "../mod.ts";
+import { type RealmError, RealmWebSocketClient } from "../mod.ts";
 import { startStubServer, type StubServer } from "../testing.ts";
-import { outcome, sanitize, scriptedServer, until, WELCOME, within } from "./_helpers.ts";
-
-const FAST: Partial<RealmClientOptions> = {
-  reconnectInterval: 10,
-  maxReconnectInterval: 50,
-  timeout: 5000,
-  connectTimeout: 2000,
-};
+import {
+  deadUrl,
+  FAST,
+  outcome,
+  sanitize,
+  scriptedServer,
+  until,
+  WELCOME,
+  within,
+} from "./_helpers.ts";
 
 async function withStub(
   body: (server: StubServer) => Promise<void>,
@@ -26,14 +28,6 @@ async function withStub(
   } finally {
     await server.close();
   }
-}
-
-/** A TCP port nothing listens on: connecting to it is refused at once. */
-function closedPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 Deno.test({
@@ -106,7 +100,7 @@ Deno.test({
   ...sanitize,
   fn: () =>
     withStub(async (server) => {
-      const down = `ws://127.0.0.1:${closedPort()}`;
+      const down = deadUrl();
       const client = new RealmWebSocketClient({
         ...FAST,
         url: [server.url, down],
@@ -142,7 +136,7 @@ Deno.test({
       diagnostics.subscribe("realm:connection", onMessage);
       const client = new RealmWebSocketClient({
         ...FAST,
-        url: [server.url, `ws://127.0.0.1:${closedPort()}`],
+        url: [server.url, deadUrl()],
         model: "m",
         reconnect: false,
       });
@@ -283,7 +277,7 @@ Deno.test({
     try {
       delete global.WebSocket;
       const client = new RealmWebSocketClient({
-        url: `ws://127.0.0.1:${closedPort()}`,
+        url: deadUrl(),
         model: "m",
       });
       const error = (await outcome(client.connect(), 3000, "connect()")) as { error: RealmError };
@@ -322,7 +316,7 @@ Deno.test({
   name: "client: a connect() cancelled by disconnect() before it began announces no connecting",
   ...sanitize,
   fn: async () => {
-    const client = new RealmWebSocketClient({ url: `ws://127.0.0.1:${closedPort()}`, model: "m" });
+    const client = new RealmWebSocketClient({ url: deadUrl(), model: "m" });
     const connecting: unknown[] = [];
     client.on("connecting", (payload) => connecting.push(payload));
     const connected = client.connect();

@@ -5,11 +5,13 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { type RealmClientOptions, RealmError, RealmWebSocketClient } from "../mod.ts";
+import { RealmError, RealmWebSocketClient } from "../mod.ts";
 import { startStubServer } from "../testing.ts";
 import {
   complete,
+  deadUrl,
   delay,
+  FAST,
   outcome,
   recordEvents,
   sanitize,
@@ -19,35 +21,13 @@ import {
   within,
 } from "./_helpers.ts";
 
-const FAST: Partial<RealmClientOptions> = {
-  reconnectInterval: 10,
-  maxReconnectInterval: 50,
-  timeout: 5000,
-  connectTimeout: 2000,
-};
-
-/** A loopback address where nothing listens (a server started and stopped at once). */
-async function deadUrl(): Promise<string> {
-  const controller = new AbortController();
-  const server = Deno.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    signal: controller.signal,
-    onListen: () => {},
-  }, () => new Response("gone"));
-  const url = `ws://127.0.0.1:${server.addr.port}`;
-  controller.abort();
-  await server.finished;
-  return url;
-}
-
 Deno.test({
   name: "client: an unreachable server of a list is reported once, with its url and cause, " +
     "and with `reconnect` off not retried",
   ...sanitize,
   fn: async () => {
     const server = await startStubServer({ tokenDelayMs: 0 });
-    const dead = await deadUrl();
+    const dead = deadUrl();
     const client = new RealmWebSocketClient({
       ...FAST,
       url: [server.url, dead],

@@ -5,11 +5,13 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { type RealmClientOptions, type RealmError, RealmWebSocketClient } from "../mod.ts";
-import { startStubServer, type StubServer } from "../testing.ts";
+import { type RealmError, RealmWebSocketClient } from "../mod.ts";
+import { startStubServer } from "../testing.ts";
 import {
   delay,
+  dropNow,
   failedWith,
+  FAST,
   idleStats,
   muteOnFirstHealth,
   outcome,
@@ -17,34 +19,8 @@ import {
   sanitize,
   until,
   within,
+  withRandom,
 } from "./_helpers.ts";
-
-const FAST: Partial<RealmClientOptions> = {
-  reconnectInterval: 10,
-  maxReconnectInterval: 50,
-  timeout: 5000,
-  connectTimeout: 2000,
-};
-
-/** Drops every open connection of `server` now (new ones are not affected). */
-function dropNow(server: StubServer): void {
-  server.faults.dropAfterFrames(0);
-  server.faults.clear();
-}
-
-/**
- * Runs `body` with `Math.random()` returning 0.5, so a reconnect delay is exactly its
- * exponential step (`reconnectInterval` for the first attempt).
- */
-async function withPinnedRandom(body: () => Promise<void>): Promise<void> {
-  const random = Math.random;
-  Math.random = () => 0.5;
-  try {
-    await body();
-  } finally {
-    Math.random = random;
-  }
-}
 
 Deno.test({
   name: "client: getModel() is the model option",
@@ -61,7 +37,7 @@ Deno.test({
   name: "client: a socket's reconnect attempt is announced and logged, and so is its failure",
   ...sanitize,
   fn: () =>
-    withPinnedRandom(async () => {
+    withRandom(0.5, async () => {
       const server = await startStubServer({ apiKeys: { "key-1": "acme" }, tokenDelayMs: 0 });
       const lines: [string, Record<string, unknown> | undefined][] = [];
       const client = new RealmWebSocketClient({
@@ -243,7 +219,7 @@ Deno.test({
   name: "client: reconnect() reopens at once a socket that gave up, beside the dropped ones",
   ...sanitize,
   fn: () =>
-    withPinnedRandom(async () => {
+    withRandom(0.5, async () => {
       await using fixture = await oneSocketGaveUp();
       const { a, b, client, seen } = fixture;
       seen.reconnecting.length = 0;

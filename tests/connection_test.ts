@@ -17,12 +17,12 @@ import {
   scriptedServer,
   ScriptedSocketBase,
   until,
+  WELCOME,
   withFakeClock,
   within,
 } from "./_helpers.ts";
 
 const ADDRESS = "ws://127.0.0.1:9";
-const WELCOME = JSON.stringify({ status: "connected", version: "0.1.0", tenant_id: null });
 
 // Deno's first `setTimeout` of a process runs the pending microtasks (it loads its timers then):
 // made inside `openConnection`, it would deliver the scripted welcome before the handlers are set.

@@ -12,7 +12,7 @@ import {
   openConnection,
 } from "../src/connection.ts";
 import type { RealmError, WebSocketConstructor } from "../mod.ts";
-import { rejection, ScriptedSocketBase, withFakeClock, within } from "./_helpers.ts";
+import { rejection, ScriptedSocketBase, WELCOME, withFakeClock, within } from "./_helpers.ts";
 
 const URL = "ws://realm.test:8000";
 
@@ -119,7 +119,6 @@ async function microtasks(n = 8): Promise<void> {
   for (let i = 0; i < n; i++) await null;
 }
 
-const WELCOME = { status: "connected", version: "0.1.0", tenant_id: null };
 const AUTH_REQUIRED = { type: "auth_required", message: "Send an auth frame" };
 
 Deno.test("handshake: a welcome opens the connection without signal, log or closing", async () => {

@@ -14,10 +14,12 @@ import {
   type StateChange,
 } from "../mod.ts";
 import { Lifecycle } from "../src/lifecycle.ts";
-import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
+import { startStubServer, type StubServerOptions } from "../testing.ts";
 import {
   delay,
+  dropNow,
   failedWith,
+  FAST,
   idleStats,
   muteOnFirstHealth,
   outcome,
@@ -33,13 +35,6 @@ import {
 const send = (socket: WebSocket, frame: unknown) =>
   socket.send(typeof frame === "string" ? frame : JSON.stringify(frame));
 
-const FAST: Partial<RealmClientOptions> = {
-  reconnectInterval: 10,
-  maxReconnectInterval: 50,
-  timeout: 5000,
-  connectTimeout: 2000,
-};
-
 async function setup(
   serverOptions: StubServerOptions = {},
   clientOptions: Partial<RealmClientOptions> = {},
@@ -50,12 +45,6 @@ async function setup(
   /** The states entered, in order. */
   const path = () => changes.map((c) => c.to);
   return Object.assign(fixture, { changes, path });
-}
-
-/** Drops every open connection of the stub now; new ones are not affected. */
-function dropNow(server: StubServer): void {
-  server.faults.dropAfterFrames(0);
-  server.faults.clear();
 }
 
 function assertEdgesAllowed(changes: StateChange[]): void {

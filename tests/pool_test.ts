@@ -13,7 +13,7 @@ import {
   RealmWebSocketClient,
 } from "../mod.ts";
 import { startStubServer, type StubServerOptions } from "../testing.ts";
-import { delay, idleStats, rejection, sanitize, until, within } from "./_helpers.ts";
+import { delay, FAST, idleStats, rejection, sanitize, until, within } from "./_helpers.ts";
 
 type EventType = keyof RealmEventMap;
 const EVENT_TYPES = ["connecting", "connected", "disconnected", "reconnecting", "error"] as const;
@@ -50,9 +50,7 @@ async function setup(
     url: server.url,
     model: "llama-2-7b",
     connections,
-    reconnectInterval: 10,
-    maxReconnectInterval: 50,
-    timeout: 5000,
+    ...FAST,
     WebSocket: tracked.WebSocket,
     ...clientOptions,
   });

@@ -9,21 +9,23 @@ import assert from "node:assert/strict";
 import { EJECT_AFTER, Pool, type PoolHandlers, type Slot } from "../src/pool.ts";
 import { resolveOptions } from "../src/validate.ts";
 import type { RealmClientOptions, RealmError, WebSocketConstructor } from "../mod.ts";
-import { delay, failedWith, outcome, until, within } from "./_helpers.ts";
-
-const WELCOME = JSON.stringify({ status: "connected", version: "0.1.0", tenant_id: null });
+import {
+  delay,
+  failedWith,
+  outcome,
+  ScriptedSocketBase,
+  until,
+  WELCOME,
+  within,
+  withRandom,
+} from "./_helpers.ts";
 
 /** How each address answers: a handshake, a refusal, or nothing until the test says. */
 const behaviour = new Map<string, "open" | "refuse" | "hold">();
 /** The sockets of "hold" addresses, in the order they were made. */
 const held: ScriptedSocket[] = [];
 
-class ScriptedSocket extends EventTarget {
-  readyState = 0;
-  onopen: ((event: Event) => void) | null = null;
-  onmessage: ((event: MessageEvent) => void) | null = null;
-  onerror: ((event: Event) => void) | null = null;
-  onclose: ((event: CloseEvent) => void) | null = null;
+class ScriptedSocket extends ScriptedSocketBase {
   sent: string[] = [];
   /** The code and reason of the client's close, if it closed. */
   closedWith: [number, string] | undefined;
@@ -37,9 +39,8 @@ class ScriptedSocket extends EventTarget {
   /** The server accepts the socket and greets it: the handshake of an open server. */
   welcome() {
     if (this.readyState !== 0) return;
-    this.readyState = 1;
-    this.onopen?.(new Event("open"));
-    this.onmessage?.(new MessageEvent("message", { data: WELCOME }));
+    this.open();
+    this.receive(WELCOME);
   }
   /** The socket cannot connect (Node 22's WebSocket reports only an error). */
   error() {
@@ -53,17 +54,6 @@ class ScriptedSocket extends EventTarget {
     this.readyState = 3;
     this.closedWith = [code, reason];
     queueMicrotask(() => this.onclose?.(new CloseEvent("close", { code, reason })));
-  }
-}
-
-/** Runs `fn` with `Math.random()` returning `value`, so that backoff delays are exact. */
-async function withRandom<T>(value: number, fn: () => Promise<T>): Promise<T> {
-  const random = Math.random;
-  Math.random = () => value;
-  try {
-    return await fn();
-  } finally {
-    Math.random = random;
   }
 }
 

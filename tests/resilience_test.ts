@@ -6,14 +6,17 @@
 import assert from "node:assert/strict";
 import { type RealmClientOptions, RealmError, type RealmEventMap } from "../mod.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { delay, idleStats, rejection, sanitize, stubAndClient, until, within } from "./_helpers.ts";
-
-/** Fast reconnects so the suite stays quick. */
-const FAST: Partial<RealmClientOptions> = {
-  reconnectInterval: 10,
-  maxReconnectInterval: 50,
-  timeout: 5000,
-};
+import {
+  delay,
+  dropNow,
+  FAST,
+  idleStats,
+  rejection,
+  sanitize,
+  stubAndClient,
+  until,
+  within,
+} from "./_helpers.ts";
 
 async function setup(
   serverOptions: StubServerOptions = {},
@@ -31,12 +34,6 @@ async function setup(
 
 function count(events: { type: string }[], type: string): number {
   return events.filter((e) => e.type === type).length;
-}
-
-/** Drops every open connection now; new ones are not affected. */
-function dropNow(server: StubServer): void {
-  server.faults.dropAfterFrames(0);
-  server.faults.clear();
 }
 
 function callsOf(server: StubServer, fn: string): number {

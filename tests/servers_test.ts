@@ -12,14 +12,7 @@ import {
   type StateChange,
 } from "../mod.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { delay, failedWith, outcome, sanitize, until, within } from "./_helpers.ts";
-
-const FAST: Partial<RealmClientOptions> = {
-  reconnectInterval: 10,
-  maxReconnectInterval: 80,
-  timeout: 5000,
-  connectTimeout: 2000,
-};
+import { delay, failedWith, FAST, outcome, sanitize, until, within } from "./_helpers.ts";
 
 /** Several stub servers that can be killed and restarted on their own ports. */
 class Fleet {
@@ -63,7 +56,13 @@ class Fleet {
 }
 
 function client(urls: string[], options: Partial<RealmClientOptions> = {}) {
-  const made = new RealmWebSocketClient({ url: urls, model: "llama-2-7b", ...FAST, ...options });
+  const made = new RealmWebSocketClient({
+    url: urls,
+    model: "llama-2-7b",
+    ...FAST,
+    maxReconnectInterval: 80,
+    ...options,
+  });
   const errors: RealmError[] = [];
   const changes: StateChange[] = [];
   made.on("error", (error) => errors.push(error));
