@@ -320,6 +320,43 @@ export async function stubAndClient(
   };
 }
 
+/** Runs `body` with a stub server that streams without delay, and closes it. */
+export async function withStub(body: (server: StubServer) => Promise<void>): Promise<void> {
+  const server = await startStubServer({ tokenDelayMs: 0 });
+  try {
+    await body(server);
+  } finally {
+    await server.close();
+  }
+}
+
+/** Runs `fn` with a scripted server and a client connected to it, and tears both down. */
+export async function withScripted(
+  script: Script,
+  clientOptions: Partial<RealmClientOptions>,
+  fn: (client: RealmWebSocketClient, received: Record<string, unknown>[]) => Promise<void>,
+): Promise<void> {
+  const server = scriptedServer(script);
+  const client = new RealmWebSocketClient({
+    url: server.url,
+    model: "llama-2-7b",
+    timeout: 5000,
+    ...clientOptions,
+  });
+  try {
+    await within(5000, client.connect(), "connect()");
+    await fn(client, server.received);
+  } finally {
+    await client.disconnect();
+    await server.close();
+  }
+}
+
+/** The call frames among the frames a scripted server received (an auth frame left out). */
+export function callFrames(received: Record<string, unknown>[]): Record<string, unknown>[] {
+  return received.filter((frame) => "function" in frame);
+}
+
 /** Runs `fn` with a stub server and a client of it, and tears both down. */
 export async function withClient(
   serverOptions: StubServerOptions,

@@ -12,6 +12,7 @@ import {
 import type { StubServer } from "../testing.ts";
 import {
   delay,
+  dropNow,
   idleStats,
   printedDuring,
   rejection,
@@ -758,8 +759,7 @@ Deno.test({
           await until(() => errors.length === 1, 3000, "the protocol error event");
           let connected = 0;
           client.on("connected", () => connected++);
-          server.faults.dropAfterFrames(0);
-          server.faults.clear();
+          dropNow(server);
           await until(() => connected === 1, 3000, "the reconnect after a drop");
           assert.equal((await client.health()).status, "healthy");
         },

@@ -1,8 +1,9 @@
 /**
- * `openConnection` and `closeSocket` on their own, with a scripted WebSocket: what each way a
- * handshake can end reports (exact codes, messages, `sent`, `cause`), which sockets are closed
- * and handed to `closing` (and which are not), the optional params left out, and closing a
- * socket that refuses a reason, closes at once, or never answers the close handshake.
+ * The handshake. `openConnection` and `closeSocket` on their own, with a scripted WebSocket: what
+ * each way a handshake can end reports (exact codes, messages, `sent`, `cause`), which sockets are
+ * closed and handed to `closing` (and which are not), the optional params left out, and closing a
+ * socket that refuses a reason, closes at once, or never answers the close handshake. Then the
+ * whole client over loopback, against open and authenticating servers: the tenant the key decides.
  */
 import assert from "node:assert/strict";
 import {
@@ -11,8 +12,19 @@ import {
   type ConnectionParams,
   openConnection,
 } from "../src/connection.ts";
-import type { RealmError, WebSocketConstructor } from "../mod.ts";
-import { rejection, ScriptedSocketBase, WELCOME, withFakeClock, within } from "./_helpers.ts";
+import { type RealmError, RealmWebSocketClient, type WebSocketConstructor } from "../mod.ts";
+import {
+  callFrames,
+  complete,
+  rejection,
+  sanitize,
+  scriptedServer,
+  ScriptedSocketBase,
+  WELCOME,
+  withFakeClock,
+  within,
+  withScripted,
+} from "./_helpers.ts";
 
 const URL = "ws://realm.test:8000";
 
@@ -400,4 +412,67 @@ Deno.test("closing: a peer that never answers the close is terminated at the gra
       });
     },
   );
+});
+
+// -- the handshake over loopback, with the whole client -----------------------------------------
+
+Deno.test({
+  name: "auth: the tenant is adopted from auth_success even when the welcome names another",
+  ...sanitize,
+  fn: () =>
+    withScripted(
+      {
+        open: (socket) =>
+          socket.send(JSON.stringify({ type: "auth_required", message: "Please send the key" })),
+        frame: (socket, frame) => {
+          if (frame.type === "auth") {
+            assert.equal(frame.api_key, "sk-scripted");
+            socket.send(JSON.stringify({ type: "auth_success", tenant_id: "tenant-from-auth" }));
+            // A welcome that disagrees: the key decides the tenant, not this frame.
+            socket.send(JSON.stringify({
+              status: "connected",
+              version: "0.1.0",
+              tenant_id: "tenant-from-welcome",
+            }));
+            return;
+          }
+          complete(socket, frame.id, { status: "healthy", version: "0.1.0", uptime_seconds: 1 });
+        },
+      },
+      { apiKey: "sk-scripted", tenantId: "tenant-from-options" },
+      async (client, received) => {
+        assert.equal(client.getTenantId(), "tenant-from-auth");
+        await client.health();
+        await client.metadata();
+        assert.deepEqual(received[0], { type: "auth", api_key: "sk-scripted" });
+        assert.deepEqual(
+          callFrames(received).map((f) => f.tenant_id),
+          ["tenant-from-auth", "tenant-from-auth"],
+        );
+      },
+    ),
+});
+
+Deno.test({
+  name: "auth: the connected event carries the tenant from auth_success",
+  ...sanitize,
+  fn: async () => {
+    const server = scriptedServer({
+      open: (socket) => socket.send(JSON.stringify({ type: "auth_required", message: "key?" })),
+      frame: (socket) => {
+        socket.send(JSON.stringify({ type: "auth_success", tenant_id: "acme" }));
+        socket.send(JSON.stringify({ status: "connected", version: "0.1.0", tenant_id: "other" }));
+      },
+    });
+    const client = new RealmWebSocketClient({ url: server.url, model: "m", apiKey: "k" });
+    const connected: string[] = [];
+    client.on("connected", ({ tenantId }) => connected.push(tenantId));
+    try {
+      await within(5000, client.connect(), "connect()");
+      assert.deepEqual(connected, ["acme"]);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
 });

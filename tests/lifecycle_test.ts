@@ -5,6 +5,7 @@
  * Each numbered behaviour of the lifecycle issue has its test here.
  */
 import assert from "node:assert/strict";
+import { Lifecycle } from "../src/lifecycle.ts";
 import {
   type ConnectionState,
   type RealmClientOptions,
@@ -13,7 +14,6 @@ import {
   STATE_EDGES,
   type StateChange,
 } from "../mod.ts";
-import { Lifecycle } from "../src/lifecycle.ts";
 import { startStubServer, type StubServerOptions } from "../testing.ts";
 import {
   delay,
@@ -23,6 +23,7 @@ import {
   idleStats,
   muteOnFirstHealth,
   outcome,
+  recordEvents,
   sanitize,
   scriptedServer,
   stubAndClient,
@@ -880,5 +881,39 @@ Deno.test({
     }
     await until(() => t.server.connectionCount === 1, 3000, "one socket at the end");
     assert.ok(most <= 2, `the server held ${most} sockets of one client`);
+  },
+});
+
+Deno.test({
+  name: "state: with `reconnect` off, the close of the last socket moves to closed with an " +
+    "unsent CONNECTION_CLOSED",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    const client = new RealmWebSocketClient({
+      ...FAST,
+      url: server.url,
+      model: "llama-2-7b",
+      reconnect: false,
+    });
+    const seen = recordEvents(client);
+    try {
+      await within(5000, client.connect(), "connect()");
+      dropNow(server);
+      await until(() => client.state === "closed", 3000, "the closed state");
+      const change = seen.statechange.at(-1)!;
+      assert.equal(change.from, "open");
+      assert.equal(change.to, "closed");
+      const { code } = seen.disconnected[0];
+      assert.equal(change.reason?.code, "CONNECTION_CLOSED");
+      assert.equal(
+        change.reason?.message,
+        `The connection closed (code ${code}) and \`reconnect\` is off. Call connect() again.`,
+      );
+      assert.equal(change.reason?.sent, false);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
   },
 });

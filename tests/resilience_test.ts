@@ -357,8 +357,7 @@ Deno.test({
     const { server, client, events } = fixture;
     await client.connect();
     // Every new socket is dropped right after its welcome frame.
-    server.faults.dropAfterFrames(0);
-    server.faults.clear();
+    dropNow(server);
     server.faults.dropAfterFrames(1);
     await until(() => count(events, "reconnecting") >= 5, 5000, "five attempts");
     const attempts = events.filter((e) => e.type === "reconnecting")

@@ -5,10 +5,19 @@
  */
 import assert from "node:assert/strict";
 import diagnostics from "node:diagnostics_channel";
-import { RealmError, RealmWebSocketClient, TokenStream } from "../mod.ts";
 import { CallRegistry } from "../src/calls.ts";
+import { RealmError, RealmWebSocketClient, TokenStream } from "../mod.ts";
 import type { StubServer } from "../testing.ts";
-import { rejection, until, withClient, within } from "./_helpers.ts";
+import {
+  deadUrl,
+  FAST,
+  rejection,
+  sanitize,
+  until,
+  withClient,
+  within,
+  withStub,
+} from "./_helpers.ts";
 
 type Context = Record<string, unknown>;
 const EVENTS = ["start", "end", "asyncStart", "asyncEnd", "error"] as const;
@@ -547,4 +556,33 @@ Deno.test("telemetry: a TracingChannel without hasSubscribers (Bun's) is asked e
   } finally {
     diagnostics.unsubscribe("tracing:realm:call:asyncEnd", onEnd);
   }
+});
+
+Deno.test({
+  name: "realm:connection traces connection events, never the client's errors",
+  ...sanitize,
+  fn: () =>
+    withStub(async (server) => {
+      const published: { event: string }[] = [];
+      const onMessage = (message: unknown) => published.push(message as { event: string });
+      diagnostics.subscribe("realm:connection", onMessage);
+      const client = new RealmWebSocketClient({
+        ...FAST,
+        url: [server.url, deadUrl()],
+        model: "m",
+        reconnect: false,
+      });
+      const errors: RealmError[] = [];
+      client.on("error", (error) => errors.push(error));
+      try {
+        await within(5000, client.connect(), "connect()");
+        assert.equal(errors.length, 1, "the unreachable server is reported");
+        const events = published.map((m) => m.event);
+        assert.ok(events.includes("connected"), `connected is traced: ${events}`);
+        assert.ok(!events.includes("error"), `no error is traced: ${events}`);
+      } finally {
+        diagnostics.unsubscribe("realm:connection", onMessage);
+        await within(5000, client.disconnect(), "disconnect()");
+      }
+    }),
 });

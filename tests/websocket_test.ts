@@ -1,10 +1,23 @@
 /**
- * Which WebSocket implementation the client picks: the option, else the runtime's global, else
- * the registered fallback (the npm package's `ws` on Node 20), else a clear INVALID_OPTIONS.
+ * The WebSocket implementation: which one the client picks (the option, else the runtime's global,
+ * else the registered fallback, the npm package's `ws` on Node 20, else a clear INVALID_OPTIONS),
+ * and, over loopback, the client with one that misbehaves.
  */
 import assert from "node:assert/strict";
 import { resolveWebSocket, setWebSocketFallback } from "../src/websocket.ts";
-import { RealmError } from "../mod.ts";
+import { RealmError, RealmWebSocketClient } from "../mod.ts";
+import { startStubServer } from "../testing.ts";
+import {
+  deadUrl,
+  FAST,
+  muteOnFirstHealth,
+  outcome,
+  recordEvents,
+  sanitize,
+  until,
+  within,
+  withStub,
+} from "./_helpers.ts";
 
 class OptionSocket extends WebSocket {}
 class FallbackSocket extends WebSocket {}
@@ -54,4 +67,132 @@ Deno.test("resolveWebSocket: the fallback only without a global, and an error wi
     assert.equal(error.code, "INVALID_OPTIONS");
     assert.match(error.message, /no global WebSocket/);
   });
+});
+
+// -- the client with a WebSocket that misbehaves, over loopback -----------------------------------
+
+Deno.test({
+  name: "without a WebSocket, connect() fails with INVALID_OPTIONS; the one picked first is kept",
+  ...sanitize,
+  fn: async () => {
+    const global = globalThis as { WebSocket?: unknown };
+    const saved = global.WebSocket;
+    try {
+      delete global.WebSocket;
+      const client = new RealmWebSocketClient({
+        url: deadUrl(),
+        model: "m",
+      });
+      const error = (await outcome(client.connect(), 3000, "connect()")) as { error: RealmError };
+      assert.equal(error.error?.code, "INVALID_OPTIONS");
+      assert.match(error.error.message, /has no global WebSocket/);
+      assert.equal(client.state, "closed");
+    } finally {
+      global.WebSocket = saved;
+    }
+    await withStub(async (server) => {
+      const client = new RealmWebSocketClient({ ...FAST, url: server.url, model: "m" });
+      await within(5000, client.connect(), "first connect()");
+      await within(5000, client.disconnect(), "disconnect()");
+      // A global that changes after the first connect() is not picked up: the sockets keep one
+      // implementation for the client's life.
+      let made = 0;
+      global.WebSocket = class extends (saved as typeof WebSocket) {
+        constructor(url: string | URL, protocols?: string | string[]) {
+          made++;
+          super(url, protocols);
+        }
+      };
+      try {
+        await within(5000, client.connect(), "second connect()");
+        assert.equal(made, 0);
+        assert.equal(client.getWebSocketSource(), "global");
+      } finally {
+        global.WebSocket = saved;
+        await within(5000, client.disconnect(), "disconnect()");
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "a send that throws drops that socket only; the call goes out on another",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 5 });
+    const mute = muteOnFirstHealth();
+    const client = new RealmWebSocketClient({
+      url: server.url,
+      model: "llama-2-7b",
+      connections: 2,
+      WebSocket: mute.WebSocket,
+      ...FAST,
+    });
+    const seen = recordEvents(client);
+    try {
+      await within(5000, client.connect(), "connect()");
+      // Socket 0 streams, so the health call goes to socket 1, whose send throws.
+      const story = client.generate({ prompt: "Tell me a story", max_tokens: 40, stream: true });
+      // A failing assert below is reported as itself, not as these calls' unhandled rejections.
+      story.catch(() => {});
+      await until(() => client.stats().callsOnTheWire === 1, 3000, "the stream on the wire");
+      const health = client.health();
+      health.catch(() => {});
+      assert.deepEqual(seen.disconnected, [
+        { code: 1006, reason: "send failed", willReconnect: true, socket: 1, url: server.url },
+      ]);
+      assert.equal((await within(5000, health, "health on socket 0")).status, "healthy");
+      assert.equal((await within(5000, story, "the stream on socket 0")).tokens_generated, 40);
+      assert.equal(mute.sends(), 2, "the health call was sent once more, on socket 0");
+      await until(() => client.stats().openConnections === 2, 3000, "socket 1 back");
+      assert.equal(seen.disconnected.length, 1, "socket 0 was never dropped");
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "a socket that reports its close inside a throwing send: the call waits, is answered",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    let sends = 0;
+    /**
+     * A WebSocket that, on the first `health` send, finds its connection dead: it fires its close
+     * event at once, then throws (the socket is out of the pool before the send fails).
+     */
+    class DeadOnSend extends WebSocket {
+      override send(data: string) {
+        if (JSON.parse(data).function === "health" && ++sends === 1) {
+          super.close();
+          this.dispatchEvent(new CloseEvent("close", { code: 1006, reason: "gone" }));
+          throw new Error("gone");
+        }
+        super.send(data);
+      }
+    }
+    const client = new RealmWebSocketClient({
+      url: server.url,
+      model: "llama-2-7b",
+      WebSocket: DeadOnSend,
+      ...FAST,
+    });
+    const seen = recordEvents(client);
+    try {
+      await within(5000, client.connect(), "connect()");
+      const health = await outcome(client.health(), 5000, "health");
+      assert.ok("value" in health, `health failed: ${"error" in health && health.error}`);
+      assert.equal((health.value as { status: string }).status, "healthy");
+      assert.equal(sends, 2, "sent once more, on the new socket");
+      assert.deepEqual(seen.disconnected, [
+        { code: 1006, reason: "gone", willReconnect: true, socket: 0, url: server.url },
+      ]);
+      assert.equal(client.stats().pendingCalls, 0);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
 });

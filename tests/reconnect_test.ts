@@ -1,8 +1,7 @@
 /**
- * What the client façade (src/client.ts, its first half: events and logging of reconnects, a
- * failed send, `reconnect()`, `getModel()`) promises, pinned where the mutation run found no test
- * that would notice a change. Every test runs the client against stub servers over loopback.
- * @module
+ * Reconnecting over loopback: a dropped socket's attempt announced and logged, and `reconnect()`:
+ * joined with a pending `connect()`, reopening a socket that gave up, called from listeners, and
+ * with `reconnect` off.
  */
 import assert from "node:assert/strict";
 import { type RealmError, RealmWebSocketClient } from "../mod.ts";
@@ -13,7 +12,6 @@ import {
   failedWith,
   FAST,
   idleStats,
-  muteOnFirstHealth,
   outcome,
   recordEvents,
   sanitize,
@@ -23,18 +21,7 @@ import {
 } from "./_helpers.ts";
 
 Deno.test({
-  name: "client: getModel() is the model option",
-  fn: () => {
-    assert.equal(new RealmWebSocketClient({ model: "llama-2-7b" }).getModel(), "llama-2-7b");
-    assert.equal(
-      new RealmWebSocketClient({ url: "ws://127.0.0.1:9", model: "mistral-7b" }).getModel(),
-      "mistral-7b",
-    );
-  },
-});
-
-Deno.test({
-  name: "client: a socket's reconnect attempt is announced and logged, and so is its failure",
+  name: "a socket's reconnect attempt is announced and logged, and so is its failure",
   ...sanitize,
   fn: () =>
     withRandom(0.5, async () => {
@@ -76,90 +63,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "client: a send that throws drops that socket only; the call goes out on another",
-  ...sanitize,
-  fn: async () => {
-    const server = await startStubServer({ tokenDelayMs: 5 });
-    const mute = muteOnFirstHealth();
-    const client = new RealmWebSocketClient({
-      url: server.url,
-      model: "llama-2-7b",
-      connections: 2,
-      WebSocket: mute.WebSocket,
-      ...FAST,
-    });
-    const seen = recordEvents(client);
-    try {
-      await within(5000, client.connect(), "connect()");
-      // Socket 0 streams, so the health call goes to socket 1, whose send throws.
-      const story = client.generate({ prompt: "Tell me a story", max_tokens: 40, stream: true });
-      // A failing assert below is reported as itself, not as these calls' unhandled rejections.
-      story.catch(() => {});
-      await until(() => client.stats().callsOnTheWire === 1, 3000, "the stream on the wire");
-      const health = client.health();
-      health.catch(() => {});
-      assert.deepEqual(seen.disconnected, [
-        { code: 1006, reason: "send failed", willReconnect: true, socket: 1, url: server.url },
-      ]);
-      assert.equal((await within(5000, health, "health on socket 0")).status, "healthy");
-      assert.equal((await within(5000, story, "the stream on socket 0")).tokens_generated, 40);
-      assert.equal(mute.sends(), 2, "the health call was sent once more, on socket 0");
-      await until(() => client.stats().openConnections === 2, 3000, "socket 1 back");
-      assert.equal(seen.disconnected.length, 1, "socket 0 was never dropped");
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
-  },
-});
-
-Deno.test({
-  name:
-    "client: a socket that reports its close inside a throwing send: the call waits, is answered",
-  ...sanitize,
-  fn: async () => {
-    const server = await startStubServer({ tokenDelayMs: 0 });
-    let sends = 0;
-    /**
-     * A WebSocket that, on the first `health` send, finds its connection dead: it fires its close
-     * event at once, then throws (the socket is out of the pool before the send fails).
-     */
-    class DeadOnSend extends WebSocket {
-      override send(data: string) {
-        if (JSON.parse(data).function === "health" && ++sends === 1) {
-          super.close();
-          this.dispatchEvent(new CloseEvent("close", { code: 1006, reason: "gone" }));
-          throw new Error("gone");
-        }
-        super.send(data);
-      }
-    }
-    const client = new RealmWebSocketClient({
-      url: server.url,
-      model: "llama-2-7b",
-      WebSocket: DeadOnSend,
-      ...FAST,
-    });
-    const seen = recordEvents(client);
-    try {
-      await within(5000, client.connect(), "connect()");
-      const health = await outcome(client.health(), 5000, "health");
-      assert.ok("value" in health, `health failed: ${"error" in health && health.error}`);
-      assert.equal((health.value as { status: string }).status, "healthy");
-      assert.equal(sends, 2, "sent once more, on the new socket");
-      assert.deepEqual(seen.disconnected, [
-        { code: 1006, reason: "gone", willReconnect: true, socket: 0, url: server.url },
-      ]);
-      assert.equal(client.stats().pendingCalls, 0);
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
-  },
-});
-
-Deno.test({
-  name: "client: reconnect() while connect() runs is that connect(), and opens nothing more",
+  name: "reconnect() while connect() runs is that connect(), and opens nothing more",
   ...sanitize,
   fn: async () => {
     const server = await startStubServer({ tokenDelayMs: 0 });
@@ -216,7 +120,7 @@ async function oneSocketGaveUp() {
 }
 
 Deno.test({
-  name: "client: reconnect() reopens at once a socket that gave up, beside the dropped ones",
+  name: "reconnect() reopens at once a socket that gave up, beside the dropped ones",
   ...sanitize,
   fn: () =>
     withRandom(0.5, async () => {
@@ -235,7 +139,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "client: disconnect() from a listener during reconnect() leaves no socket to reopen",
+  name: "disconnect() from a listener during reconnect() leaves no socket to reopen",
   ...sanitize,
   fn: async () => {
     await using fixture = await oneSocketGaveUp();
@@ -259,7 +163,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "client: with reconnect off, only reconnect() reopens; a later drop closes the client",
+  name: "with reconnect off, only reconnect() reopens; a later drop closes the client",
   ...sanitize,
   fn: async () => {
     const server = await startStubServer({ tokenDelayMs: 0 });
@@ -294,6 +198,30 @@ Deno.test({
       await delay(50);
       assert.equal(seen.reconnecting.length, 1, "only reconnect()'s own attempt");
       assert.equal(server.connectionCount, 0);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "reconnect() called by a connected listener resolves only once a new socket is open",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    const client = new RealmWebSocketClient({ ...FAST, url: server.url, model: "llama-2-7b" });
+    const seen = recordEvents(client);
+    try {
+      await within(5000, client.connect(), "connect()");
+      let reconnected: Promise<number> | undefined;
+      client.on("connected", () => {
+        reconnected ??= client.reconnect().then(() => client.stats().openConnections);
+      });
+      dropNow(server);
+      await until(() => reconnected !== undefined, 3000, "the socket to reopen");
+      assert.equal(await within(3000, reconnected!, "reconnect()"), 1);
+      assert.equal(seen.connected.length, 3, "the first socket, its reopening, and reconnect()'s");
     } finally {
       await client.disconnect();
       await server.close();

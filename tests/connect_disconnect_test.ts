@@ -1,0 +1,244 @@
+/**
+ * `connect()` and `disconnect()` in any order, over loopback: cancelled before a socket opens or
+ * while a server still handshakes, called from listeners, joined while pending, and what a call
+ * waiting for `connect()` meets.
+ */
+import assert from "node:assert/strict";
+import { type RealmError, RealmWebSocketClient } from "../mod.ts";
+import { startStubServer } from "../testing.ts";
+import {
+  complete,
+  deadUrl,
+  FAST,
+  outcome,
+  recordEvents,
+  sanitize,
+  scriptedServer,
+  until,
+  WELCOME,
+  within,
+  withStub,
+} from "./_helpers.ts";
+
+Deno.test({
+  name: "a connect() cancelled by disconnect() before it began announces no connecting",
+  ...sanitize,
+  fn: async () => {
+    const client = new RealmWebSocketClient({ url: deadUrl(), model: "m" });
+    const connecting: unknown[] = [];
+    client.on("connecting", (payload) => connecting.push(payload));
+    const connected = client.connect();
+    await within(3000, client.disconnect(), "disconnect()");
+    const result = (await outcome(connected, 3000, "connect()")) as { error: RealmError };
+    assert.equal(result.error?.code, "ABORTED");
+    assert.deepEqual(connecting, []);
+    assert.equal(client.state, "idle");
+  },
+});
+
+Deno.test({
+  name: "a connecting listener that calls disconnect() stops connect() before any socket opens",
+  ...sanitize,
+  fn: async () => {
+    let requests = 0;
+    const controller = new AbortController();
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, signal: controller.signal, onListen: () => {} },
+      () => {
+        requests++;
+        return new Response("no", { status: 503 });
+      },
+    );
+    try {
+      const client = new RealmWebSocketClient({
+        ...FAST,
+        url: `ws://127.0.0.1:${server.addr.port}`,
+        model: "m",
+      });
+      client.on("connecting", () => void client.disconnect());
+      const result = (await outcome(client.connect(), 3000, "connect()")) as { error: RealmError };
+      assert.equal(result.error?.code, "ABORTED");
+      assert.equal(requests, 0, "no socket was opened");
+      assert.equal(client.state, "idle");
+    } finally {
+      controller.abort();
+      await server.finished;
+    }
+  },
+});
+
+Deno.test({
+  name: "a server still handshaking when connect() is cancelled is not reported",
+  ...sanitize,
+  fn: () =>
+    withStub(async (server) => {
+      // Accepts TCP connections and never answers the WebSocket upgrade.
+      const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const conns: Deno.Conn[] = [];
+      const accepting = (async () => {
+        for await (const conn of silent) conns.push(conn);
+      })();
+      const client = new RealmWebSocketClient({
+        ...FAST,
+        url: [server.url, `ws://127.0.0.1:${(silent.addr as Deno.NetAddr).port}`],
+        model: "m",
+        connectTimeout: 5000,
+      });
+      const errors: RealmError[] = [];
+      client.on("error", (error) => errors.push(error));
+      try {
+        const connected = client.connect();
+        await until(() => server.connectionCount === 1 && conns.length === 1, 3000, "both dialled");
+        await until(() => client.stats().openConnections === 1, 3000, "one socket open");
+        void client.disconnect();
+        const result = (await outcome(connected, 3000, "connect()")) as { error: RealmError };
+        assert.equal(result.error?.code, "ABORTED");
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        assert.deepEqual(errors.map((e) => e.message), []);
+      } finally {
+        await within(5000, client.disconnect(), "disconnect()");
+        silent.close();
+        for (const conn of conns) conn.close();
+        await accepting;
+      }
+    }),
+});
+
+Deno.test({
+  name: "connect() while a connect() started by a statechange listener is pending joins it",
+  ...sanitize,
+  fn: async () => {
+    // Server A answers the handshake and drops the socket 200 ms later, well before B times out;
+    // server B never answers the upgrade. So connect() ends "reconnecting" (A retrying, B reported
+    // and retried), and a listener of that change restarts the client while the first connect()
+    // is settling.
+    let opened = 0;
+    const a = scriptedServer({
+      open: (socket) => {
+        opened++;
+        socket.send(WELCOME);
+        setTimeout(() => socket.readyState === WebSocket.OPEN && socket.close(1011, "bye"), 200);
+      },
+      frame: () => {},
+    });
+    const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const conns: Deno.Conn[] = [];
+    const accepting = (async () => {
+      for await (const conn of silent) conns.push(conn);
+    })();
+    const client = new RealmWebSocketClient({
+      ...FAST,
+      url: [a.url, `ws://127.0.0.1:${(silent.addr as Deno.NetAddr).port}`],
+      model: "m",
+      connectTimeout: 1000,
+      reconnectInterval: 60_000,
+      maxReconnectInterval: 60_000,
+    });
+    let restarted: Promise<void> | undefined;
+    const restart = ({ to }: { to: string }) => {
+      if (to !== "reconnecting") return;
+      client.off("statechange", restart);
+      void client.disconnect();
+      restarted = client.connect();
+    };
+    client.on("statechange", restart);
+    try {
+      const first = await outcome(client.connect(), 5000, "first connect()");
+      assert.deepEqual(first, { value: undefined });
+      assert.ok(restarted, "the listener ran");
+      assert.equal(client.state, "connecting");
+      const again = client.connect();
+      const [second, joined] = await Promise.all([
+        outcome(restarted, 5000, "the restarted connect()"),
+        outcome(again, 5000, "connect() while it is pending"),
+      ]);
+      assert.deepEqual(second, { value: undefined });
+      assert.deepEqual(joined, { value: undefined });
+      assert.equal(opened, 2, "one socket to A for each run, none more");
+    } finally {
+      await within(5000, client.disconnect(), "disconnect()");
+      silent.close();
+      for (const conn of conns) conn.close();
+      await accepting;
+      await a.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "a statechange listener that disconnects on open hears no connected event",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    const client = new RealmWebSocketClient({ ...FAST, url: server.url, model: "llama-2-7b" });
+    const seen = recordEvents(client);
+    client.on("statechange", ({ to }) => {
+      if (to === "open") void client.disconnect();
+    });
+    try {
+      const error = await within(
+        5000,
+        client.connect().then(() => undefined, (error: RealmError) => error),
+        "connect() stopped by its listener",
+      );
+      assert.equal(error?.code, "ABORTED");
+      assert.deepEqual(seen.connected, []);
+      assert.equal(client.state, "idle");
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "a call waiting for connect() outlives a socket that gave up while another " +
+    "was still opening",
+  ...sanitize,
+  fn: async () => {
+    // The first socket opens, takes the call without answering, and drops; its one retry is
+    // refused (503). The second socket is greeted only after that, and answers.
+    let first: WebSocket | undefined;
+    const server = scriptedServer({
+      upgrades: 2,
+      open(socket) {
+        if (first === undefined) {
+          first = socket;
+          socket.send(WELCOME);
+          setTimeout(() => socket.close(1011, "first one down"), 20);
+        } else setTimeout(() => socket.readyState === WebSocket.OPEN && socket.send(WELCOME), 300);
+      },
+      frame(socket, frame) {
+        if (socket !== first) {
+          complete(socket, frame.id, { status: "healthy", active_connections: 1 });
+        }
+      },
+    });
+    const client = new RealmWebSocketClient({
+      ...FAST,
+      url: server.url,
+      model: "llama-2-7b",
+      connections: 2,
+      maxReconnectAttempts: 1,
+    });
+    const seen = recordEvents(client);
+    try {
+      const connected = client.connect();
+      const health = outcome(client.health(), 5000, "health() sent on the second socket");
+      await within(5000, connected, "connect()");
+      assert.equal(seen.disconnected.length, 1, "the first socket dropped during connect()");
+      assert.equal(seen.error.length, 1, "and gave up after its one retry");
+      const result = await health;
+      assert.ok("value" in result, `health() failed: ${"error" in result && result.error}`);
+      const answer = result.value;
+      assert.deepEqual(answer, {
+        status: "healthy",
+        active_connections: 1,
+        requestId: answer.requestId,
+      });
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});

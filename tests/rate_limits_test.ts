@@ -1,0 +1,105 @@
+/**
+ * Rate limits over loopback: `retryAfter` read from the server's message, how many frames
+ * `maxRetries` sends, and a retry that then succeeds.
+ */
+import assert from "node:assert/strict";
+import {
+  callFrames,
+  complete,
+  rejection,
+  sanitize,
+  type Script,
+  serverAnswer,
+  within,
+  withScripted,
+} from "./_helpers.ts";
+
+/** A server that rate-limits every call with this wait in its message, as the real one words it. */
+function rateLimited(seconds: number): Script {
+  return {
+    frame: (socket, frame) =>
+      socket.send(JSON.stringify({
+        id: frame.id,
+        status: "error",
+        error: {
+          code: "RATE_LIMIT_EXCEEDED",
+          message: `Rate limit exceeded. Try again in ${seconds} seconds.`,
+        },
+      })),
+  };
+}
+
+Deno.test({
+  name: 'rate limit: retryAfter is 59 for "Try again in 59 seconds."',
+  ...sanitize,
+  fn: () =>
+    withScripted(rateLimited(59), {}, async (client, received) => {
+      const error = await rejection(client.health(), 5000);
+      assert.equal(error.code, "RATE_LIMIT_EXCEEDED");
+      assert.equal(error.retryAfter, 59);
+      assert.equal(error.message, "Rate limit exceeded. Try again in 59 seconds.");
+      assert.equal(error.sent, true);
+      assert.equal(callFrames(received).length, 1, "maxRetries defaults to 0: no retry");
+    }),
+});
+
+for (const maxRetries of [0, 1, 3]) {
+  Deno.test({
+    name: `rate limit: maxRetries ${maxRetries} sends exactly ${maxRetries + 1} frames, ` +
+      "then RATE_LIMIT_EXCEEDED",
+    ...sanitize,
+    fn: () =>
+      withScripted(rateLimited(0), {}, async (client, received) => {
+        const error = await rejection(
+          client.generate({ prompt: "p" }, { maxRetries }),
+          5000,
+          "the last retry's error",
+        );
+        assert.equal(error.code, "RATE_LIMIT_EXCEEDED");
+        assert.equal(error.retryAfter, 0);
+        assert.equal(error.sent, true);
+        const frames = callFrames(received);
+        assert.equal(frames.length, maxRetries + 1);
+        // Every try is the same call: same id, function and params.
+        assert.equal(new Set(frames.map((f) => JSON.stringify(f))).size, 1);
+        assert.equal(client.stats().pendingCalls, 0);
+      }),
+  });
+}
+
+Deno.test({
+  name: "rate limit: the client option maxRetries is used when the call gives none",
+  ...sanitize,
+  fn: () =>
+    withScripted(rateLimited(0), { maxRetries: 2 }, async (client, received) => {
+      const error = await rejection(client.health(), 5000);
+      assert.equal(error.code, "RATE_LIMIT_EXCEEDED");
+      assert.equal(callFrames(received).length, 3);
+    }),
+});
+
+Deno.test({
+  name: "rate limit: a retry that then succeeds resolves to the server's answer",
+  ...sanitize,
+  fn: () => {
+    let tries = 0;
+    return withScripted(
+      {
+        frame: (socket, frame) => {
+          if (++tries < 3) return rateLimited(0).frame(socket, frame);
+          complete(socket, frame.id, { status: "healthy", version: "0.1.0", uptime_seconds: 7 });
+        },
+      },
+      {},
+      async (client, received) => {
+        const health = await within(5000, client.health({ maxRetries: 5 }), "health with retries");
+        assert.deepStrictEqual(serverAnswer(health), {
+          status: "healthy",
+          version: "0.1.0",
+          uptime_seconds: 7,
+        });
+        assert.equal(callFrames(received).length, 3);
+      },
+    );
+  },
+});
