@@ -5,10 +5,13 @@
 import assert from "node:assert/strict";
 import {
   type ClientStats,
+  type ConnectionState,
   type RealmClientOptions,
   RealmError,
   type RealmEventMap,
   RealmWebSocketClient,
+  STATE_EDGES,
+  type StateChange,
 } from "../mod.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
 
@@ -203,6 +206,11 @@ export function muteOnFirstHealth(): { WebSocket: typeof WebSocket; sends(): num
   return { WebSocket: Mute, sends: () => sends };
 }
 
+/** Sends a frame from a scripted server: an object as JSON, a string as it is. */
+export function sendFrame(socket: WebSocket, frame: unknown): void {
+  socket.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+}
+
 /** Answers a call frame with `complete` and `data`. */
 export function complete(socket: WebSocket, id: unknown, data: unknown): void {
   socket.send(JSON.stringify({ id, status: "complete", data }));
@@ -355,6 +363,32 @@ export async function withScripted(
 /** The call frames among the frames a scripted server received (an auth frame left out). */
 export function callFrames(received: Record<string, unknown>[]): Record<string, unknown>[] {
   return received.filter((frame) => "function" in frame);
+}
+
+/**
+ * A stub server and a client of it with the {@linkcode FAST} options, whose state changes are
+ * recorded: `changes` in order, and `path()` the states entered. `await using` tears both down.
+ */
+export async function stubAndClientWithStates(
+  serverOptions: StubServerOptions = {},
+  clientOptions: Partial<RealmClientOptions> = {},
+) {
+  const fixture = await stubAndClient(serverOptions, { ...FAST, ...clientOptions });
+  const changes: StateChange[] = [];
+  fixture.client.on("statechange", (change) => changes.push(change));
+  /** The states entered, in order. */
+  const path = () => changes.map((c) => c.to);
+  return Object.assign(fixture, { changes, path });
+}
+
+/** Asserts that `changes`, from a new client on, move only along `STATE_EDGES`. */
+export function assertEdgesAllowed(changes: StateChange[]): void {
+  let state: ConnectionState = "idle";
+  for (const { from, to } of changes) {
+    assert.equal(from, state, `a move from ${from} while the state was ${state}`);
+    assert.ok(STATE_EDGES[from].includes(to), `${from} → ${to} is not an allowed edge`);
+    state = to;
+  }
 }
 
 /** Runs `fn` with a stub server and a client of it, and tears both down. */

@@ -4,16 +4,22 @@
  * waiting for `connect()` meets.
  */
 import assert from "node:assert/strict";
-import { type RealmError, RealmWebSocketClient } from "../mod.ts";
+import { type RealmError, RealmWebSocketClient, type StateChange } from "../mod.ts";
 import { startStubServer } from "../testing.ts";
 import {
+  assertEdgesAllowed,
   complete,
   deadUrl,
+  delay,
+  dropNow,
+  failedWith,
   FAST,
+  idleStats,
   outcome,
   recordEvents,
   sanitize,
   scriptedServer,
+  stubAndClientWithStates,
   until,
   WELCOME,
   within,
@@ -240,5 +246,130 @@ Deno.test({
       await client.disconnect();
       await server.close();
     }
+  },
+});
+
+Deno.test({
+  name: "connect() after disconnect() starts afresh, never hands back a cancelled promise",
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates();
+    for (let i = 0; i < 5; i++) {
+      await t.client.disconnect();
+      const first = t.client.connect();
+      first.catch(() => {});
+      void t.client.disconnect();
+      const second = t.client.connect();
+      assert.notEqual(second, first);
+      await within(2000, second, `connect #${i} after disconnect`);
+      failedWith(await outcome(first, 2000, "the cancelled connect"), "ABORTED");
+      assert.equal(t.client.state, "open");
+    }
+    await t.client.disconnect();
+    await until(() => t.server.connectionCount === 0, 2000, "no socket left on the server");
+  },
+});
+
+Deno.test({
+  name: "connect()/disconnect() from inside listeners do what they say",
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates({}, { connections: 3 });
+    let maxOpen = 0;
+    const watch = setInterval(() => maxOpen = Math.max(maxOpen, t.server.connectionCount), 1);
+    try {
+      // disconnect() from the first connected event: connect() rejects ABORTED, nothing stays open.
+      const stopOnConnected = () => void t.client.disconnect();
+      t.client.on("connected", stopOnConnected);
+      failedWith(
+        await outcome(t.client.connect(), 2000, "connect stopped in a listener"),
+        "ABORTED",
+      );
+      t.client.off("connected", stopOnConnected);
+      assert.equal(t.client.state, "idle");
+      await until(() => t.server.connectionCount === 0, 2000, "all closed");
+
+      // connect() from a statechange to closed (a refused key would loop; a drop does not).
+      let restarted = 0;
+      const restart = ({ to }: StateChange) => {
+        if (to === "idle" && restarted++ === 0) void t.client.connect();
+      };
+      t.client.on("statechange", restart);
+      await t.client.connect();
+      await t.client.disconnect();
+      await until(() => t.client.state === "open", 2000, "reconnected from the idle listener");
+      t.client.off("statechange", restart);
+
+      // connect() from disconnected and error listeners while reconnecting.
+      t.client.on("disconnected", () => void t.client.connect().catch(() => {}));
+      t.client.on("error", () => void t.client.connect().catch(() => {}));
+      dropNow(t.server);
+      await until(() => t.client.stats().openConnections === 3, 3000, "all three back");
+      await delay(50);
+      assert.ok(maxOpen <= 3, `the server saw ${maxOpen} sockets at once`);
+      await t.client.disconnect();
+      await until(() => t.server.connectionCount === 0, 2000, "none left");
+      assertEdgesAllowed(t.changes);
+    } finally {
+      clearInterval(watch);
+    }
+  },
+});
+
+Deno.test({
+  name: "connect() while reconnecting settles with the attempt's outcome, not the 60 s backoff",
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates({}, {
+      reconnectInterval: 60_000,
+      maxReconnectInterval: 60_000,
+    });
+    await t.client.connect();
+    t.server.faults.rejectConnections(true);
+    dropNow(t.server);
+    t.server.faults.rejectConnections(true);
+    await until(() => t.client.state === "reconnecting", 2000, "reconnecting");
+    failedWith(
+      await outcome(t.client.connect(), 3000, "connect() while the server refuses"),
+      "CONNECTION_CLOSED",
+    );
+    assert.equal(t.client.state, "reconnecting", "the background reconnect goes on");
+    t.server.faults.rejectConnections(false);
+    await within(3000, t.client.connect(), "connect() once the server is back");
+    assert.equal(t.client.state, "open");
+  },
+});
+
+Deno.test({
+  name: "disconnect() settles calls in flight, queued and waiting out a rate-limit retry",
+  ...sanitize,
+  fn: async () => {
+    const logged: string[] = [];
+    await using t = await stubAndClientWithStates(
+      { apiKeys: { sk_test: "tenant-a" }, rateLimit: { perMinute: 60, burst: 1 } },
+      {
+        apiKey: "sk_test",
+        maxRetries: 3,
+        timeout: 10_000,
+        connections: 2,
+        logger: (line) => logged.push(line),
+      },
+    );
+    await t.client.connect();
+    await t.client.health();
+    // Out of tokens: this one waits out its retry on the client's timer.
+    const retrying = outcome(t.client.generate({ prompt: "hi" }), 2000, "retrying call");
+    await until(() => logged.includes("rate limited; retrying"), 2000, "the retry wait");
+    const stream = outcome(
+      t.client.generate({ prompt: "story", max_tokens: 100, stream: true }),
+      2000,
+      "stream",
+    );
+    assert.equal(t.client.stats().pendingCalls, 2);
+    await within(3000, t.client.disconnect(), "disconnect");
+    const waited = failedWith(await retrying, "CONNECTION_CLOSED");
+    assert.equal(waited.sent, false);
+    failedWith(await stream, "CONNECTION_CLOSED");
+    assert.deepEqual(t.client.stats(), idleStats(0, 1));
   },
 });

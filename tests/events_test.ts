@@ -8,10 +8,12 @@ import { type RealmError, type RealmEventMap, RealmWebSocketClient } from "../mo
 import { startStubServer } from "../testing.ts";
 import {
   deadUrl,
+  dropNow,
   FAST,
   idleStats,
   outcome,
   sanitize,
+  stubAndClientWithStates,
   until,
   within,
   withStub,
@@ -215,5 +217,38 @@ Deno.test({
       }],
     ]);
     assert.deepEqual(client.stats(), idleStats(0, 3));
+  },
+});
+
+Deno.test({
+  name: "throwing listeners and a throwing logger: nothing escapes, reconnection goes on",
+  ...sanitize,
+  fn: async () => {
+    const logged: string[] = [];
+    await using t = await stubAndClientWithStates({}, {
+      logger: (message) => {
+        logged.push(message);
+        throw new Error("logger broke");
+      },
+    });
+    for (const type of ["connected", "disconnected", "reconnecting", "statechange"] as const) {
+      t.client.on(type, () => {
+        throw new Error(`${type} listener broke`);
+      });
+    }
+    t.client.addEventListener("connected", () => {
+      throw new Error("addEventListener broke");
+    });
+    t.client.addEventListener("connected", {
+      handleEvent() {
+        throw new Error("listener object broke");
+      },
+    });
+    await within(2000, t.client.connect(), "connect with throwing listeners");
+    dropNow(t.server);
+    await until(() => t.changes.length >= 4 && t.client.state === "open", 3000, "back");
+    assert.equal((await within(2000, t.client.health(), "health")).status, "healthy");
+    assert.ok(logged.some((line) => line.startsWith('a "connected" listener threw')));
+    assert.deepEqual(t.path(), ["connecting", "open", "reconnecting", "open"]);
   },
 });

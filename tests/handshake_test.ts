@@ -16,10 +16,13 @@ import { type RealmError, RealmWebSocketClient, type WebSocketConstructor } from
 import {
   callFrames,
   complete,
+  failedWith,
+  outcome,
   rejection,
   sanitize,
   scriptedServer,
   ScriptedSocketBase,
+  sendFrame,
   WELCOME,
   withFakeClock,
   within,
@@ -473,6 +476,36 @@ Deno.test({
     } finally {
       await client.disconnect();
       await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "a bad tenant id from the server fails the handshake with PROTOCOL_ERROR",
+  ...sanitize,
+  fn: async () => {
+    for (
+      const frames of [
+        [{ status: "connected", version: "0.1.0", tenant_id: "x" }],
+        [{ type: "auth_success", tenant_id: "no spaces allowed" }, WELCOME],
+      ]
+    ) {
+      const server = scriptedServer({
+        open: (socket) => frames.forEach((frame) => sendFrame(socket, frame)),
+        frame: () => {},
+      });
+      const client = new RealmWebSocketClient({ url: server.url, model: "m" });
+      try {
+        const error = failedWith(
+          await outcome(client.connect(), 2000, "bad tenant"),
+          "PROTOCOL_ERROR",
+        );
+        assert.match(error.message, /tenant id/);
+        assert.equal(client.state, "closed");
+      } finally {
+        await client.disconnect();
+        await server.close();
+      }
     }
   },
 });

@@ -3,12 +3,17 @@
  * `maxRetries` sends, and a retry that then succeeds.
  */
 import assert from "node:assert/strict";
+import { RealmWebSocketClient } from "../mod.ts";
 import {
   callFrames,
   complete,
+  failedWith,
+  outcome,
   rejection,
   sanitize,
   type Script,
+  scriptedServer,
+  sendFrame,
   serverAnswer,
   within,
   withScripted,
@@ -101,5 +106,38 @@ Deno.test({
         assert.equal(callFrames(received).length, 3);
       },
     );
+  },
+});
+
+Deno.test({
+  name: "rate limit: a retryAfter past the call's timeout fails at once with RATE_LIMIT_EXCEEDED",
+  ...sanitize,
+  fn: async () => {
+    const server = scriptedServer({
+      frame: (socket, frame) =>
+        sendFrame(socket, {
+          id: frame.id,
+          status: "error",
+          error: {
+            code: "RATE_LIMIT_EXCEEDED",
+            message: "Rate limit exceeded. Try again in 59 seconds.",
+          },
+        }),
+    });
+    const client = new RealmWebSocketClient({ url: server.url, model: "m", maxRetries: 5 });
+    try {
+      await client.connect();
+      const started = performance.now();
+      const error = failedWith(
+        await outcome(client.health({ timeout: 10_000 }), 2000, "limited call"),
+        "RATE_LIMIT_EXCEEDED",
+      );
+      assert.equal(error.retryAfter, 59);
+      assert.ok(performance.now() - started < 2000);
+      assert.equal(server.received.length, 1, "no retry was sent");
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
   },
 });

@@ -14,6 +14,7 @@ import {
   rejection,
   sanitize,
   stubAndClient,
+  stubAndClientWithStates,
   until,
   within,
 } from "./_helpers.ts";
@@ -409,6 +410,32 @@ Deno.test({
     assert.equal(error.code, "TIMEOUT");
     assert.equal(count(events, "disconnected"), 0);
     assert.equal(callsOf(server, "health"), 0);
+  },
+});
+
+Deno.test({
+  name: "heartbeats replacing dead sockets never pile up sockets on the server",
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates({}, {
+      heartbeatInterval: 30,
+      heartbeatTimeout: 30,
+      reconnectInterval: 5,
+      maxReconnectInterval: 10,
+    });
+    let replaced = 0;
+    t.client.on("disconnected", ({ reason }) => reason === "heartbeat timeout" && replaced++);
+    await t.client.connect();
+    let most = 0;
+    for (let round = 0; round < 3; round++) {
+      t.server.faults.stall(true);
+      await until(() => replaced > round, 3000, `heartbeat #${round} noticed`);
+      t.server.faults.stall(false);
+      await until(() => t.client.state === "open", 3000, "open again");
+      most = Math.max(most, t.server.connectionCount);
+    }
+    await until(() => t.server.connectionCount === 1, 3000, "one socket at the end");
+    assert.ok(most <= 2, `the server held ${most} sockets of one client`);
   },
 });
 

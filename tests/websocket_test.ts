@@ -9,6 +9,8 @@ import { RealmError, RealmWebSocketClient } from "../mod.ts";
 import { startStubServer } from "../testing.ts";
 import {
   deadUrl,
+  dropNow,
+  failedWith,
   FAST,
   muteOnFirstHealth,
   outcome,
@@ -190,6 +192,129 @@ Deno.test({
         { code: 1006, reason: "gone", willReconnect: true, socket: 0, url: server.url },
       ]);
       assert.equal(client.stats().pendingCalls, 0);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "a WebSocket option whose constructor or send throws fails typed, never escapes",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    try {
+      class Refusing extends WebSocket {
+        constructor(url: string | URL) {
+          super(url);
+          this.close();
+          throw new Error("no sockets here");
+        }
+      }
+      const refused = new RealmWebSocketClient({
+        url: server.url,
+        model: "m",
+        WebSocket: Refusing,
+      });
+      const error = failedWith(
+        await outcome(refused.connect(), 2000, "throwing ctor"),
+        "INVALID_OPTIONS",
+      );
+      assert.match(error.message, /no sockets here/);
+      assert.equal(refused.state, "closed");
+      await refused.disconnect();
+
+      const client = new RealmWebSocketClient({
+        url: server.url,
+        model: "m",
+        WebSocket: muteOnFirstHealth().WebSocket,
+        ...FAST,
+      });
+      await client.connect();
+      // The first send throws: the socket is dropped, the call goes out on the next one.
+      assert.equal(
+        (await within(3000, client.health(), "health after a failed send")).status,
+        "healthy",
+      );
+      await client.disconnect();
+    } finally {
+      await server.close();
+    }
+  },
+});
+
+/** Acts like Node 22's WebSocket on a refused connection: `error`, no `close`, readyState 0. */
+class ErrorOnly extends EventTarget {
+  static created = 0;
+  readyState = 0;
+  onerror: ((event: Event) => void) | null = null;
+  onclose: ((event: Event) => void) | null = null;
+  onmessage: ((event: Event) => void) | null = null;
+  onopen: ((event: Event) => void) | null = null;
+  constructor(_url: string) {
+    super();
+    ErrorOnly.created++;
+    queueMicrotask(() => this.onerror?.(new Event("error")));
+  }
+  send() {
+    throw new Error("not open");
+  }
+  close() {}
+}
+
+Deno.test({
+  name: "a WebSocket that fires error but never close fails connect() at once",
+  ...sanitize,
+  fn: async () => {
+    ErrorOnly.created = 0;
+    const client = new RealmWebSocketClient({
+      url: "ws://127.0.0.1:9",
+      model: "m",
+      connectTimeout: 60_000,
+      reconnectInterval: 1,
+      maxReconnectInterval: 2,
+      maxReconnectAttempts: 20,
+      WebSocket: ErrorOnly as unknown as typeof WebSocket,
+    });
+    const error = failedWith(
+      await outcome(client.connect(), 1000, "error-only connect"),
+      "CONNECTION_CLOSED",
+    );
+    assert.match(error.message, /Could not connect to ws:\/\/127.0.0.1:9/);
+    assert.equal(client.state, "closed");
+    await client.disconnect();
+  },
+});
+
+Deno.test({
+  name: "reconnect attempts against an error-only WebSocket do not each wait connectTimeout",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    let failing = false;
+    class Flaky extends WebSocket {
+      constructor(url: string | URL) {
+        if (failing) return new ErrorOnly(String(url)) as unknown as Flaky;
+        super(url);
+      }
+    }
+    const client = new RealmWebSocketClient({
+      url: server.url,
+      model: "m",
+      connectTimeout: 60_000,
+      reconnectInterval: 1,
+      maxReconnectInterval: 2,
+      maxReconnectAttempts: 10,
+      WebSocket: Flaky,
+    });
+    try {
+      await client.connect();
+      failing = true;
+      ErrorOnly.created = 0;
+      dropNow(server);
+      await until(() => client.state === "closed", 2000, "ten quick failures, then give up");
+      assert.equal(ErrorOnly.created, 10);
     } finally {
       await client.disconnect();
       await server.close();
