@@ -211,6 +211,14 @@ export function sendFrame(socket: WebSocket, frame: unknown): void {
   socket.send(typeof frame === "string" ? frame : JSON.stringify(frame));
 }
 
+/** The prompt the stub server answers with "Paris" (its simulated sentence on a stream). */
+export const FRANCE = "What is the capital of France?";
+
+/** The call frames the stub server received, parsed (handshake frames left out). */
+export function sentCalls(server: StubServer): Record<string, unknown>[] {
+  return server.receivedFrames().map((f) => JSON.parse(f)).filter((f) => "function" in f);
+}
+
 /** Answers a call frame with `complete` and `data`. */
 export function complete(socket: WebSocket, id: unknown, data: unknown): void {
   socket.send(JSON.stringify({ id, status: "complete", data }));

@@ -4,7 +4,12 @@
  * waiting for `connect()` meets.
  */
 import assert from "node:assert/strict";
-import { type RealmError, RealmWebSocketClient, type StateChange } from "../mod.ts";
+import {
+  type RealmError,
+  type RealmEventMap,
+  RealmWebSocketClient,
+  type StateChange,
+} from "../mod.ts";
 import { startStubServer } from "../testing.ts";
 import {
   assertEdgesAllowed,
@@ -17,11 +22,13 @@ import {
   idleStats,
   outcome,
   recordEvents,
+  rejection,
   sanitize,
   scriptedServer,
   stubAndClientWithStates,
   until,
   WELCOME,
+  withClient,
   within,
   withStub,
 } from "./_helpers.ts";
@@ -372,4 +379,34 @@ Deno.test({
     failedWith(await stream, "CONNECTION_CLOSED");
     assert.deepEqual(t.client.stats(), idleStats(0, 1));
   },
+});
+
+Deno.test({
+  name: "disconnect() leaves nothing behind: calls settle, sockets close, no listeners fire",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 5 }, {}, async (client) => {
+      const disconnected: RealmEventMap["disconnected"][] = [];
+      const onDisconnected = (d: RealmEventMap["disconnected"]) => disconnected.push(d);
+      client.on("disconnected", onDisconnected);
+      await client.connect();
+      const inFlight = rejection(
+        client.generate({ prompt: "story", stream: true, max_tokens: 50 }),
+        3000,
+        "the in-flight stream's rejection on disconnect()",
+      );
+      await client.disconnect();
+      const error = await inFlight;
+      assert.equal(error.code, "CONNECTION_CLOSED");
+      assert.equal(error.sent, true);
+      assert.equal(client.isConnected(), false);
+      assert.equal(disconnected.length, 1);
+      assert.equal(disconnected[0].willReconnect, false);
+      client.off("disconnected", onDisconnected);
+      assert.deepEqual(client.stats(), idleStats());
+      assert.equal((await rejection(client.health())).code, "NOT_CONNECTED");
+      // connect() after disconnect() works again.
+      await client.connect();
+      assert.equal((await client.health()).status, "healthy");
+    }),
 });

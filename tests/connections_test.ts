@@ -13,7 +13,16 @@ import {
   RealmWebSocketClient,
 } from "../mod.ts";
 import { startStubServer, type StubServerOptions } from "../testing.ts";
-import { delay, FAST, idleStats, rejection, sanitize, until, within } from "./_helpers.ts";
+import {
+  delay,
+  FAST,
+  idleStats,
+  rejection,
+  sanitize,
+  until,
+  withClient,
+  within,
+} from "./_helpers.ts";
 
 type EventType = keyof RealmEventMap;
 const EVENT_TYPES = ["connecting", "connected", "disconnected", "reconnecting", "error"] as const;
@@ -505,4 +514,26 @@ Deno.test({
     assert.equal(t.client.stats().openConnections, 2);
     assert.equal(t.server.connectionCount, 2);
   },
+});
+
+Deno.test({
+  name: "connections: N opens N sockets and runs calls in parallel",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 2 }, { connections: 2 }, async (client, server) => {
+      await client.connect();
+      assert.equal(server.connectionCount, 2);
+      assert.equal(client.stats().openConnections, 2);
+      const arrivals: string[] = [];
+      await Promise.all(["a", "b"].map((name) =>
+        client.generate({
+          prompt: "story",
+          stream: true,
+          max_tokens: 6,
+          onToken: () => arrivals.push(name),
+        })
+      ));
+      // On one socket the second stream would wait for the first; on two they interleave.
+      assert.notDeepEqual(arrivals, [...arrivals].sort());
+    }),
 });

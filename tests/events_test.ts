@@ -15,6 +15,7 @@ import {
   sanitize,
   stubAndClientWithStates,
   until,
+  withClient,
   within,
   withStub,
 } from "./_helpers.ts";
@@ -251,4 +252,22 @@ Deno.test({
     assert.ok(logged.some((line) => line.startsWith('a "connected" listener threw')));
     assert.deepEqual(t.path(), ["connecting", "open", "reconnecting", "open"]);
   },
+});
+
+Deno.test({
+  name: "on() and off(): payloads for callbacks, removal works, the same callback is added once",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client) => {
+      let count = 0;
+      const callback = () => count++;
+      client.on("connected", callback).on("connected", callback);
+      assert.equal(client.stats().listeners, 1);
+      await client.connect();
+      assert.equal(count, 1);
+      client.off("connected", callback);
+      await client.disconnect();
+      await client.connect();
+      assert.equal(count, 1);
+    }),
 });

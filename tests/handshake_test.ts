@@ -12,18 +12,26 @@ import {
   type ConnectionParams,
   openConnection,
 } from "../src/connection.ts";
-import { type RealmError, RealmWebSocketClient, type WebSocketConstructor } from "../mod.ts";
+import {
+  type RealmError,
+  type RealmEventMap,
+  RealmWebSocketClient,
+  type WebSocketConstructor,
+} from "../mod.ts";
 import {
   callFrames,
   complete,
   failedWith,
+  FRANCE,
   outcome,
   rejection,
   sanitize,
   scriptedServer,
   ScriptedSocketBase,
   sendFrame,
+  sentCalls,
   WELCOME,
+  withClient,
   withFakeClock,
   within,
   withScripted,
@@ -418,6 +426,107 @@ Deno.test("closing: a peer that never answers the close is terminated at the gra
 });
 
 // -- the handshake over loopback, with the whole client -----------------------------------------
+
+Deno.test({
+  name: "open server: connect, events, tenant id, server version",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      const connected: RealmEventMap["connected"][] = [];
+      const viaTarget: unknown[] = [];
+      client.on("connected", (detail) => connected.push(detail));
+      client.addEventListener(
+        "connected",
+        (event) => viaTarget.push((event as CustomEvent).detail),
+      );
+      assert.equal(client.isConnected(), false);
+      await client.connect();
+      assert.equal(client.isConnected(), true);
+      assert.equal(client.getServerVersion(), "0.1.0");
+      assert.equal(connected.length, 1);
+      assert.deepEqual(viaTarget, connected);
+      assert.equal(connected[0].tenantId, client.getTenantId());
+      assert.match(client.getTenantId(), /^[0-9a-f-]{36}$/);
+      await client.health();
+      assert.equal(sentCalls(server)[0].tenant_id, client.getTenantId());
+      assert.equal(client.getWebSocketSource(), "global");
+    }),
+});
+
+Deno.test({
+  name: "open server with an API key configured: no auth frame is sent, calls work",
+  ...sanitize,
+  fn: () =>
+    withClient({}, { apiKey: "unused-key", tenantId: "my-tenant" }, async (client, server) => {
+      const errors: RealmError[] = [];
+      client.on("error", (e) => errors.push(e));
+      await client.connect();
+      assert.equal((await client.health()).status, "healthy");
+      assert.ok(!server.receivedFrames().some((f) => f.includes('"auth"')));
+      assert.equal(client.getTenantId(), "my-tenant");
+      assert.deepEqual(errors, []);
+    }),
+});
+
+Deno.test({
+  name: "authenticated server: the key decides the tenant and every call carries it",
+  ...sanitize,
+  fn: () =>
+    withClient(
+      { apiKeys: { "key-acme": "acme-corp" } },
+      { apiKey: "key-acme", tenantId: "self-chosen" },
+      async (client, server) => {
+        const connected: string[] = [];
+        client.on("connected", ({ tenantId }) => connected.push(tenantId));
+        await client.connect();
+        assert.equal(client.getTenantId(), "acme-corp");
+        assert.deepEqual(connected, ["acme-corp"]);
+        await client.health();
+        await client.generate({ prompt: FRANCE });
+        await client.metadata();
+        const calls = sentCalls(server);
+        assert.equal(calls.length, 3);
+        for (const call of calls) assert.equal(call.tenant_id, "acme-corp");
+      },
+    ),
+});
+
+Deno.test({
+  name: "authenticated server: a refused key rejects connect() with UNAUTHORIZED and the reason",
+  ...sanitize,
+  fn: () =>
+    withClient(
+      { apiKeys: { "key-acme": "acme-corp" } },
+      { apiKey: "wrong-secret-key" },
+      async (client) => {
+        const error = await rejection(client.connect());
+        assert.equal(error.code, "UNAUTHORIZED");
+        assert.match(error.message, /Invalid API key/);
+        assert.ok(!error.message.includes("wrong-secret-key"));
+        assert.equal(client.isConnected(), false);
+        assert.equal((await rejection(client.health())).code, "NOT_CONNECTED");
+      },
+    ),
+});
+
+Deno.test({
+  name: "authenticated server, no key: connect() fails at once saying a key is required",
+  ...sanitize,
+  fn: () =>
+    withClient(
+      { apiKeys: { k: "acme-corp" }, authTimeoutMs: 10_000 },
+      {},
+      async (client, server) => {
+        const started = performance.now();
+        const error = await rejection(client.connect());
+        assert.equal(error.code, "UNAUTHORIZED");
+        assert.match(error.message, /requires an API key/);
+        // Not the server's 10-second auth timeout: the client gave up on auth_required.
+        assert.ok(performance.now() - started < 5000);
+        assert.deepEqual(server.receivedFrames(), []);
+      },
+    ),
+});
 
 Deno.test({
   name: "auth: the tenant is adopted from auth_success even when the welcome names another",

@@ -14,7 +14,9 @@ import {
   type Script,
   scriptedServer,
   sendFrame,
+  sentCalls,
   serverAnswer,
+  withClient,
   within,
   withScripted,
 } from "./_helpers.ts";
@@ -140,4 +142,26 @@ Deno.test({
       await server.close();
     }
   },
+});
+
+Deno.test({
+  name: "quirk: rate limit without retry_after gives retryAfter parsed from the message",
+  ...sanitize,
+  fn: () =>
+    withClient(
+      { apiKeys: { k: "acme-corp" }, rateLimit: { perMinute: 1, burst: 1 } },
+      { apiKey: "k" },
+      async (client, server) => {
+        await client.connect();
+        await client.health();
+        const error = await rejection(client.health());
+        assert.equal(error.code, "RATE_LIMIT_EXCEEDED");
+        const said = /^Rate limit exceeded\. Try again in (\d+) seconds\.$/.exec(error.message);
+        assert.ok(said, error.message);
+        // One call a minute, the burst spent a moment ago: the wait is most of a minute.
+        assert.ok(Number(said[1]) >= 50, error.message);
+        assert.equal(error.retryAfter, Number(said[1]), "retryAfter is the message's number");
+        assert.equal(error.requestId, sentCalls(server).at(-1)!.id, "the id of the call sent");
+      },
+    ),
 });

@@ -4,18 +4,267 @@
  * stops, goes silent or loses its socket.
  */
 import assert from "node:assert/strict";
-import { RealmWebSocketClient } from "../mod.ts";
+import { type RealmError, type RealmEventMap, RealmWebSocketClient } from "../mod.ts";
 import {
+  delay,
   failedWith,
+  FRANCE,
   idleStats,
   outcome,
+  rejection,
   sanitize,
   scriptedServer,
   sendFrame,
+  sentCalls,
+  serverAnswer,
+  simulatedTokens,
   stubAndClientWithStates,
   until,
+  withClient,
   within,
 } from "./_helpers.ts";
+
+Deno.test({
+  name:
+    "generate({stream:true}) joins the tokens (the complete frame has no text) and calls onToken",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client) => {
+      await client.connect();
+      const seen: string[] = [];
+      const result = await client.generate({
+        prompt: FRANCE,
+        max_tokens: 100,
+        stream: true,
+        onToken: (t) => seen.push(t),
+      });
+      assert.deepStrictEqual(seen, simulatedTokens(FRANCE, 100));
+      assert.deepStrictEqual(serverAnswer(result, "1"), {
+        text: seen.join(""),
+        tokens_generated: 100,
+      });
+      assert.equal(typeof result.timeToFirstTokenMs, "number");
+    }),
+});
+
+Deno.test({
+  name: "generateStream yields the server's `text` tokens in order",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      await client.connect();
+      const tokens: string[] = [];
+      for await (const token of client.generateStream({ prompt: FRANCE, max_tokens: 100 })) {
+        tokens.push(token);
+      }
+      assert.deepStrictEqual(tokens, simulatedTokens(FRANCE, 100));
+      const whole = await client.generate({ prompt: FRANCE, max_tokens: 100, stream: true });
+      assert.equal(tokens.join(""), whole.text);
+      assert.equal((sentCalls(server)[0].params as Record<string, unknown>).stream, true);
+    }),
+});
+
+Deno.test({
+  name: "generateStream's readable pipes through TextEncoderStream into a Response",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client) => {
+      await client.connect();
+      const stream = client.generateStream({ prompt: FRANCE, max_tokens: 100 });
+      const body = await new Response(stream.readable.pipeThrough(new TextEncoderStream())).text();
+      assert.equal(body, simulatedTokens(FRANCE, 100).join(""));
+    }),
+});
+
+Deno.test({
+  name: "break out of a stream: nothing leaks, late frames are dropped, the next call works",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 2 }, {}, async (client) => {
+      const errors: RealmError[] = [];
+      client.on("error", (e) => errors.push(e));
+      await client.connect();
+      let count = 0;
+      for await (const _ of client.generateStream({ prompt: "Tell me a story", max_tokens: 30 })) {
+        if (++count === 3) break;
+      }
+      assert.equal(count, 3);
+      assert.equal(client.stats().pendingCalls, 0);
+      // The server finishes the abandoned stream first; its frames must not surface anywhere.
+      const health = await client.health();
+      assert.equal(health.status, "healthy");
+      assert.deepEqual(errors, []);
+      assert.equal(client.stats().callsOnTheWire, 0);
+    }),
+});
+
+Deno.test({
+  name: "a stream is not sent until it is read",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      await client.connect();
+      const stream = client.generateStream({ prompt: "p", max_tokens: 2 });
+      await client.health();
+      assert.deepEqual(sentCalls(server).map((c) => c.function), ["health"]);
+      const tokens = [];
+      for await (const t of stream) tokens.push(t);
+      assert.deepStrictEqual(tokens, ["The ", "capital "]);
+    }),
+});
+
+Deno.test({
+  name: "quirk: a stream that stops without a final frame ends by streamIdleTimeout",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 2 }, {}, async (client, server) => {
+      await client.connect();
+      const tokens: string[] = [];
+      const reading = (async () => {
+        for await (
+          const token of client.generateStream(
+            { prompt: "Tell me a story", max_tokens: 50 },
+            { streamIdleTimeout: 100 },
+          )
+        ) {
+          tokens.push(token);
+          if (tokens.length === 2) server.faults.stall(true);
+        }
+      })();
+      const error = await rejection(reading, 3000, "the 100 ms stream idle timeout");
+      assert.equal(error.code, "TIMEOUT");
+      assert.match(error.message, /streamIdleTimeout/);
+      assert.equal(error.sent, true);
+      assert.equal(error.requestId, sentCalls(server).at(-1)!.id);
+      assert.ok(tokens.length >= 2);
+    }),
+});
+
+Deno.test({
+  name: "the server dropping mid-stream ends the stream with CONNECTION_CLOSED at once",
+  ...sanitize,
+  fn: () =>
+    withClient(
+      { tokenDelayMs: 2 },
+      { reconnect: false, timeout: 20_000 },
+      async (client, server) => {
+        const disconnected: RealmEventMap["disconnected"][] = [];
+        client.on("disconnected", (d) => disconnected.push(d));
+        await client.connect();
+        server.faults.dropAfterFrames(3);
+        const tokens: string[] = [];
+        const started = performance.now();
+        const error = await rejection(
+          (async () => {
+            for await (const t of client.generateStream({ prompt: "story", max_tokens: 50 })) {
+              tokens.push(t);
+            }
+          })(),
+          3000,
+          "the stream's end when its socket closes",
+        );
+        assert.equal(error.code, "CONNECTION_CLOSED");
+        assert.equal(error.sent, true);
+        assert.ok(performance.now() - started < 10_000, "not after the call's timeout");
+        assert.equal(tokens.length, 3);
+        assert.equal(disconnected.length, 1);
+        assert.equal(disconnected[0].willReconnect, false);
+        assert.equal(client.isConnected(), false);
+        assert.equal((await rejection(client.health())).code, "NOT_CONNECTED");
+      },
+    ),
+});
+
+Deno.test({
+  name: "a slow reader of a fast stream (tokenDelayMs 0) gets every token, in order, exactly",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 0 }, {}, async (client) => {
+      await client.connect();
+      const tokens: string[] = [];
+      const reading = (async () => {
+        for await (const token of client.generateStream({ prompt: FRANCE, max_tokens: 300 })) {
+          tokens.push(token);
+          // The server sends faster than this reader reads: tokens wait in the stream.
+          if (tokens.length % 25 === 0) await delay(5);
+        }
+      })();
+      await within(10_000, reading, "reading 300 tokens");
+      assert.equal(tokens.join(""), simulatedTokens(FRANCE, 300).join(""));
+      assert.equal(tokens.length, 300);
+    }),
+});
+
+Deno.test({
+  name: "a slow reader that breaks (tokenDelayMs 0) reads nothing after the break",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 0 }, {}, async (client, server) => {
+      const errors: RealmError[] = [];
+      client.on("error", (e) => errors.push(e));
+      await client.connect();
+      const read: string[] = [];
+      const reading = (async () => {
+        for await (const token of client.generateStream({ prompt: FRANCE, max_tokens: 500 })) {
+          read.push(token);
+          if (read.length === 10) break;
+          // Slow: the rest of the stream piles up behind this reader meanwhile.
+          await delay(2);
+        }
+      })();
+      await within(5000, reading, "ten tokens and a break");
+      assert.deepStrictEqual(read, simulatedTokens(FRANCE, 10));
+      // The server goes on sending the abandoned stream; the next call is answered after it.
+      const health = await within(10_000, client.health(), "health behind the abandoned stream");
+      assert.equal(health.status, "healthy");
+      assert.deepStrictEqual(read, simulatedTokens(FRANCE, 10), "no token read after the break");
+      assert.deepStrictEqual(errors, []);
+      assert.deepStrictEqual(client.stats(), idleStats(1, 1));
+      assert.equal(server.callCount, 2);
+    }),
+});
+
+Deno.test({
+  name: "a slow reader's iterator yields nothing after return(), even with tokens buffered",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 0 }, {}, async (client) => {
+      await client.connect();
+      const iterator = client.generateStream({ prompt: FRANCE, max_tokens: 500 })
+        [Symbol.asyncIterator]();
+      for (let i = 0; i < 10; i++) {
+        await within(3000, iterator.next(), "a token");
+        await delay(2);
+      }
+      // What `break` does in a for await loop; by now the whole stream has arrived.
+      await iterator.return!();
+      await within(10_000, client.health(), "health behind the stream");
+      assert.deepStrictEqual(await iterator.next(), { done: true, value: undefined });
+    }),
+});
+
+Deno.test({
+  name: "an onToken callback that throws rejects its call; the socket handler stays intact",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 1 }, {}, async (client) => {
+      await client.connect();
+      const failure = new Error("my callback broke");
+      await assert.rejects(
+        client.generate({
+          prompt: "story",
+          stream: true,
+          max_tokens: 10,
+          onToken: () => {
+            throw failure;
+          },
+        }),
+        (error) => error === failure,
+      );
+      assert.equal(client.stats().pendingCalls, 0);
+      assert.equal((await client.health()).status, "healthy");
+    }),
+});
 
 Deno.test({
   name:

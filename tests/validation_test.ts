@@ -14,7 +14,9 @@ import {
   outcome,
   rejection,
   sanitize,
+  sentCalls,
   stubAndClientWithStates,
+  withClient,
   within,
 } from "./_helpers.ts";
 
@@ -255,6 +257,61 @@ Deno.test("the longest reconnect delay defaults to 60 s, or reconnectInterval wh
 });
 
 // -- over loopback: nothing refused reaches the server ---------------------------------------
+
+Deno.test({
+  name: "bad parameters reject with INVALID_PARAMS naming the field, before anything is sent",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      await client.connect();
+      const bad: [unknown, RegExp][] = [
+        [{}, /`prompt` must be a string/],
+        [{ prompt: 1 }, /`prompt`/],
+        [
+          { prompt: "p", max_tokens: 0 },
+          /`max_tokens` must be an integer from 1 to 2\^53-1; got 0/,
+        ],
+        [{ prompt: "p", max_tokens: 1.5 }, /`max_tokens`/],
+        [{ prompt: "p", temperature: 2.5 }, /`temperature` must be a number from 0 to 2/],
+        [{ prompt: "p", top_p: 0 }, /`top_p` must be a number in \(0, 1\]/],
+        [{ prompt: "p", top_k: -1 }, /`top_k`/],
+        [{ prompt: "p", repetition_penalty: 0 }, /`repetition_penalty` must be a number > 0/],
+        [{ prompt: "p", model: "" }, /`model`/],
+        [{ prompt: "p", stream: "yes" }, /`stream`/],
+      ];
+      for (const [options, message] of bad) {
+        const error = await rejection(client.generate(options as GenerationOptions));
+        assert.equal(error.code, "INVALID_PARAMS");
+        assert.match(error.message, message);
+        const streamError = await rejection(
+          (async () => {
+            for await (const _ of client.generateStream(options as GenerationOptions)) { /* */ }
+          })(),
+        );
+        assert.equal(streamError.code, "INVALID_PARAMS");
+      }
+      assert.equal((await rejection(client.executePipeline("", {}))).code, "INVALID_PARAMS");
+      assert.equal(
+        (await rejection(client.executePipeline("p", null as never))).code,
+        "INVALID_PARAMS",
+      );
+      assert.equal((await rejection(client.health({ timeout: -1 }))).code, "INVALID_PARAMS");
+      assert.deepEqual(sentCalls(server), []);
+      assert.equal(client.stats().pendingCalls, 0);
+    }),
+});
+
+Deno.test({
+  name: "quirk: max_tokens 0 would stream nothing forever, so it is refused before sending",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      await client.connect();
+      const error = await rejection(client.generate({ prompt: "p", max_tokens: 0, stream: true }));
+      assert.equal(error.code, "INVALID_PARAMS");
+      assert.deepEqual(sentCalls(server), []);
+    }),
+});
 
 Deno.test({
   name:
