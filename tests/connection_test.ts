@@ -3,8 +3,7 @@
  * stepped with a fake clock: which calls keep it busy (abandoned ones until `abandonedCallTtl`
  * after their last frame), the oldest call still listened to, the heartbeat's timing, ids and
  * timeout, `probe()` (a page back from the background), and a close reported once. One test runs
- * the heartbeat and `probe()` against a real WebSocket server over loopback. Found by mutation
- * testing, see tests/MUTANTS.md.
+ * the heartbeat and `probe()` against a real WebSocket server over loopback.
  */
 import assert from "node:assert/strict";
 import { type Connection, type ConnectionParams, openConnection } from "../src/connection.ts";
