@@ -1,7 +1,8 @@
 /**
- * `connect()` and `disconnect()` in any order, over loopback: cancelled before a socket opens or
- * while a server still handshakes, called from listeners, joined while pending, and what a call
- * waiting for `connect()` meets.
+ * `connect()` and `disconnect()` in any order, over loopback: connecting again after a
+ * `disconnect()`, what `disconnect()` leaves behind and settles, a `connect()` cancelled before a
+ * socket opens or while a server still handshakes, both called from listeners, a `connect()` joined
+ * while pending or made while reconnecting, and a call that waits for `connect()`.
  */
 import assert from "node:assert/strict";
 import {
@@ -32,6 +33,57 @@ import {
   within,
   withStub,
 } from "./_helpers.ts";
+
+Deno.test({
+  name: "connect() after disconnect() starts afresh, never hands back a cancelled promise",
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates();
+    for (let i = 0; i < 5; i++) {
+      await t.client.disconnect();
+      const first = t.client.connect();
+      first.catch(() => {});
+      void t.client.disconnect();
+      const second = t.client.connect();
+      assert.notEqual(second, first);
+      await within(2000, second, `connect #${i} after disconnect`);
+      failedWith(await outcome(first, 2000, "the cancelled connect"), "ABORTED");
+      assert.equal(t.client.state, "open");
+    }
+    await t.client.disconnect();
+    await until(() => t.server.connectionCount === 0, 2000, "no socket left on the server");
+  },
+});
+
+Deno.test({
+  name: "disconnect() leaves nothing behind: calls settle, sockets close, no listeners fire",
+  ...sanitize,
+  fn: () =>
+    withClient({ tokenDelayMs: 5 }, {}, async (client) => {
+      const disconnected: RealmEventMap["disconnected"][] = [];
+      const onDisconnected = (d: RealmEventMap["disconnected"]) => disconnected.push(d);
+      client.on("disconnected", onDisconnected);
+      await client.connect();
+      const inFlight = rejection(
+        client.generate({ prompt: "story", stream: true, max_tokens: 50 }),
+        3000,
+        "the in-flight stream's rejection on disconnect()",
+      );
+      await client.disconnect();
+      const error = await inFlight;
+      assert.equal(error.code, "CONNECTION_CLOSED");
+      assert.equal(error.sent, true);
+      assert.equal(client.isConnected(), false);
+      assert.equal(disconnected.length, 1);
+      assert.equal(disconnected[0].willReconnect, false);
+      client.off("disconnected", onDisconnected);
+      assert.deepEqual(client.stats(), idleStats());
+      assert.equal((await rejection(client.health())).code, "NOT_CONNECTED");
+      // connect() after disconnect() works again.
+      await client.connect();
+      assert.equal((await client.health()).status, "healthy");
+    }),
+});
 
 Deno.test({
   name: "a connect() cancelled by disconnect() before it began announces no connecting",
@@ -81,40 +133,75 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a server still handshaking when connect() is cancelled is not reported",
+  name: "a statechange listener that disconnects on open hears no connected event",
   ...sanitize,
-  fn: () =>
-    withStub(async (server) => {
-      // Accepts TCP connections and never answers the WebSocket upgrade.
-      const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-      const conns: Deno.Conn[] = [];
-      const accepting = (async () => {
-        for await (const conn of silent) conns.push(conn);
-      })();
-      const client = new RealmWebSocketClient({
-        ...FAST,
-        url: [server.url, `ws://127.0.0.1:${(silent.addr as Deno.NetAddr).port}`],
-        model: "m",
-        connectTimeout: 5000,
-      });
-      const errors: RealmError[] = [];
-      client.on("error", (error) => errors.push(error));
-      try {
-        const connected = client.connect();
-        await until(() => server.connectionCount === 1 && conns.length === 1, 3000, "both dialled");
-        await until(() => client.stats().openConnections === 1, 3000, "one socket open");
-        void client.disconnect();
-        const result = (await outcome(connected, 3000, "connect()")) as { error: RealmError };
-        assert.equal(result.error?.code, "ABORTED");
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        assert.deepEqual(errors.map((e) => e.message), []);
-      } finally {
-        await within(5000, client.disconnect(), "disconnect()");
-        silent.close();
-        for (const conn of conns) conn.close();
-        await accepting;
-      }
-    }),
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    const client = new RealmWebSocketClient({ ...FAST, url: server.url, model: "llama-2-7b" });
+    const seen = recordEvents(client);
+    client.on("statechange", ({ to }) => {
+      if (to === "open") void client.disconnect();
+    });
+    try {
+      const error = await within(
+        5000,
+        client.connect().then(() => undefined, (error: RealmError) => error),
+        "connect() stopped by its listener",
+      );
+      assert.equal(error?.code, "ABORTED");
+      assert.deepEqual(seen.connected, []);
+      assert.equal(client.state, "idle");
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "connect()/disconnect() from inside listeners do what they say",
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates({}, { connections: 3 });
+    let maxOpen = 0;
+    const watch = setInterval(() => maxOpen = Math.max(maxOpen, t.server.connectionCount), 1);
+    try {
+      // disconnect() from the first connected event: connect() rejects ABORTED, nothing stays open.
+      const stopOnConnected = () => void t.client.disconnect();
+      t.client.on("connected", stopOnConnected);
+      failedWith(
+        await outcome(t.client.connect(), 2000, "connect stopped in a listener"),
+        "ABORTED",
+      );
+      t.client.off("connected", stopOnConnected);
+      assert.equal(t.client.state, "idle");
+      await until(() => t.server.connectionCount === 0, 2000, "all closed");
+
+      // connect() from a statechange to closed (a refused key would loop; a drop does not).
+      let restarted = 0;
+      const restart = ({ to }: StateChange) => {
+        if (to === "idle" && restarted++ === 0) void t.client.connect();
+      };
+      t.client.on("statechange", restart);
+      await t.client.connect();
+      await t.client.disconnect();
+      await until(() => t.client.state === "open", 2000, "reconnected from the idle listener");
+      t.client.off("statechange", restart);
+
+      // connect() from disconnected and error listeners while reconnecting.
+      t.client.on("disconnected", () => void t.client.connect().catch(() => {}));
+      t.client.on("error", () => void t.client.connect().catch(() => {}));
+      dropNow(t.server);
+      await until(() => t.client.stats().openConnections === 3, 3000, "all three back");
+      await delay(50);
+      assert.ok(maxOpen <= 3, `the server saw ${maxOpen} sockets at once`);
+      await t.client.disconnect();
+      await until(() => t.server.connectionCount === 0, 2000, "none left");
+      assertEdgesAllowed(t.changes);
+    } finally {
+      clearInterval(watch);
+    }
+  },
 });
 
 Deno.test({
@@ -179,28 +266,63 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a statechange listener that disconnects on open hears no connected event",
+  name: "a server still handshaking when connect() is cancelled is not reported",
+  ...sanitize,
+  fn: () =>
+    withStub(async (server) => {
+      // Accepts TCP connections and never answers the WebSocket upgrade.
+      const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const conns: Deno.Conn[] = [];
+      const accepting = (async () => {
+        for await (const conn of silent) conns.push(conn);
+      })();
+      const client = new RealmWebSocketClient({
+        ...FAST,
+        url: [server.url, `ws://127.0.0.1:${(silent.addr as Deno.NetAddr).port}`],
+        model: "m",
+        connectTimeout: 5000,
+      });
+      const errors: RealmError[] = [];
+      client.on("error", (error) => errors.push(error));
+      try {
+        const connected = client.connect();
+        await until(() => server.connectionCount === 1 && conns.length === 1, 3000, "both dialled");
+        await until(() => client.stats().openConnections === 1, 3000, "one socket open");
+        void client.disconnect();
+        const result = (await outcome(connected, 3000, "connect()")) as { error: RealmError };
+        assert.equal(result.error?.code, "ABORTED");
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        assert.deepEqual(errors.map((e) => e.message), []);
+      } finally {
+        await within(5000, client.disconnect(), "disconnect()");
+        silent.close();
+        for (const conn of conns) conn.close();
+        await accepting;
+      }
+    }),
+});
+
+Deno.test({
+  name: "connect() while reconnecting settles with the attempt's outcome, not the 60 s backoff",
   ...sanitize,
   fn: async () => {
-    const server = await startStubServer({ tokenDelayMs: 0 });
-    const client = new RealmWebSocketClient({ ...FAST, url: server.url, model: "llama-2-7b" });
-    const seen = recordEvents(client);
-    client.on("statechange", ({ to }) => {
-      if (to === "open") void client.disconnect();
+    await using t = await stubAndClientWithStates({}, {
+      reconnectInterval: 60_000,
+      maxReconnectInterval: 60_000,
     });
-    try {
-      const error = await within(
-        5000,
-        client.connect().then(() => undefined, (error: RealmError) => error),
-        "connect() stopped by its listener",
-      );
-      assert.equal(error?.code, "ABORTED");
-      assert.deepEqual(seen.connected, []);
-      assert.equal(client.state, "idle");
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
+    await t.client.connect();
+    t.server.faults.rejectConnections(true);
+    dropNow(t.server);
+    t.server.faults.rejectConnections(true);
+    await until(() => t.client.state === "reconnecting", 2000, "reconnecting");
+    failedWith(
+      await outcome(t.client.connect(), 3000, "connect() while the server refuses"),
+      "CONNECTION_CLOSED",
+    );
+    assert.equal(t.client.state, "reconnecting", "the background reconnect goes on");
+    t.server.faults.rejectConnections(false);
+    await within(3000, t.client.connect(), "connect() once the server is back");
+    assert.equal(t.client.state, "open");
   },
 });
 
@@ -257,97 +379,6 @@ Deno.test({
 });
 
 Deno.test({
-  name: "connect() after disconnect() starts afresh, never hands back a cancelled promise",
-  ...sanitize,
-  fn: async () => {
-    await using t = await stubAndClientWithStates();
-    for (let i = 0; i < 5; i++) {
-      await t.client.disconnect();
-      const first = t.client.connect();
-      first.catch(() => {});
-      void t.client.disconnect();
-      const second = t.client.connect();
-      assert.notEqual(second, first);
-      await within(2000, second, `connect #${i} after disconnect`);
-      failedWith(await outcome(first, 2000, "the cancelled connect"), "ABORTED");
-      assert.equal(t.client.state, "open");
-    }
-    await t.client.disconnect();
-    await until(() => t.server.connectionCount === 0, 2000, "no socket left on the server");
-  },
-});
-
-Deno.test({
-  name: "connect()/disconnect() from inside listeners do what they say",
-  ...sanitize,
-  fn: async () => {
-    await using t = await stubAndClientWithStates({}, { connections: 3 });
-    let maxOpen = 0;
-    const watch = setInterval(() => maxOpen = Math.max(maxOpen, t.server.connectionCount), 1);
-    try {
-      // disconnect() from the first connected event: connect() rejects ABORTED, nothing stays open.
-      const stopOnConnected = () => void t.client.disconnect();
-      t.client.on("connected", stopOnConnected);
-      failedWith(
-        await outcome(t.client.connect(), 2000, "connect stopped in a listener"),
-        "ABORTED",
-      );
-      t.client.off("connected", stopOnConnected);
-      assert.equal(t.client.state, "idle");
-      await until(() => t.server.connectionCount === 0, 2000, "all closed");
-
-      // connect() from a statechange to closed (a refused key would loop; a drop does not).
-      let restarted = 0;
-      const restart = ({ to }: StateChange) => {
-        if (to === "idle" && restarted++ === 0) void t.client.connect();
-      };
-      t.client.on("statechange", restart);
-      await t.client.connect();
-      await t.client.disconnect();
-      await until(() => t.client.state === "open", 2000, "reconnected from the idle listener");
-      t.client.off("statechange", restart);
-
-      // connect() from disconnected and error listeners while reconnecting.
-      t.client.on("disconnected", () => void t.client.connect().catch(() => {}));
-      t.client.on("error", () => void t.client.connect().catch(() => {}));
-      dropNow(t.server);
-      await until(() => t.client.stats().openConnections === 3, 3000, "all three back");
-      await delay(50);
-      assert.ok(maxOpen <= 3, `the server saw ${maxOpen} sockets at once`);
-      await t.client.disconnect();
-      await until(() => t.server.connectionCount === 0, 2000, "none left");
-      assertEdgesAllowed(t.changes);
-    } finally {
-      clearInterval(watch);
-    }
-  },
-});
-
-Deno.test({
-  name: "connect() while reconnecting settles with the attempt's outcome, not the 60 s backoff",
-  ...sanitize,
-  fn: async () => {
-    await using t = await stubAndClientWithStates({}, {
-      reconnectInterval: 60_000,
-      maxReconnectInterval: 60_000,
-    });
-    await t.client.connect();
-    t.server.faults.rejectConnections(true);
-    dropNow(t.server);
-    t.server.faults.rejectConnections(true);
-    await until(() => t.client.state === "reconnecting", 2000, "reconnecting");
-    failedWith(
-      await outcome(t.client.connect(), 3000, "connect() while the server refuses"),
-      "CONNECTION_CLOSED",
-    );
-    assert.equal(t.client.state, "reconnecting", "the background reconnect goes on");
-    t.server.faults.rejectConnections(false);
-    await within(3000, t.client.connect(), "connect() once the server is back");
-    assert.equal(t.client.state, "open");
-  },
-});
-
-Deno.test({
   name: "disconnect() settles calls in flight, queued and waiting out a rate-limit retry",
   ...sanitize,
   fn: async () => {
@@ -379,34 +410,4 @@ Deno.test({
     failedWith(await stream, "CONNECTION_CLOSED");
     assert.deepEqual(t.client.stats(), idleStats(0, 1));
   },
-});
-
-Deno.test({
-  name: "disconnect() leaves nothing behind: calls settle, sockets close, no listeners fire",
-  ...sanitize,
-  fn: () =>
-    withClient({ tokenDelayMs: 5 }, {}, async (client) => {
-      const disconnected: RealmEventMap["disconnected"][] = [];
-      const onDisconnected = (d: RealmEventMap["disconnected"]) => disconnected.push(d);
-      client.on("disconnected", onDisconnected);
-      await client.connect();
-      const inFlight = rejection(
-        client.generate({ prompt: "story", stream: true, max_tokens: 50 }),
-        3000,
-        "the in-flight stream's rejection on disconnect()",
-      );
-      await client.disconnect();
-      const error = await inFlight;
-      assert.equal(error.code, "CONNECTION_CLOSED");
-      assert.equal(error.sent, true);
-      assert.equal(client.isConnected(), false);
-      assert.equal(disconnected.length, 1);
-      assert.equal(disconnected[0].willReconnect, false);
-      client.off("disconnected", onDisconnected);
-      assert.deepEqual(client.stats(), idleStats());
-      assert.equal((await rejection(client.health())).code, "NOT_CONNECTED");
-      // connect() after disconnect() works again.
-      await client.connect();
-      assert.equal((await client.health()).status, "healthy");
-    }),
 });

@@ -21,6 +21,24 @@ import {
 } from "./_helpers.ts";
 
 Deno.test({
+  name: "on() and off(): payloads for callbacks, removal works, the same callback is added once",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client) => {
+      let count = 0;
+      const callback = () => count++;
+      client.on("connected", callback).on("connected", callback);
+      assert.equal(client.stats().listeners, 1);
+      await client.connect();
+      assert.equal(count, 1);
+      client.off("connected", callback);
+      await client.disconnect();
+      await client.connect();
+      assert.equal(count, 1);
+    }),
+});
+
+Deno.test({
   name: "off() of a listener never added, even for a type never listened to, does nothing",
   fn: () => {
     const client = new RealmWebSocketClient({ model: "m" });
@@ -93,6 +111,39 @@ Deno.test({
         await within(5000, client.disconnect(), "disconnect()");
       }
     }),
+});
+
+Deno.test({
+  name: "event payloads carry socket and url; stats() after disconnect() counts the listeners left",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    const client = new RealmWebSocketClient({ url: server.url, model: "m", tenantId: "tenant-a" });
+    const seen: [string, unknown][] = [];
+    for (const type of ["connecting", "connected", "disconnected"] as const) {
+      client.on(type, (payload: RealmEventMap[typeof type]) => seen.push([type, payload]));
+    }
+    try {
+      assert.equal(client.getWebSocketSource(), undefined);
+      await client.connect();
+      assert.equal(client.getWebSocketSource(), "global");
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+    assert.deepEqual(seen, [
+      ["connecting", { attempt: 0 }],
+      ["connected", { tenantId: "tenant-a", version: "0.1.0", socket: 0, url: server.url }],
+      ["disconnected", {
+        code: 1000,
+        reason: "client disconnect",
+        willReconnect: false,
+        socket: 0,
+        url: server.url,
+      }],
+    ]);
+    assert.deepEqual(client.stats(), idleStats(0, 3));
+  },
 });
 
 Deno.test({
@@ -189,39 +240,6 @@ Deno.test({
 });
 
 Deno.test({
-  name: "event payloads carry socket and url; stats() after disconnect() counts the listeners left",
-  ...sanitize,
-  fn: async () => {
-    const server = await startStubServer({ tokenDelayMs: 0 });
-    const client = new RealmWebSocketClient({ url: server.url, model: "m", tenantId: "tenant-a" });
-    const seen: [string, unknown][] = [];
-    for (const type of ["connecting", "connected", "disconnected"] as const) {
-      client.on(type, (payload: RealmEventMap[typeof type]) => seen.push([type, payload]));
-    }
-    try {
-      assert.equal(client.getWebSocketSource(), undefined);
-      await client.connect();
-      assert.equal(client.getWebSocketSource(), "global");
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
-    assert.deepEqual(seen, [
-      ["connecting", { attempt: 0 }],
-      ["connected", { tenantId: "tenant-a", version: "0.1.0", socket: 0, url: server.url }],
-      ["disconnected", {
-        code: 1000,
-        reason: "client disconnect",
-        willReconnect: false,
-        socket: 0,
-        url: server.url,
-      }],
-    ]);
-    assert.deepEqual(client.stats(), idleStats(0, 3));
-  },
-});
-
-Deno.test({
   name: "throwing listeners and a throwing logger: nothing escapes, reconnection goes on",
   ...sanitize,
   fn: async () => {
@@ -252,22 +270,4 @@ Deno.test({
     assert.ok(logged.some((line) => line.startsWith('a "connected" listener threw')));
     assert.deepEqual(t.path(), ["connecting", "open", "reconnecting", "open"]);
   },
-});
-
-Deno.test({
-  name: "on() and off(): payloads for callbacks, removal works, the same callback is added once",
-  ...sanitize,
-  fn: () =>
-    withClient({}, {}, async (client) => {
-      let count = 0;
-      const callback = () => count++;
-      client.on("connected", callback).on("connected", callback);
-      assert.equal(client.stats().listeners, 1);
-      await client.connect();
-      assert.equal(count, 1);
-      client.off("connected", callback);
-      await client.disconnect();
-      await client.connect();
-      assert.equal(count, 1);
-    }),
 });

@@ -1,7 +1,7 @@
 /**
- * Reconnecting over loopback: a dropped socket's attempt announced and logged, and `reconnect()`:
- * joined with a pending `connect()`, reopening a socket that gave up, called from listeners, and
- * with `reconnect` off.
+ * Reconnecting over loopback: `reconnect()` (at once whatever the backoff, from idle or closed,
+ * joined with a pending `connect()`, reopening a socket that gave up, called from listeners, with
+ * `reconnect` off), and a dropped socket's own attempt, announced and logged.
  */
 import assert from "node:assert/strict";
 import { type RealmError, RealmWebSocketClient } from "../mod.ts";
@@ -20,6 +20,47 @@ import {
   within,
   withRandom,
 } from "./_helpers.ts";
+
+Deno.test({
+  name: "reconnect(): drops the sockets and reconnects at once, whatever the backoff",
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates({ tokenDelayMs: 5 }, {
+      reconnectInterval: 60_000,
+      maxReconnectInterval: 60_000,
+      connections: 2,
+    });
+    await t.client.connect();
+    const stream = outcome(
+      t.client.generate({ prompt: "story", max_tokens: 200, stream: true }),
+      3000,
+      "a stream cut by reconnect()",
+    );
+    await delay(20);
+    const health = t.client.health();
+    await within(2000, t.client.reconnect(), "reconnect() with a 60 s backoff");
+    assert.equal(t.client.state, "open");
+    const cut = failedWith(await stream, "CONNECTION_CLOSED");
+    assert.equal(cut.sent, true);
+    assert.equal((await within(2000, health, "health resent")).status, "healthy");
+    await until(() => t.client.stats().openConnections === 2, 2000, "both sockets back");
+    assert.deepEqual(t.path(), ["connecting", "open", "reconnecting", "open"]);
+  },
+});
+
+Deno.test({
+  name: "reconnect(): from idle it connects; from closed it starts over",
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates({}, { reconnect: false });
+    await within(2000, t.client.reconnect(), "reconnect from idle");
+    assert.equal(t.client.state, "open");
+    dropNow(t.server);
+    await until(() => t.client.state === "closed", 2000, "closed");
+    await within(2000, t.client.reconnect(), "reconnect from closed");
+    assert.equal(t.client.state, "open");
+  },
+});
 
 Deno.test({
   name: "a socket's reconnect attempt is announced and logged, and so is its failure",
@@ -227,46 +268,5 @@ Deno.test({
       await client.disconnect();
       await server.close();
     }
-  },
-});
-
-Deno.test({
-  name: "reconnect(): drops the sockets and reconnects at once, whatever the backoff",
-  ...sanitize,
-  fn: async () => {
-    await using t = await stubAndClientWithStates({ tokenDelayMs: 5 }, {
-      reconnectInterval: 60_000,
-      maxReconnectInterval: 60_000,
-      connections: 2,
-    });
-    await t.client.connect();
-    const stream = outcome(
-      t.client.generate({ prompt: "story", max_tokens: 200, stream: true }),
-      3000,
-      "a stream cut by reconnect()",
-    );
-    await delay(20);
-    const health = t.client.health();
-    await within(2000, t.client.reconnect(), "reconnect() with a 60 s backoff");
-    assert.equal(t.client.state, "open");
-    const cut = failedWith(await stream, "CONNECTION_CLOSED");
-    assert.equal(cut.sent, true);
-    assert.equal((await within(2000, health, "health resent")).status, "healthy");
-    await until(() => t.client.stats().openConnections === 2, 2000, "both sockets back");
-    assert.deepEqual(t.path(), ["connecting", "open", "reconnecting", "open"]);
-  },
-});
-
-Deno.test({
-  name: "reconnect(): from idle it connects; from closed it starts over",
-  ...sanitize,
-  fn: async () => {
-    await using t = await stubAndClientWithStates({}, { reconnect: false });
-    await within(2000, t.client.reconnect(), "reconnect from idle");
-    assert.equal(t.client.state, "open");
-    dropNow(t.server);
-    await until(() => t.client.state === "closed", 2000, "closed");
-    await within(2000, t.client.reconnect(), "reconnect from closed");
-    assert.equal(t.client.state, "open");
   },
 });
