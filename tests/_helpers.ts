@@ -191,6 +191,33 @@ export function scriptedServer(script: Script): ScriptedServer {
   };
 }
 
+/** A loopback server that accepts TCP connections and never answers the WebSocket upgrade. */
+export interface SilentServer {
+  url: string;
+  /** How many connections it accepted. */
+  accepted(): number;
+  /** Stops listening and closes what it accepted. */
+  close(): Promise<void>;
+}
+
+/** Starts a {@linkcode SilentServer}: a handshake with it ends only by `connectTimeout`. */
+export function silentServer(): SilentServer {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) conns.push(conn);
+  })();
+  return {
+    url: `ws://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    accepted: () => conns.length,
+    async close() {
+      listener.close();
+      for (const conn of conns) conn.close();
+      await accepting;
+    },
+  };
+}
+
 /**
  * A WebSocket class whose first `health` send throws, as a socket closing under it would, and
  * the count of `health` sends over all its sockets.

@@ -9,6 +9,7 @@ import {
   FRANCE,
   rejection,
   sanitize,
+  scriptedServer,
   sentCalls,
   serverAnswer,
   simulatedTokens,
@@ -276,20 +277,10 @@ Deno.test({
   name: "an unknown error code, and the protocol's `cancelled` status, are typed errors",
   ...sanitize,
   fn: async () => {
-    const controller = new AbortController();
-    const sockets: WebSocket[] = [];
-    const server = Deno.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      signal: controller.signal,
-      onListen: () => {},
-    }, (request) => {
-      const { socket, response } = Deno.upgradeWebSocket(request);
-      sockets.push(socket);
-      socket.onopen = () =>
-        socket.send(JSON.stringify({ status: "connected", version: "9.9.9", tenant_id: null }));
-      socket.onmessage = (event) => {
-        const { id, function: fn } = JSON.parse(event.data);
+    const server = scriptedServer({
+      open: (socket) =>
+        socket.send(JSON.stringify({ status: "connected", version: "9.9.9", tenant_id: null })),
+      frame: (socket, { id, function: fn }) =>
         socket.send(JSON.stringify(
           fn === "metadata"
             // `cancelled` is in the protocol, though today's server never sends it.
@@ -299,14 +290,9 @@ Deno.test({
               status: "error",
               error: { code: "QUOTA_GONE", message: "No quota left", details: { plan: "free" } },
             },
-        ));
-      };
-      return response;
+        )),
     });
-    const client = new RealmWebSocketClient({
-      url: `ws://127.0.0.1:${server.addr.port}`,
-      model: "m",
-    });
+    const client = new RealmWebSocketClient({ url: server.url, model: "m" });
     try {
       await client.connect();
       assert.equal(client.getServerVersion(), "9.9.9");
@@ -318,8 +304,7 @@ Deno.test({
       assert.equal(cancelled.code, "CANCELLED");
     } finally {
       await client.disconnect();
-      controller.abort();
-      await server.finished;
+      await server.close();
     }
   },
 });

@@ -26,6 +26,7 @@ import {
   rejection,
   sanitize,
   scriptedServer,
+  silentServer,
   stubAndClientWithStates,
   until,
   WELCOME,
@@ -221,14 +222,10 @@ Deno.test({
       },
       frame: () => {},
     });
-    const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const conns: Deno.Conn[] = [];
-    const accepting = (async () => {
-      for await (const conn of silent) conns.push(conn);
-    })();
+    const silent = silentServer();
     const client = new RealmWebSocketClient({
       ...FAST,
-      url: [a.url, `ws://127.0.0.1:${(silent.addr as Deno.NetAddr).port}`],
+      url: [a.url, silent.url],
       model: "m",
       connectTimeout: 1000,
       reconnectInterval: 60_000,
@@ -257,9 +254,7 @@ Deno.test({
       assert.equal(opened, 2, "one socket to A for each run, none more");
     } finally {
       await within(5000, client.disconnect(), "disconnect()");
-      silent.close();
-      for (const conn of conns) conn.close();
-      await accepting;
+      await silent.close();
       await a.close();
     }
   },
@@ -270,15 +265,10 @@ Deno.test({
   ...sanitize,
   fn: () =>
     withStub(async (server) => {
-      // Accepts TCP connections and never answers the WebSocket upgrade.
-      const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-      const conns: Deno.Conn[] = [];
-      const accepting = (async () => {
-        for await (const conn of silent) conns.push(conn);
-      })();
+      const silent = silentServer();
       const client = new RealmWebSocketClient({
         ...FAST,
-        url: [server.url, `ws://127.0.0.1:${(silent.addr as Deno.NetAddr).port}`],
+        url: [server.url, silent.url],
         model: "m",
         connectTimeout: 5000,
       });
@@ -286,7 +276,11 @@ Deno.test({
       client.on("error", (error) => errors.push(error));
       try {
         const connected = client.connect();
-        await until(() => server.connectionCount === 1 && conns.length === 1, 3000, "both dialled");
+        await until(
+          () => server.connectionCount === 1 && silent.accepted() === 1,
+          3000,
+          "both dialled",
+        );
         await until(() => client.stats().openConnections === 1, 3000, "one socket open");
         void client.disconnect();
         const result = (await outcome(connected, 3000, "connect()")) as { error: RealmError };
@@ -295,9 +289,7 @@ Deno.test({
         assert.deepEqual(errors.map((e) => e.message), []);
       } finally {
         await within(5000, client.disconnect(), "disconnect()");
-        silent.close();
-        for (const conn of conns) conn.close();
-        await accepting;
+        await silent.close();
       }
     }),
 });
