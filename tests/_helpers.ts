@@ -5,12 +5,59 @@
 import assert from "node:assert/strict";
 import {
   type ClientStats,
+  type ConnectionState,
   type RealmClientOptions,
   RealmError,
   type RealmEventMap,
   RealmWebSocketClient,
+  STATE_EDGES,
+  type StateChange,
 } from "../mod.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
+
+/**
+ * Client options for a suite: a dropped socket is back within tens of milliseconds, and a call or
+ * a handshake that never ends fails in seconds instead of at the defaults.
+ */
+export const FAST: Partial<RealmClientOptions> = {
+  reconnectInterval: 10,
+  maxReconnectInterval: 50,
+  timeout: 5000,
+  connectTimeout: 2000,
+};
+
+/** A loopback port that was free a moment ago, for a server to take or a dial to be refused on. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** A loopback WebSocket address where nothing listens: a socket to it is refused at once. */
+export function deadUrl(): string {
+  return `ws://127.0.0.1:${freePort()}`;
+}
+
+/** Drops every open connection of the stub now; connections made afterwards are not affected. */
+export function dropNow(server: StubServer): void {
+  server.faults.dropAfterFrames(0);
+  server.faults.clear();
+}
+
+/**
+ * Runs `fn` with `Math.random()` returning `value`, so that backoff delays are exact (0.5 makes a
+ * reconnect delay its exponential step: `reconnectInterval` for the first attempt).
+ */
+export async function withRandom<T>(value: number, fn: () => Promise<T>): Promise<T> {
+  const random = Math.random;
+  Math.random = () => value;
+  try {
+    return await fn();
+  } finally {
+    Math.random = random;
+  }
+}
 
 /**
  * Awaits a promise that must reject with a RealmError, and returns the error. The wait is
@@ -144,6 +191,33 @@ export function scriptedServer(script: Script): ScriptedServer {
   };
 }
 
+/** A loopback server that accepts TCP connections and never answers the WebSocket upgrade. */
+export interface SilentServer {
+  url: string;
+  /** How many connections it accepted. */
+  accepted(): number;
+  /** Stops listening and closes what it accepted. */
+  close(): Promise<void>;
+}
+
+/** Starts a {@linkcode SilentServer}: a handshake with it ends only by `connectTimeout`. */
+export function silentServer(): SilentServer {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) conns.push(conn);
+  })();
+  return {
+    url: `ws://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    accepted: () => conns.length,
+    async close() {
+      listener.close();
+      for (const conn of conns) conn.close();
+      await accepting;
+    },
+  };
+}
+
 /**
  * A WebSocket class whose first `health` send throws, as a socket closing under it would, and
  * the count of `health` sends over all its sockets.
@@ -157,6 +231,19 @@ export function muteOnFirstHealth(): { WebSocket: typeof WebSocket; sends(): num
     }
   }
   return { WebSocket: Mute, sends: () => sends };
+}
+
+/** Sends a frame from a scripted server: an object as JSON, a string as it is. */
+export function sendFrame(socket: WebSocket, frame: unknown): void {
+  socket.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+}
+
+/** The prompt the stub server answers with "Paris" (its simulated sentence on a stream). */
+export const FRANCE = "What is the capital of France?";
+
+/** The call frames the stub server received, parsed (handshake frames left out). */
+export function sentCalls(server: StubServer): Record<string, unknown>[] {
+  return server.receivedFrames().map((f) => JSON.parse(f)).filter((f) => "function" in f);
 }
 
 /** Answers a call frame with `complete` and `data`. */
@@ -274,6 +361,69 @@ export async function stubAndClient(
       await server.close();
     },
   };
+}
+
+/** Runs `body` with a stub server that streams without delay, and closes it. */
+export async function withStub(body: (server: StubServer) => Promise<void>): Promise<void> {
+  const server = await startStubServer({ tokenDelayMs: 0 });
+  try {
+    await body(server);
+  } finally {
+    await server.close();
+  }
+}
+
+/** Runs `fn` with a scripted server and a client connected to it, and tears both down. */
+export async function withScripted(
+  script: Script,
+  clientOptions: Partial<RealmClientOptions>,
+  fn: (client: RealmWebSocketClient, received: Record<string, unknown>[]) => Promise<void>,
+): Promise<void> {
+  const server = scriptedServer(script);
+  const client = new RealmWebSocketClient({
+    url: server.url,
+    model: "llama-2-7b",
+    timeout: 5000,
+    ...clientOptions,
+  });
+  try {
+    await within(5000, client.connect(), "connect()");
+    await fn(client, server.received);
+  } finally {
+    await client.disconnect();
+    await server.close();
+  }
+}
+
+/** The call frames among the frames a scripted server received (an auth frame left out). */
+export function callFrames(received: Record<string, unknown>[]): Record<string, unknown>[] {
+  return received.filter((frame) => "function" in frame);
+}
+
+/**
+ * A stub server and a client of it with the {@linkcode FAST} options, whose state changes are
+ * recorded: `changes` in order, and `path()` the states entered. `await using` tears both down.
+ */
+export async function stubAndClientWithStates(
+  serverOptions: StubServerOptions = {},
+  clientOptions: Partial<RealmClientOptions> = {},
+) {
+  const fixture = await stubAndClient(serverOptions, { ...FAST, ...clientOptions });
+  const changes: StateChange[] = [];
+  fixture.client.on("statechange", (change) => changes.push(change));
+  /** The states entered, in order. */
+  const path = () => changes.map((c) => c.to);
+  return Object.assign(fixture, { changes, path });
+}
+
+/** Asserts that `changes`, from a new client on, move only along `STATE_EDGES`. */
+export function assertEdgesAllowed(changes: StateChange[]): void {
+  let state: ConnectionState = "idle";
+  for (const { from, to } of changes) {
+    assert.equal(from, state, `a move from ${from} while the state was ${state}`);
+    assert.ok(STATE_EDGES[from].includes(to), `${from} → ${to} is not an allowed edge`);
+    state = to;
+  }
 }
 
 /** Runs `fn` with a stub server and a client of it, and tears both down. */

@@ -3,8 +3,7 @@
  * stepped with a fake clock: which calls keep it busy (abandoned ones until `abandonedCallTtl`
  * after their last frame), the oldest call still listened to, the heartbeat's timing, ids and
  * timeout, `probe()` (a page back from the background), and a close reported once. One test runs
- * the heartbeat and `probe()` against a real WebSocket server over loopback. Found by mutation
- * testing, see tests/MUTANTS.md.
+ * the heartbeat and `probe()` against a real WebSocket server over loopback.
  */
 import assert from "node:assert/strict";
 import { type Connection, type ConnectionParams, openConnection } from "../src/connection.ts";
@@ -17,12 +16,12 @@ import {
   scriptedServer,
   ScriptedSocketBase,
   until,
+  WELCOME,
   withFakeClock,
   within,
 } from "./_helpers.ts";
 
 const ADDRESS = "ws://127.0.0.1:9";
-const WELCOME = JSON.stringify({ status: "connected", version: "0.1.0", tenant_id: null });
 
 // Deno's first `setTimeout` of a process runs the pending microtasks (it loads its timers then):
 // made inside `openConnection`, it would deliver the scripted welcome before the handlers are set.

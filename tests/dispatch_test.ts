@@ -1,7 +1,6 @@
 /**
- * The dispatcher on its own: a real call registry and sockets that record
- * what is sent, so each routing rule is checked with exact values (found by
- * mutation testing, see tests/MUTANTS.md).
+ * The dispatcher on its own: a real call registry and sockets that record what is sent, so each
+ * routing rule is checked with exact values.
  */
 import assert from "node:assert/strict";
 import type { RealmError } from "../mod.ts";

@@ -1,8 +1,9 @@
 /**
- * `openConnection` and `closeSocket` on their own, with a scripted WebSocket: what each way a
- * handshake can end reports (exact codes, messages, `sent`, `cause`), which sockets are closed
- * and handed to `closing` (and which are not), the optional params left out, and closing a
- * socket that refuses a reason, closes at once, or never answers the close handshake.
+ * The handshake. `openConnection` and `closeSocket` on their own, with a scripted WebSocket: what
+ * each way a handshake can end reports (exact codes, messages, `sent`, `cause`), which sockets are
+ * closed and handed to `closing` (and which are not), the optional params left out, and closing a
+ * socket that refuses a reason, closes at once, or never answers the close handshake. Then the
+ * whole client over loopback, against open and authenticating servers: the tenant the key decides.
  */
 import assert from "node:assert/strict";
 import {
@@ -11,8 +12,30 @@ import {
   type ConnectionParams,
   openConnection,
 } from "../src/connection.ts";
-import type { RealmError, WebSocketConstructor } from "../mod.ts";
-import { rejection, ScriptedSocketBase, withFakeClock, within } from "./_helpers.ts";
+import {
+  type RealmError,
+  type RealmEventMap,
+  RealmWebSocketClient,
+  type WebSocketConstructor,
+} from "../mod.ts";
+import {
+  callFrames,
+  complete,
+  failedWith,
+  FRANCE,
+  outcome,
+  rejection,
+  sanitize,
+  scriptedServer,
+  ScriptedSocketBase,
+  sendFrame,
+  sentCalls,
+  WELCOME,
+  withClient,
+  withFakeClock,
+  within,
+  withScripted,
+} from "./_helpers.ts";
 
 const URL = "ws://realm.test:8000";
 
@@ -119,7 +142,6 @@ async function microtasks(n = 8): Promise<void> {
   for (let i = 0; i < n; i++) await null;
 }
 
-const WELCOME = { status: "connected", version: "0.1.0", tenant_id: null };
 const AUTH_REQUIRED = { type: "auth_required", message: "Send an auth frame" };
 
 Deno.test("handshake: a welcome opens the connection without signal, log or closing", async () => {
@@ -401,4 +423,198 @@ Deno.test("closing: a peer that never answers the close is terminated at the gra
       });
     },
   );
+});
+
+// -- the handshake over loopback, with the whole client -----------------------------------------
+
+Deno.test({
+  name: "open server: connect, events, tenant id, server version",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      const connected: RealmEventMap["connected"][] = [];
+      const viaTarget: unknown[] = [];
+      client.on("connected", (detail) => connected.push(detail));
+      client.addEventListener(
+        "connected",
+        (event) => viaTarget.push((event as CustomEvent).detail),
+      );
+      assert.equal(client.isConnected(), false);
+      await client.connect();
+      assert.equal(client.isConnected(), true);
+      assert.equal(client.getServerVersion(), "0.1.0");
+      assert.equal(connected.length, 1);
+      assert.deepEqual(viaTarget, connected);
+      assert.equal(connected[0].tenantId, client.getTenantId());
+      assert.match(client.getTenantId(), /^[0-9a-f-]{36}$/);
+      await client.health();
+      assert.equal(sentCalls(server)[0].tenant_id, client.getTenantId());
+      assert.equal(client.getWebSocketSource(), "global");
+    }),
+});
+
+Deno.test({
+  name: "open server with an API key configured: no auth frame is sent, calls work",
+  ...sanitize,
+  fn: () =>
+    withClient({}, { apiKey: "unused-key", tenantId: "my-tenant" }, async (client, server) => {
+      const errors: RealmError[] = [];
+      client.on("error", (e) => errors.push(e));
+      await client.connect();
+      assert.equal((await client.health()).status, "healthy");
+      assert.ok(!server.receivedFrames().some((f) => f.includes('"auth"')));
+      assert.equal(client.getTenantId(), "my-tenant");
+      assert.deepEqual(errors, []);
+    }),
+});
+
+Deno.test({
+  name: "authenticated server: the key decides the tenant and every call carries it",
+  ...sanitize,
+  fn: () =>
+    withClient(
+      { apiKeys: { "key-acme": "acme-corp" } },
+      { apiKey: "key-acme", tenantId: "self-chosen" },
+      async (client, server) => {
+        const connected: string[] = [];
+        client.on("connected", ({ tenantId }) => connected.push(tenantId));
+        await client.connect();
+        assert.equal(client.getTenantId(), "acme-corp");
+        assert.deepEqual(connected, ["acme-corp"]);
+        await client.health();
+        await client.generate({ prompt: FRANCE });
+        await client.metadata();
+        const calls = sentCalls(server);
+        assert.equal(calls.length, 3);
+        for (const call of calls) assert.equal(call.tenant_id, "acme-corp");
+      },
+    ),
+});
+
+Deno.test({
+  name: "authenticated server: a refused key rejects connect() with UNAUTHORIZED and the reason",
+  ...sanitize,
+  fn: () =>
+    withClient(
+      { apiKeys: { "key-acme": "acme-corp" } },
+      { apiKey: "wrong-secret-key" },
+      async (client) => {
+        const error = await rejection(client.connect());
+        assert.equal(error.code, "UNAUTHORIZED");
+        assert.match(error.message, /Invalid API key/);
+        assert.ok(!error.message.includes("wrong-secret-key"));
+        assert.equal(client.isConnected(), false);
+        assert.equal((await rejection(client.health())).code, "NOT_CONNECTED");
+      },
+    ),
+});
+
+Deno.test({
+  name: "authenticated server, no key: connect() fails at once saying a key is required",
+  ...sanitize,
+  fn: () =>
+    withClient(
+      { apiKeys: { k: "acme-corp" }, authTimeoutMs: 10_000 },
+      {},
+      async (client, server) => {
+        const started = performance.now();
+        const error = await rejection(client.connect());
+        assert.equal(error.code, "UNAUTHORIZED");
+        assert.match(error.message, /requires an API key/);
+        // Not the server's 10-second auth timeout: the client gave up on auth_required.
+        assert.ok(performance.now() - started < 5000);
+        assert.deepEqual(server.receivedFrames(), []);
+      },
+    ),
+});
+
+Deno.test({
+  name: "auth: the tenant is adopted from auth_success even when the welcome names another",
+  ...sanitize,
+  fn: () =>
+    withScripted(
+      {
+        open: (socket) =>
+          socket.send(JSON.stringify({ type: "auth_required", message: "Please send the key" })),
+        frame: (socket, frame) => {
+          if (frame.type === "auth") {
+            assert.equal(frame.api_key, "sk-scripted");
+            socket.send(JSON.stringify({ type: "auth_success", tenant_id: "tenant-from-auth" }));
+            // A welcome that disagrees: the key decides the tenant, not this frame.
+            socket.send(JSON.stringify({
+              status: "connected",
+              version: "0.1.0",
+              tenant_id: "tenant-from-welcome",
+            }));
+            return;
+          }
+          complete(socket, frame.id, { status: "healthy", version: "0.1.0", uptime_seconds: 1 });
+        },
+      },
+      { apiKey: "sk-scripted", tenantId: "tenant-from-options" },
+      async (client, received) => {
+        assert.equal(client.getTenantId(), "tenant-from-auth");
+        await client.health();
+        await client.metadata();
+        assert.deepEqual(received[0], { type: "auth", api_key: "sk-scripted" });
+        assert.deepEqual(
+          callFrames(received).map((f) => f.tenant_id),
+          ["tenant-from-auth", "tenant-from-auth"],
+        );
+      },
+    ),
+});
+
+Deno.test({
+  name: "auth: the connected event carries the tenant from auth_success",
+  ...sanitize,
+  fn: async () => {
+    const server = scriptedServer({
+      open: (socket) => socket.send(JSON.stringify({ type: "auth_required", message: "key?" })),
+      frame: (socket) => {
+        socket.send(JSON.stringify({ type: "auth_success", tenant_id: "acme" }));
+        socket.send(JSON.stringify({ status: "connected", version: "0.1.0", tenant_id: "other" }));
+      },
+    });
+    const client = new RealmWebSocketClient({ url: server.url, model: "m", apiKey: "k" });
+    const connected: string[] = [];
+    client.on("connected", ({ tenantId }) => connected.push(tenantId));
+    try {
+      await within(5000, client.connect(), "connect()");
+      assert.deepEqual(connected, ["acme"]);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "a bad tenant id from the server fails the handshake with PROTOCOL_ERROR",
+  ...sanitize,
+  fn: async () => {
+    for (
+      const frames of [
+        [{ status: "connected", version: "0.1.0", tenant_id: "x" }],
+        [{ type: "auth_success", tenant_id: "no spaces allowed" }, WELCOME],
+      ]
+    ) {
+      const server = scriptedServer({
+        open: (socket) => frames.forEach((frame) => sendFrame(socket, frame)),
+        frame: () => {},
+      });
+      const client = new RealmWebSocketClient({ url: server.url, model: "m" });
+      try {
+        const error = failedWith(
+          await outcome(client.connect(), 2000, "bad tenant"),
+          "PROTOCOL_ERROR",
+        );
+        assert.match(error.message, /tenant id/);
+        assert.equal(client.state, "closed");
+      } finally {
+        await client.disconnect();
+        await server.close();
+      }
+    }
+  },
 });

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { RealmWebSocketClient } from "../mod.ts";
 import { startStubServer } from "../testing.ts";
-import { until, within } from "./_helpers.ts";
+import { freePort, until, within } from "./_helpers.ts";
 
 const NGINX = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].find((path) => {
   try {
@@ -18,14 +18,6 @@ const NGINX = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].fin
     return false;
   }
 });
-
-/** A port free a moment ago, for nginx to listen on. */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
 
 /** The proxy settings that matter for WebSockets: the upgrade headers and long read timeouts. */
 function nginxConfig(dir: string, port: number, backends: number[]): string {

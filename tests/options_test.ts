@@ -116,3 +116,14 @@ Deno.test("without crypto.randomUUID (insecure browser pages) the tenant is stil
     crypto.randomUUID = original;
   }
 });
+
+Deno.test({
+  name: "getModel() is the model option",
+  fn: () => {
+    assert.equal(new RealmWebSocketClient({ model: "llama-2-7b" }).getModel(), "llama-2-7b");
+    assert.equal(
+      new RealmWebSocketClient({ url: "ws://127.0.0.1:9", model: "mistral-7b" }).getModel(),
+      "mistral-7b",
+    );
+  },
+});

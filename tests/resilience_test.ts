@@ -6,14 +6,18 @@
 import assert from "node:assert/strict";
 import { type RealmClientOptions, RealmError, type RealmEventMap } from "../mod.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { delay, idleStats, rejection, sanitize, stubAndClient, until, within } from "./_helpers.ts";
-
-/** Fast reconnects so the suite stays quick. */
-const FAST: Partial<RealmClientOptions> = {
-  reconnectInterval: 10,
-  maxReconnectInterval: 50,
-  timeout: 5000,
-};
+import {
+  delay,
+  dropNow,
+  FAST,
+  idleStats,
+  rejection,
+  sanitize,
+  stubAndClient,
+  stubAndClientWithStates,
+  until,
+  within,
+} from "./_helpers.ts";
 
 async function setup(
   serverOptions: StubServerOptions = {},
@@ -31,12 +35,6 @@ async function setup(
 
 function count(events: { type: string }[], type: string): number {
   return events.filter((e) => e.type === type).length;
-}
-
-/** Drops every open connection now; new ones are not affected. */
-function dropNow(server: StubServer): void {
-  server.faults.dropAfterFrames(0);
-  server.faults.clear();
 }
 
 function callsOf(server: StubServer, fn: string): number {
@@ -360,8 +358,7 @@ Deno.test({
     const { server, client, events } = fixture;
     await client.connect();
     // Every new socket is dropped right after its welcome frame.
-    server.faults.dropAfterFrames(0);
-    server.faults.clear();
+    dropNow(server);
     server.faults.dropAfterFrames(1);
     await until(() => count(events, "reconnecting") >= 5, 5000, "five attempts");
     const attempts = events.filter((e) => e.type === "reconnecting")
@@ -413,6 +410,32 @@ Deno.test({
     assert.equal(error.code, "TIMEOUT");
     assert.equal(count(events, "disconnected"), 0);
     assert.equal(callsOf(server, "health"), 0);
+  },
+});
+
+Deno.test({
+  name: "heartbeats replacing dead sockets never pile up sockets on the server",
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates({}, {
+      heartbeatInterval: 30,
+      heartbeatTimeout: 30,
+      reconnectInterval: 5,
+      maxReconnectInterval: 10,
+    });
+    let replaced = 0;
+    t.client.on("disconnected", ({ reason }) => reason === "heartbeat timeout" && replaced++);
+    await t.client.connect();
+    let most = 0;
+    for (let round = 0; round < 3; round++) {
+      t.server.faults.stall(true);
+      await until(() => replaced > round, 3000, `heartbeat #${round} noticed`);
+      t.server.faults.stall(false);
+      await until(() => t.client.state === "open", 3000, "open again");
+      most = Math.max(most, t.server.connectionCount);
+    }
+    await until(() => t.server.connectionCount === 1, 3000, "one socket at the end");
+    assert.ok(most <= 2, `the server held ${most} sockets of one client`);
   },
 });
 

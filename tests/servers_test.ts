@@ -12,14 +12,18 @@ import {
   type StateChange,
 } from "../mod.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { delay, failedWith, outcome, sanitize, until, within } from "./_helpers.ts";
-
-const FAST: Partial<RealmClientOptions> = {
-  reconnectInterval: 10,
-  maxReconnectInterval: 80,
-  timeout: 5000,
-  connectTimeout: 2000,
-};
+import {
+  deadUrl,
+  delay,
+  failedWith,
+  FAST,
+  outcome,
+  recordEvents,
+  sanitize,
+  scriptedServer,
+  until,
+  within,
+} from "./_helpers.ts";
 
 /** Several stub servers that can be killed and restarted on their own ports. */
 class Fleet {
@@ -63,7 +67,13 @@ class Fleet {
 }
 
 function client(urls: string[], options: Partial<RealmClientOptions> = {}) {
-  const made = new RealmWebSocketClient({ url: urls, model: "llama-2-7b", ...FAST, ...options });
+  const made = new RealmWebSocketClient({
+    url: urls,
+    model: "llama-2-7b",
+    ...FAST,
+    maxReconnectInterval: 80,
+    ...options,
+  });
   const errors: RealmError[] = [];
   const changes: StateChange[] = [];
   made.on("error", (error) => errors.push(error));
@@ -320,5 +330,105 @@ Deno.test({
     assert.ok(streamsWhole > 0, "some streams went through whole");
     await c.disconnect();
     for (const i of [0, 1, 2]) if (!fleet.alive(i)) await fleet.restart(i);
+  },
+});
+
+Deno.test({
+  name: "servers: an unreachable server of a list is reported once, with its url and cause, " +
+    "and with `reconnect` off not retried",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    const dead = deadUrl();
+    const client = new RealmWebSocketClient({
+      ...FAST,
+      url: [server.url, dead],
+      model: "llama-2-7b",
+      connections: 4,
+      reconnect: false,
+    });
+    const seen = recordEvents(client);
+    try {
+      await within(5000, client.connect(), "connect() with one of two servers down");
+      assert.equal(seen.error.length, 1, "one report for the two sockets of the dead server");
+      const reported = seen.error[0];
+      assert.ok(reported instanceof RealmError);
+      assert.deepEqual(reported.details, { url: dead });
+      assert.ok(reported.cause instanceof RealmError, "the socket's own failure is the cause");
+      const cause = reported.cause as RealmError;
+      assert.equal(reported.code, cause.code);
+      assert.equal(
+        reported.message,
+        `The server at ${dead} could not be used: ${cause.message}`,
+        "with `reconnect` off the message does not promise a retry",
+      );
+      const attempts = seen.connecting.length;
+      await delay(200); // 20 reconnect intervals
+      assert.equal(seen.reconnecting.length, 0, "no socket to the dead server is retried");
+      assert.equal(seen.connecting.length, attempts);
+      assert.equal(client.stats().openConnections, 2);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "servers: a server of a list that one socket reached is not reported when its other " +
+    "socket fails",
+  ...sanitize,
+  fn: async () => {
+    // It takes its first socket, greets it and never answers; a second socket to it gets 503.
+    const half = scriptedServer({ upgrades: 1, frame() {} });
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    const client = new RealmWebSocketClient({
+      ...FAST,
+      url: [half.url, server.url],
+      model: "llama-2-7b",
+      connections: 4,
+      reconnect: false,
+    });
+    const seen = recordEvents(client);
+    try {
+      await within(5000, client.connect(), "connect() with a server that takes one socket");
+      assert.equal(client.stats().openConnections, 3);
+      assert.deepEqual(seen.error, [], "both servers are in use: nothing to report");
+    } finally {
+      await client.disconnect();
+      await half.close();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "servers: a server of a list that assigns another tenant is reported with its url",
+  ...sanitize,
+  fn: async () => {
+    const acme = await startStubServer({ apiKeys: { "key-1": "acme" }, tokenDelayMs: 0 });
+    const other = await startStubServer({ apiKeys: { "key-1": "globex" }, tokenDelayMs: 0 });
+    const client = new RealmWebSocketClient({
+      ...FAST,
+      url: [acme.url, other.url],
+      model: "llama-2-7b",
+      apiKey: "key-1",
+      reconnect: false,
+    });
+    const seen = recordEvents(client);
+    try {
+      await within(5000, client.connect(), "connect() with two tenants");
+      assert.equal(seen.error.length, 1);
+      const reported = seen.error[0];
+      const url = (reported.details as { url: string }).url;
+      assert.ok(url === acme.url || url === other.url, `reported url ${url}`);
+      const cause = reported.cause as RealmError;
+      assert.equal(cause.code, "TENANT_MISMATCH");
+      assert.deepEqual(cause.details, { url }, "the mismatch names the server not used");
+    } finally {
+      await client.disconnect();
+      await acme.close();
+      await other.close();
+    }
   },
 });

@@ -1,14 +1,23 @@
 /**
- * Tracing on `node:diagnostics_channel` (`realm:call`, `realm:connection`) and the request ids and
- * timings on results, against the stub server over loopback; and src/telemetry.ts on its own (fresh
- * copies of the module) where a runtime's `node:diagnostics_channel` is missing or Bun's.
+ * Tracing on `node:diagnostics_channel` (`realm:call`, `realm:connection`), against the stub server
+ * over loopback; and src/telemetry.ts on its own (fresh copies of the module) where a runtime's
+ * `node:diagnostics_channel` is missing or Bun's.
  */
 import assert from "node:assert/strict";
 import diagnostics from "node:diagnostics_channel";
-import { RealmError, RealmWebSocketClient, TokenStream } from "../mod.ts";
 import { CallRegistry } from "../src/calls.ts";
+import { RealmError, RealmWebSocketClient, TokenStream } from "../mod.ts";
 import type { StubServer } from "../testing.ts";
-import { rejection, until, withClient, within } from "./_helpers.ts";
+import {
+  deadUrl,
+  FAST,
+  rejection,
+  sanitize,
+  until,
+  withClient,
+  within,
+  withStub,
+} from "./_helpers.ts";
 
 type Context = Record<string, unknown>;
 const EVENTS = ["start", "end", "asyncStart", "asyncEnd", "error"] as const;
@@ -44,80 +53,6 @@ function subscribe() {
 }
 
 const portOf = (server: StubServer) => Number(new URL(server.url).port);
-
-Deno.test("generate(): requestId and durationMs on the result; no timeToFirstTokenMs", async () => {
-  await withClient({}, {}, async (client) => {
-    await client.connect();
-    const result = await client.generate({ prompt: "What is the capital of France?" });
-    assert.equal(result.requestId, "1");
-    assert.equal(typeof result.durationMs, "number");
-    assert.ok(result.durationMs! >= 0 && result.durationMs! < 5000, `${result.durationMs}`);
-    assert.equal(result.timeToFirstTokenMs, undefined);
-    const streamed = await client.generate({ prompt: "Hi", max_tokens: 4, stream: true });
-    assert.equal(streamed.requestId, "2");
-    assert.equal(streamed.tokens_generated, 4);
-    assert.ok(streamed.timeToFirstTokenMs! >= 0);
-    assert.ok(streamed.timeToFirstTokenMs! <= streamed.durationMs!);
-    assert.equal((await client.health()).requestId, "3");
-    assert.equal((await client.metadata()).requestId, "4");
-    const rag = await client.executePipeline("rag-pipeline", { query: "q", context: "c" });
-    assert.equal((rag as { requestId: string }).requestId, "5");
-  });
-});
-
-Deno.test("stream.result: the joined text, the count, the id and the timings", async () => {
-  await withClient({}, {}, async (client) => {
-    await client.connect();
-    const stream = client.generateStream({ prompt: "Tell me a story", max_tokens: 6 });
-    assert.equal(stream.requestId, undefined, "not started before the first read");
-    const tokens: string[] = [];
-    for await (const token of stream) tokens.push(token);
-    const result = await stream.result;
-    assert.equal(stream.requestId, "1");
-    assert.equal(result.text, tokens.join(""));
-    assert.equal(result.tokens_generated, 6);
-    assert.equal(result.requestId, "1");
-    assert.ok(result.timeToFirstTokenMs! >= 0);
-    assert.ok(result.timeToFirstTokenMs! <= result.durationMs!);
-    assert.equal(await stream.result, result, "the same promise every time");
-
-    // Taking the result alone sends the call and waits for its end.
-    const unread = client.generateStream({ prompt: "Hi", max_tokens: 3 });
-    const whole = await unread.result;
-    assert.equal(whole.tokens_generated, 3);
-    assert.equal(whole.requestId, "2");
-    assert.equal(whole.text.length > 0, true);
-    let again = "";
-    for await (const token of unread) again += token;
-    assert.equal(again, whole.text, "the tokens are still there to read");
-  });
-});
-
-Deno.test("stream.result rejects with the stream's error, or ABORTED after a break", async () => {
-  await withClient({}, {}, async (client) => {
-    await client.connect();
-    const stream = client.generateStream({ prompt: "Hi", max_tokens: 50 });
-    for await (const _ of stream) break;
-    const aborted = await rejection(stream.result);
-    assert.equal(aborted.code, "ABORTED");
-    assert.equal(aborted.requestId, "1");
-
-    const bad = client.generateStream({ prompt: "Hi", max_tokens: 5 }, { timeout: 0.5 });
-    void bad.result; // started through result, never awaited: must not be an unhandled rejection
-    const failed = client.generateStream({ prompt: "Hi" }, { signal: AbortSignal.abort() });
-    const error = await rejection((async () => {
-      for await (const _ of failed) { /* fails at once */ }
-    })());
-    assert.equal(error.code, "ABORTED");
-    assert.equal(await rejection(failed.result), error, "result rejects with the same error");
-    // Nobody ever takes this one's result: its rejection must not be reported as unhandled
-    // (Deno fails the test if it is).
-    const untouched = client.generateStream({ prompt: "Hi" }, { signal: AbortSignal.abort() });
-    assert.equal((await rejection(untouched.readable.getReader().read())).code, "ABORTED");
-    await until(() => client.stats().pendingCalls === 0, 3000, "the timed-out stream");
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  });
-});
 
 Deno.test("realm:call: generate publishes start, end, asyncStart, asyncEnd with GenAI attributes", async () => {
   using traces = subscribe();
@@ -547,4 +482,33 @@ Deno.test("telemetry: a TracingChannel without hasSubscribers (Bun's) is asked e
   } finally {
     diagnostics.unsubscribe("tracing:realm:call:asyncEnd", onEnd);
   }
+});
+
+Deno.test({
+  name: "realm:connection traces connection events, never the client's errors",
+  ...sanitize,
+  fn: () =>
+    withStub(async (server) => {
+      const published: { event: string }[] = [];
+      const onMessage = (message: unknown) => published.push(message as { event: string });
+      diagnostics.subscribe("realm:connection", onMessage);
+      const client = new RealmWebSocketClient({
+        ...FAST,
+        url: [server.url, deadUrl()],
+        model: "m",
+        reconnect: false,
+      });
+      const errors: RealmError[] = [];
+      client.on("error", (error) => errors.push(error));
+      try {
+        await within(5000, client.connect(), "connect()");
+        assert.equal(errors.length, 1, "the unreachable server is reported");
+        const events = published.map((m) => m.event);
+        assert.ok(events.includes("connected"), `connected is traced: ${events}`);
+        assert.ok(!events.includes("error"), `no error is traced: ${events}`);
+      } finally {
+        diagnostics.unsubscribe("realm:connection", onMessage);
+        await within(5000, client.disconnect(), "disconnect()");
+      }
+    }),
 });

@@ -3,12 +3,22 @@
  * accepted and the first refused on each side, so an off-by-one in a rule fails a test.
  * Parameter checks run on a client that is not connected: a value that passes the checks
  * reaches the connection and fails with NOT_CONNECTED, one that does not fails with
- * INVALID_PARAMS, before anything could be sent.
+ * INVALID_PARAMS, before anything could be sent. The last tests run over loopback, to show that
+ * nothing refused reaches the server.
  */
 import assert from "node:assert/strict";
-import { type GenerationOptions, RealmError, RealmWebSocketClient } from "../mod.ts";
-import { rejection } from "./_helpers.ts";
 import { resolveOptions } from "../src/validate.ts";
+import { type GenerationOptions, RealmError, RealmWebSocketClient } from "../mod.ts";
+import {
+  failedWith,
+  outcome,
+  rejection,
+  sanitize,
+  sentCalls,
+  stubAndClientWithStates,
+  withClient,
+  within,
+} from "./_helpers.ts";
 
 /** The error the constructor throws for these options, or undefined when it accepts them. */
 function optionsOutcome(extra: Record<string, unknown>): RealmError | undefined {
@@ -244,4 +254,172 @@ Deno.test("the longest reconnect delay defaults to 60 s, or reconnectInterval wh
       .maxReconnectInterval,
     50,
   );
+});
+
+// -- over loopback: nothing refused reaches the server ---------------------------------------
+
+Deno.test({
+  name: "bad parameters reject with INVALID_PARAMS naming the field, before anything is sent",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      await client.connect();
+      const bad: [unknown, RegExp][] = [
+        [{}, /`prompt` must be a string/],
+        [{ prompt: 1 }, /`prompt`/],
+        [
+          { prompt: "p", max_tokens: 0 },
+          /`max_tokens` must be an integer from 1 to 2\^53-1; got 0/,
+        ],
+        [{ prompt: "p", max_tokens: 1.5 }, /`max_tokens`/],
+        [{ prompt: "p", temperature: 2.5 }, /`temperature` must be a number from 0 to 2/],
+        [{ prompt: "p", top_p: 0 }, /`top_p` must be a number in \(0, 1\]/],
+        [{ prompt: "p", top_k: -1 }, /`top_k`/],
+        [{ prompt: "p", repetition_penalty: 0 }, /`repetition_penalty` must be a number > 0/],
+        [{ prompt: "p", model: "" }, /`model`/],
+        [{ prompt: "p", stream: "yes" }, /`stream`/],
+      ];
+      for (const [options, message] of bad) {
+        const error = await rejection(client.generate(options as GenerationOptions));
+        assert.equal(error.code, "INVALID_PARAMS");
+        assert.match(error.message, message);
+        const streamError = await rejection(
+          (async () => {
+            for await (const _ of client.generateStream(options as GenerationOptions)) { /* */ }
+          })(),
+        );
+        assert.equal(streamError.code, "INVALID_PARAMS");
+      }
+      assert.equal((await rejection(client.executePipeline("", {}))).code, "INVALID_PARAMS");
+      assert.equal(
+        (await rejection(client.executePipeline("p", null as never))).code,
+        "INVALID_PARAMS",
+      );
+      assert.equal((await rejection(client.health({ timeout: -1 }))).code, "INVALID_PARAMS");
+      assert.deepEqual(sentCalls(server), []);
+      assert.equal(client.stats().pendingCalls, 0);
+    }),
+});
+
+Deno.test({
+  name: "quirk: max_tokens 0 would stream nothing forever, so it is refused before sending",
+  ...sanitize,
+  fn: () =>
+    withClient({}, {}, async (client, server) => {
+      await client.connect();
+      const error = await rejection(client.generate({ prompt: "p", max_tokens: 0, stream: true }));
+      assert.equal(error.code, "INVALID_PARAMS");
+      assert.deepEqual(sentCalls(server), []);
+    }),
+});
+
+Deno.test({
+  name:
+    "call input that cannot become JSON (BigInt, cycles, a throwing toJSON) is refused before anything is sent",
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates({}, {});
+    t.server.faults.stall(true);
+    const connecting = t.client.connect();
+    const queued = t.client.health();
+    const cycle: Record<string, unknown> = { a: 1 };
+    cycle.self = cycle;
+    const inputs: Record<string, unknown>[] = [
+      { n: 10n },
+      { deep: [{ n: 1n }] },
+      cycle,
+      {
+        bad: {
+          toJSON: () => {
+            throw new Error("no JSON today");
+          },
+        },
+      },
+    ];
+    for (const input of inputs) {
+      const error = failedWith(
+        await outcome(t.client.executePipeline("rag-pipeline", input), 1000, "bad input"),
+        "INVALID_PARAMS",
+      );
+      assert.match(error.message, /cannot be sent as JSON/);
+      assert.equal(error.sent, false);
+    }
+    assert.equal(t.client.stats().pendingCalls, 1, "only the good call is held");
+    t.server.faults.stall(false);
+    await within(2000, connecting, "connect() undisturbed");
+    assert.equal((await within(2000, queued, "queued call")).status, "healthy");
+    assert.equal(t.server.callCount, 1, "only the good call reached the server");
+  },
+});
+
+Deno.test({
+  name:
+    "time options: Infinity means no limit; delays past 2^31-1 ms are refused, never fire at once",
+  ...sanitize,
+  fn: async () => {
+    for (const name of ["timeout", "streamIdleTimeout", "connectTimeout"] as const) {
+      new RealmWebSocketClient({ model: "m", [name]: Infinity });
+      assert.throws(
+        () => new RealmWebSocketClient({ model: "m", [name]: 2 ** 31 }),
+        (e: { code?: string; message: string }) =>
+          e.code === "INVALID_OPTIONS" && /up to 2147483647/.test(e.message),
+      );
+    }
+    for (
+      const name of [
+        "reconnectInterval",
+        "maxReconnectInterval",
+        "heartbeatInterval",
+        "heartbeatTimeout",
+      ] as const
+    ) {
+      assert.throws(
+        () => new RealmWebSocketClient({ model: "m", [name]: Infinity }),
+        (e: { code?: string }) => e.code === "INVALID_OPTIONS",
+        name,
+      );
+      assert.throws(
+        () => new RealmWebSocketClient({ model: "m", [name]: 2 ** 31 }),
+        (e: { code?: string }) => e.code === "INVALID_OPTIONS",
+        name,
+      );
+    }
+    await using t = await stubAndClientWithStates({}, { timeout: Infinity });
+    await t.client.connect();
+    t.server.faults.stall(true);
+    const forever = outcome(t.client.health(), 300, "a call with no time limit");
+    const tooLong = await outcome(t.client.health({ timeout: 2 ** 31 }), 500, "refused");
+    failedWith(tooLong, "INVALID_PARAMS");
+    const noLimit = outcome(t.client.health({ timeout: Infinity }), 300, "no limit per call");
+    // Neither fires at once: both are still pending when the bounded wait runs out.
+    await assert.rejects(forever, /still pending after 300 ms/);
+    await assert.rejects(noLimit, /still pending after 300 ms/);
+    assert.equal(t.client.stats().pendingCalls, 2);
+  },
+});
+
+Deno.test({
+  name: "a signal that is no AbortSignal and integers past the server's types are refused",
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates();
+    await t.client.connect();
+    const fakeSignal = { aborted: false } as unknown as AbortSignal;
+    const badSignal = failedWith(
+      await outcome(t.client.health({ signal: fakeSignal }), 1000, "fake signal"),
+      "INVALID_PARAMS",
+    );
+    assert.match(badSignal.message, /`signal` must be an AbortSignal/);
+    for (const options of [{ max_tokens: 1e300 }, { max_tokens: 2 ** 53 }, { top_k: 1e20 }]) {
+      failedWith(
+        await outcome(t.client.generate({ prompt: "x", ...options }), 1000, "huge integer"),
+        "INVALID_PARAMS",
+      );
+    }
+    failedWith(
+      await outcome(t.client.health(null as unknown as undefined), 1000, "null options"),
+      "INVALID_PARAMS",
+    );
+    assert.equal(t.server.callCount, 0);
+  },
 });

@@ -1,6 +1,6 @@
 /**
  * Reads Stryker's JSON report(s) and prints the mutation score per file and in total, then every
- * surviving mutant as `file:line  Mutator  original → replacement`, the list tests/MUTANTS.md
+ * surviving mutant as `file:line  Mutator  original → replacement`, the list docs/mutation.md
  * accounts for. Usage: `deno run --allow-read tests/mutation/score.ts [report.json ...]`
  * (default: reports/mutation/mutation.json).
  *

@@ -1,67 +1,72 @@
 /**
- * What the client façade (src/client.ts, its first half: events and logging of reconnects, a
- * failed send, `reconnect()`, `getModel()`) promises, pinned where the mutation run found no test
- * that would notice a change. Every test runs the client against stub servers over loopback.
- * @module
+ * Reconnecting over loopback: `reconnect()` (at once whatever the backoff, from idle or closed,
+ * joined with a pending `connect()`, reopening a socket that gave up, called from listeners, with
+ * `reconnect` off), and a dropped socket's own attempt, announced and logged.
  */
 import assert from "node:assert/strict";
-import { type RealmClientOptions, type RealmError, RealmWebSocketClient } from "../mod.ts";
-import { startStubServer, type StubServer } from "../testing.ts";
+import { type RealmError, RealmWebSocketClient } from "../mod.ts";
+import { startStubServer } from "../testing.ts";
 import {
   delay,
+  dropNow,
   failedWith,
+  FAST,
   idleStats,
-  muteOnFirstHealth,
   outcome,
   recordEvents,
   sanitize,
+  stubAndClientWithStates,
   until,
   within,
+  withRandom,
 } from "./_helpers.ts";
 
-const FAST: Partial<RealmClientOptions> = {
-  reconnectInterval: 10,
-  maxReconnectInterval: 50,
-  timeout: 5000,
-  connectTimeout: 2000,
-};
-
-/** Drops every open connection of `server` now (new ones are not affected). */
-function dropNow(server: StubServer): void {
-  server.faults.dropAfterFrames(0);
-  server.faults.clear();
-}
-
-/**
- * Runs `body` with `Math.random()` returning 0.5, so a reconnect delay is exactly its
- * exponential step (`reconnectInterval` for the first attempt).
- */
-async function withPinnedRandom(body: () => Promise<void>): Promise<void> {
-  const random = Math.random;
-  Math.random = () => 0.5;
-  try {
-    await body();
-  } finally {
-    Math.random = random;
-  }
-}
-
 Deno.test({
-  name: "client: getModel() is the model option",
-  fn: () => {
-    assert.equal(new RealmWebSocketClient({ model: "llama-2-7b" }).getModel(), "llama-2-7b");
-    assert.equal(
-      new RealmWebSocketClient({ url: "ws://127.0.0.1:9", model: "mistral-7b" }).getModel(),
-      "mistral-7b",
+  name: "reconnect(): drops the sockets and reconnects at once, whatever the backoff",
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates({ tokenDelayMs: 5 }, {
+      reconnectInterval: 60_000,
+      maxReconnectInterval: 60_000,
+      connections: 2,
+    });
+    await t.client.connect();
+    const stream = outcome(
+      t.client.generate({ prompt: "story", max_tokens: 200, stream: true }),
+      3000,
+      "a stream cut by reconnect()",
     );
+    await delay(20);
+    const health = t.client.health();
+    await within(2000, t.client.reconnect(), "reconnect() with a 60 s backoff");
+    assert.equal(t.client.state, "open");
+    const cut = failedWith(await stream, "CONNECTION_CLOSED");
+    assert.equal(cut.sent, true);
+    assert.equal((await within(2000, health, "health resent")).status, "healthy");
+    await until(() => t.client.stats().openConnections === 2, 2000, "both sockets back");
+    assert.deepEqual(t.path(), ["connecting", "open", "reconnecting", "open"]);
   },
 });
 
 Deno.test({
-  name: "client: a socket's reconnect attempt is announced and logged, and so is its failure",
+  name: "reconnect(): from idle it connects; from closed it starts over",
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates({}, { reconnect: false });
+    await within(2000, t.client.reconnect(), "reconnect from idle");
+    assert.equal(t.client.state, "open");
+    dropNow(t.server);
+    await until(() => t.client.state === "closed", 2000, "closed");
+    await within(2000, t.client.reconnect(), "reconnect from closed");
+    assert.equal(t.client.state, "open");
+  },
+});
+
+Deno.test({
+  name: "a socket's reconnect attempt is announced and logged, and so is its failure",
   ...sanitize,
   fn: () =>
-    withPinnedRandom(async () => {
+    withRandom(0.5, async () => {
       const server = await startStubServer({ apiKeys: { "key-1": "acme" }, tokenDelayMs: 0 });
       const lines: [string, Record<string, unknown> | undefined][] = [];
       const client = new RealmWebSocketClient({
@@ -100,90 +105,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "client: a send that throws drops that socket only; the call goes out on another",
-  ...sanitize,
-  fn: async () => {
-    const server = await startStubServer({ tokenDelayMs: 5 });
-    const mute = muteOnFirstHealth();
-    const client = new RealmWebSocketClient({
-      url: server.url,
-      model: "llama-2-7b",
-      connections: 2,
-      WebSocket: mute.WebSocket,
-      ...FAST,
-    });
-    const seen = recordEvents(client);
-    try {
-      await within(5000, client.connect(), "connect()");
-      // Socket 0 streams, so the health call goes to socket 1, whose send throws.
-      const story = client.generate({ prompt: "Tell me a story", max_tokens: 40, stream: true });
-      // A failing assert below is reported as itself, not as these calls' unhandled rejections.
-      story.catch(() => {});
-      await until(() => client.stats().callsOnTheWire === 1, 3000, "the stream on the wire");
-      const health = client.health();
-      health.catch(() => {});
-      assert.deepEqual(seen.disconnected, [
-        { code: 1006, reason: "send failed", willReconnect: true, socket: 1, url: server.url },
-      ]);
-      assert.equal((await within(5000, health, "health on socket 0")).status, "healthy");
-      assert.equal((await within(5000, story, "the stream on socket 0")).tokens_generated, 40);
-      assert.equal(mute.sends(), 2, "the health call was sent once more, on socket 0");
-      await until(() => client.stats().openConnections === 2, 3000, "socket 1 back");
-      assert.equal(seen.disconnected.length, 1, "socket 0 was never dropped");
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
-  },
-});
-
-Deno.test({
-  name:
-    "client: a socket that reports its close inside a throwing send: the call waits, is answered",
-  ...sanitize,
-  fn: async () => {
-    const server = await startStubServer({ tokenDelayMs: 0 });
-    let sends = 0;
-    /**
-     * A WebSocket that, on the first `health` send, finds its connection dead: it fires its close
-     * event at once, then throws (the socket is out of the pool before the send fails).
-     */
-    class DeadOnSend extends WebSocket {
-      override send(data: string) {
-        if (JSON.parse(data).function === "health" && ++sends === 1) {
-          super.close();
-          this.dispatchEvent(new CloseEvent("close", { code: 1006, reason: "gone" }));
-          throw new Error("gone");
-        }
-        super.send(data);
-      }
-    }
-    const client = new RealmWebSocketClient({
-      url: server.url,
-      model: "llama-2-7b",
-      WebSocket: DeadOnSend,
-      ...FAST,
-    });
-    const seen = recordEvents(client);
-    try {
-      await within(5000, client.connect(), "connect()");
-      const health = await outcome(client.health(), 5000, "health");
-      assert.ok("value" in health, `health failed: ${"error" in health && health.error}`);
-      assert.equal((health.value as { status: string }).status, "healthy");
-      assert.equal(sends, 2, "sent once more, on the new socket");
-      assert.deepEqual(seen.disconnected, [
-        { code: 1006, reason: "gone", willReconnect: true, socket: 0, url: server.url },
-      ]);
-      assert.equal(client.stats().pendingCalls, 0);
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
-  },
-});
-
-Deno.test({
-  name: "client: reconnect() while connect() runs is that connect(), and opens nothing more",
+  name: "reconnect() while connect() runs is that connect(), and opens nothing more",
   ...sanitize,
   fn: async () => {
     const server = await startStubServer({ tokenDelayMs: 0 });
@@ -240,10 +162,10 @@ async function oneSocketGaveUp() {
 }
 
 Deno.test({
-  name: "client: reconnect() reopens at once a socket that gave up, beside the dropped ones",
+  name: "reconnect() reopens at once a socket that gave up, beside the dropped ones",
   ...sanitize,
   fn: () =>
-    withPinnedRandom(async () => {
+    withRandom(0.5, async () => {
       await using fixture = await oneSocketGaveUp();
       const { a, b, client, seen } = fixture;
       seen.reconnecting.length = 0;
@@ -259,7 +181,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "client: disconnect() from a listener during reconnect() leaves no socket to reopen",
+  name: "disconnect() from a listener during reconnect() leaves no socket to reopen",
   ...sanitize,
   fn: async () => {
     await using fixture = await oneSocketGaveUp();
@@ -283,7 +205,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "client: with reconnect off, only reconnect() reopens; a later drop closes the client",
+  name: "with reconnect off, only reconnect() reopens; a later drop closes the client",
   ...sanitize,
   fn: async () => {
     const server = await startStubServer({ tokenDelayMs: 0 });
@@ -318,6 +240,30 @@ Deno.test({
       await delay(50);
       assert.equal(seen.reconnecting.length, 1, "only reconnect()'s own attempt");
       assert.equal(server.connectionCount, 0);
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "reconnect() called by a connected listener resolves only once a new socket is open",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    const client = new RealmWebSocketClient({ ...FAST, url: server.url, model: "llama-2-7b" });
+    const seen = recordEvents(client);
+    try {
+      await within(5000, client.connect(), "connect()");
+      let reconnected: Promise<number> | undefined;
+      client.on("connected", () => {
+        reconnected ??= client.reconnect().then(() => client.stats().openConnections);
+      });
+      dropNow(server);
+      await until(() => reconnected !== undefined, 3000, "the socket to reopen");
+      assert.equal(await within(3000, reconnected!, "reconnect()"), 1);
+      assert.equal(seen.connected.length, 3, "the first socket, its reopening, and reconnect()'s");
     } finally {
       await client.disconnect();
       await server.close();
