@@ -38,8 +38,8 @@ const IDEMPOTENT: ReadonlySet<RealmFunction> = new Set(["health", "metadata"]);
 
 /** Routes calls and frames; owns the queue of calls waiting for a socket. */
 export class Dispatcher {
-  /** Calls waiting for a socket, oldest first. */
-  readonly #queue: Call[] = [];
+  /** Calls waiting for a socket, oldest first (read-only outside this module). */
+  readonly queue: Call[] = [];
   readonly #calls: CallRegistry;
   readonly #context: DispatchContext;
 
@@ -65,27 +65,27 @@ export class Dispatcher {
         ),
       );
     }
-    if (this.#queue.length >= this.#context.maxQueuedCalls) {
+    if (this.queue.length >= this.#context.maxQueuedCalls) {
       return call.fail(
         new RealmError(
           "QUEUE_FULL",
-          `${this.#queue.length} calls are already waiting for a connection (maxQueuedCalls). ` +
+          `${this.queue.length} calls are already waiting for a connection (maxQueuedCalls). ` +
             "Wait for the client to reconnect, or raise `maxQueuedCalls`.",
           { requestId: call.id, sent: false },
         ),
       );
     }
-    this.#queue.push(call);
+    this.queue.push(call);
   }
 
   /** How many calls wait for a socket. */
   get queued(): number {
-    return this.#queue.length;
+    return this.queue.length;
   }
 
   /** Sends what waits, while a socket is open. */
   flush(): void {
-    while (this.#queue.length > 0 && this.#context.pick()) this.dispatch(this.#queue.shift()!);
+    while (this.queue.length > 0 && this.#context.pick()) this.dispatch(this.queue.shift()!);
   }
 
   /** A call ended: a queued one leaves the queue; an abandoned one stops counting as listened to. */
@@ -95,13 +95,13 @@ export class Dispatcher {
       if (end === "abandoned") connection.abandon(call.id);
       return;
     }
-    const queued = this.#queue.indexOf(call);
-    if (queued >= 0) this.#queue.splice(queued, 1);
+    const queued = this.queue.indexOf(call);
+    if (queued >= 0) this.queue.splice(queued, 1);
   }
 
   /** Fails every call that waits for a socket (the client stopped or gave up). */
   failQueued(error: RealmError): void {
-    for (const call of this.#queue.splice(0)) call.fail(withRequest(error, call));
+    for (const call of this.queue.splice(0)) call.fail(withRequest(error, call));
   }
 
   #send(call: Call, connection: Connection, now?: number): void {
@@ -190,7 +190,7 @@ export class Dispatcher {
         ),
       );
     }
-    this.#queue.unshift(...resend);
+    this.queue.unshift(...resend);
   }
 
   /** The unsettled call with this id, if it was sent on this socket. */
