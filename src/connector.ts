@@ -304,16 +304,30 @@ export class Connector {
     const reported = new Set<string>();
     for (const [socket, error] of outcomes) {
       if (!error) continue;
-      const retry = this.#options.reconnect && !FATAL.has(error.code);
-      if (!reached.has(socket.url) && !reported.has(socket.url)) {
-        reported.add(socket.url);
+      const fatal = FATAL.has(error.code);
+      const retry = this.#options.reconnect && !fatal;
+      if (!reached.has(socket.url)) {
+        // A server nobody reached is reported once.
+        if (!reported.has(socket.url)) {
+          reported.add(socket.url);
+          this.emit(
+            "error",
+            new RealmError(
+              error.code,
+              `The server at ${socket.url} could not be used: ${error.message}` +
+                (retry ? " It is retried in the background." : ""),
+              { details: { url: socket.url }, cause: error },
+            ),
+          );
+        }
+      } else if (fatal) {
+        // Others reached its server, but this socket never will: say so.
         this.emit(
           "error",
           new RealmError(
             error.code,
-            `The server at ${socket.url} could not be used: ${error.message}` +
-              (retry ? " It is retried in the background." : ""),
-            { details: { url: socket.url }, cause: error },
+            `Socket ${socket.index} to ${socket.url} could not be opened: ${error.message}`,
+            { details: { url: socket.url, socket: socket.index }, cause: error },
           ),
         );
       }

@@ -136,6 +136,8 @@ export class Pool {
   readonly #options: ResolvedOptions;
   readonly #reports: PoolReports;
   readonly #connectionHandlers: ConnectionHandlers;
+  /** Rounds not settled yet, wherever they wait (on a slot, or on an attempt under way). */
+  readonly #rounds = new Set<Round>();
   /** Sockets still closing, so that `settled()` can wait for them. */
   readonly #closing = new Set<Promise<void>>();
   #generation = 0;
@@ -278,6 +280,7 @@ export class Pool {
    */
   round(): Promise<void> {
     for (const server of this.#servers) this.#forgive(server);
+    for (const slot of this.#slots) slot.attempts = 0;
     if (this.openCount > 0) {
       this.reopenDown(true);
       return Promise.resolve();
@@ -294,9 +297,9 @@ export class Pool {
       reject,
       lastError: undefined,
     };
+    this.#rounds.add(round);
     for (const slot of this.#slots) {
       slot.rounds.add(round);
-      slot.attempts = 0;
       slot.now = true;
       slot.wakeUp?.();
       this.#reconnect(slot, true);
@@ -337,13 +340,14 @@ export class Pool {
       slot.wakeUp?.();
       slot.wakeUp = undefined;
       for (const handshake of slot.handshakes) handshake.abort();
-      for (const round of slot.rounds) {
-        if (!error) round.promise.catch(() => {});
-        round.reject(error ?? cancelledConnect());
-      }
       slot.rounds.clear();
       if (connection) this.#track(connection.close(1000, reason, undefined, "halt"));
     }
+    for (const round of this.#rounds) {
+      if (!error) round.promise.catch(() => {});
+      round.reject(error ?? cancelledConnect());
+    }
+    this.#rounds.clear();
     return this.settled();
   }
 
@@ -411,7 +415,6 @@ export class Pool {
     slot.connectedAt = performance.now();
     this.#forgive(slot.server);
     // Rounds are answered before the report: one a listener starts from it waits for its own.
-    for (const round of rounds) round.resolve();
     this.#resolveRounds();
     this.#reports.opened(slot, connection);
     // The server is back: its other sockets waiting out a backoff or an ejection try now.
@@ -520,15 +523,13 @@ export class Pool {
 
   /** A socket is open: every round still waiting is answered. */
   #resolveRounds(): void {
-    for (const slot of this.#slots) {
-      for (const round of slot.rounds) {
-        this.#dropRound(round);
-        round.resolve();
-      }
-    }
+    for (const round of this.#rounds) round.resolve();
+    this.#rounds.clear();
+    for (const slot of this.#slots) slot.rounds.clear();
   }
 
   #dropRound(round: Round): void {
+    this.#rounds.delete(round);
     for (const slot of this.#slots) slot.rounds.delete(round);
   }
 

@@ -14,6 +14,7 @@ import {
 } from "../mod.ts";
 import { startStubServer, type StubServerOptions } from "../testing.ts";
 import {
+  deadUrl,
   delay,
   FAST,
   idleStats,
@@ -127,7 +128,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "connections: connect() fails as a whole when one socket cannot open, and closes the others",
+    "connections: a socket that cannot open at connect() is reported, the others serve, and it is not retried when retrying cannot help",
   ...sanitize,
   fn: async () => {
     const server = await startStubServer({ tokenDelayMs: 1 });
@@ -144,14 +145,60 @@ Deno.test({
       connections: 3,
       WebSocket: ThirdFails,
     });
+    const errors: RealmError[] = [];
+    client.on("error", (error) => errors.push(error));
     try {
-      const error = await rejection(client.connect());
-      assert.equal(error.code, "INVALID_OPTIONS");
-      assert.match(error.message, /no third socket today/);
-      assert.equal(client.isConnected(), false);
-      await until(() => server.connectionCount === 0, 3000, "the two opened sockets closed");
-      assert.deepEqual(client.stats(), idleStats());
-      assert.equal((await rejection(client.health())).code, "NOT_CONNECTED");
+      await within(5000, client.connect(), "connect()");
+      assert.equal(client.state, "open");
+      assert.equal(errors.length, 1, "the socket that cannot open is reported");
+      assert.equal(errors[0].code, "INVALID_OPTIONS");
+      assert.match(errors[0].message, /no third socket today/);
+      assert.deepEqual(errors[0].details, { url: server.url, socket: 2 });
+      assert.match(errors[0].message, /^Socket 2 to /);
+      assert.equal(client.stats().openConnections, 2);
+      assert.equal((await client.health()).status, "healthy");
+      await delay(100);
+      assert.equal(opened, 3, "a fatal error is not retried");
+    } finally {
+      await client.disconnect();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "connections: a socket that failed at connect() on a server the others reached keeps trying until the pool is full",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 1 });
+    const dead = deadUrl();
+    let made = 0;
+    // The third socket's first attempt goes nowhere (as if the server refused it); later ones
+    // reach the server.
+    class ThirdMissesOnce extends WebSocket {
+      constructor(url: string | URL, protocols?: string | string[]) {
+        super(++made === 3 ? dead : url, protocols);
+      }
+    }
+    const client = new RealmWebSocketClient({
+      ...FAST,
+      url: server.url,
+      model: "llama-2-7b",
+      connections: 3,
+      WebSocket: ThirdMissesOnce,
+    });
+    const errors: RealmError[] = [];
+    client.on("error", (error) => errors.push(error));
+    try {
+      await within(5000, client.connect(), "connect()");
+      assert.equal(client.state, "open");
+      assert.deepEqual(errors, [], "the server was reached: nothing to report");
+      await until(() => client.stats().openConnections === 3, 3000, "the third socket");
+      assert.equal(server.connectionCount, 3);
+      assert.equal(made, 4, "one more attempt, then none: the pool is full");
+      await delay(100);
+      assert.equal(made, 4);
     } finally {
       await client.disconnect();
       await server.close();
@@ -510,8 +557,9 @@ Deno.test({
     assert.equal(t.client.stats().openConnections, 1);
     assert.equal((await t.client.health()).status, "healthy");
     t.server.faults.rejectConnections(false);
-    await t.client.connect();
-    assert.equal(t.client.stats().openConnections, 2);
+    // While open, connect() resolves at once and reopens what is down in the background.
+    await within(1000, t.client.connect(), "connect() while open");
+    await until(() => t.client.stats().openConnections === 2, 3000, "socket 0 reopened");
     assert.equal(t.server.connectionCount, 2);
   },
 });
