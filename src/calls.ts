@@ -27,6 +27,8 @@ export interface CallSpec {
   signal?: AbortSignal;
   /** Receives each streamed token. */
   onToken?: (token: string) => void;
+  /** A pipeline the caller says may run twice: re-sent even when it may have been running. */
+  safeToRepeat?: boolean;
 }
 
 /** Idle checks per `idleTimeout` span: a silent stream ends within 1.25× of it. */
@@ -48,8 +50,16 @@ export class Call {
   connection: unknown = undefined;
   /** Rate-limit retries left. */
   retriesLeft: number;
-  /** `health`/`metadata` may be resent once after a drop. */
-  resentAfterDrop = false;
+  /** Times its frame was written to a socket: 1 for a call sent once. */
+  attempts = 0;
+  /** Times it was re-sent after its socket closed under it. */
+  resends = 0;
+  /** A server that may have run it already: it was being served when its socket closed. */
+  mayHaveRun = false;
+  /** The server it should not go back to on its next try (its socket closed under it). */
+  avoid: string | undefined;
+  /** What it waits for while queued: an open socket, or room on one. */
+  waitingFor: "a connection" | "room on a socket" | undefined;
   readonly result: Promise<unknown>;
   /**
    * When the call was made, when its first token arrived (0: none yet) and
@@ -218,19 +228,26 @@ export class Call {
           `The ${this.spec.fn} stream (call ${this.id}) received no token for ` +
             `${this.spec.idleTimeout} ms and was ended. The server can stop a stream without a ` +
             "final frame; raise `streamIdleTimeout` if your model is slower than that.",
-          { requestId: this.id, sent: this.sent },
+          { requestId: this.id, sent: true },
         ),
         "abandoned",
       );
       return;
     }
+    const waited = this.waitingFor;
     this.fail(
       new RealmError(
         "TIMEOUT",
         `No answer to ${this.spec.fn} (call ${this.id}) within ${this.spec.timeout} ms. ` +
-          "The server serves one call at a time per connection, so it may have waited behind " +
-          "other calls: raise `timeout`, or open more sockets with `connections`.",
-        { requestId: this.id, sent: this.sent },
+          (waited === "a connection"
+            ? (this.attempts ? "Its connection closed, and no server" : "No server") +
+              " could be reached to send it (see the `error` and `statechange` events)."
+            : waited
+            ? "It waited to be sent: every socket carried `pipelining` calls. Raise `timeout`, " +
+              "`connections` or `pipelining`."
+            : "The server serves one call at a time per connection, so it may have waited " +
+              "behind other calls: raise `timeout`, or open more sockets with `connections`."),
+        { requestId: this.id, sent: this.sent || this.mayHaveRun },
       ),
       "abandoned",
     );
@@ -242,7 +259,7 @@ export class Call {
       new RealmError(
         "ABORTED",
         `The ${this.spec.fn} call (call ${this.id}) was aborted by its signal.`,
-        { requestId: this.id, sent: this.sent, cause: reason },
+        { requestId: this.id, sent: this.sent || this.mayHaveRun, cause: reason },
       ),
       "abandoned",
     );

@@ -278,6 +278,9 @@ export class RealmWebSocketClient extends EventTarget {
       openConnections: this.#connector.openCount,
       callsOnTheWire: servers.reduce((sum, server) => sum + server.callsOnTheWire, 0),
       listeners,
+      resentCalls: 0,
+      retriesWithheld: 0,
+      ...this.#connector.dispatcher.counts.get(""),
     };
     if (this.#options.serverList) stats.servers = servers;
     return stats;
@@ -579,6 +582,7 @@ export class RealmWebSocketClient extends EventTarget {
       maxRetries: callOptions.maxRetries ?? this.#options.maxRetries,
       signal: callOptions.signal,
       onToken,
+      safeToRepeat: callOptions.safeToRepeat,
     };
     const call = this.#calls.create(spec, this.#callEnded);
     const traced = traceCall(call, params, this.#connector.tenantId, this.#options.urls[0]);

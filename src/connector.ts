@@ -103,7 +103,8 @@ export class Connector {
       log,
     });
     this.dispatcher = new Dispatcher(calls, {
-      pick: () => this.#pool.leastBusy(),
+      pick: (avoid) => this.#pool.leastBusy(avoid),
+      connected: () => this.#pool.openCount > 0,
       mayWait: () => this.#lifecycle.running,
       maxQueuedCalls: options.maxQueuedCalls,
       report: (error) => this.emit("error", error),
@@ -124,7 +125,8 @@ export class Connector {
 
   /** Each server of the list, for `stats()`. */
   servers(): ServerStats[] {
-    return this.#pool.summary();
+    const counts = this.dispatcher.counts;
+    return this.#pool.summary().map((server) => ({ ...server, ...counts.get(server.url) }));
   }
 
   /** See `RealmWebSocketClient.connect()`. */
@@ -428,7 +430,8 @@ export class Connector {
   ): void {
     const running = this.#lifecycle.running && cause !== "halt";
     const willReconnect = running && (cause === "reconnect" || this.#options.reconnect);
-    this.dispatcher.socketClosed(connection, code, willReconnect);
+    // Calls whose answer has not begun go to another socket, unless the client stopped.
+    this.dispatcher.socketClosed(connection, code, cause !== "halt");
     if (willReconnect) this.#pool.reconnect(socket, cause === "reconnect");
     this.#hooks.log("disconnected", { code, reason, willReconnect, socket: socket.index });
     if (running && !this.#start) {

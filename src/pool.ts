@@ -201,26 +201,34 @@ export class Pool {
   }
 
   /**
-   * The open socket with the fewest calls keeping the server busy; the first
-   * on a tie. With one socket nothing is counted.
+   * The open socket with the fewest calls keeping the server busy and room
+   * for one more (under `pipelining`); ties are broken at random, so equal
+   * sockets share the load. Not one on the server `avoid` (where a call's
+   * socket just closed) while another server has a socket open.
    */
-  leastBusy(): Connection | undefined {
+  leastBusy(avoid?: string): Connection | undefined {
     const slots = this.#slots;
+    const room = this.#options.pipelining;
     if (slots.length === 1) {
       const only = slots[0].connection;
-      return only?.open ? only : undefined;
+      return only?.open && (room === Infinity || only.busy < room) ? only : undefined;
+    }
+    if (avoid !== undefined && !slots.some((s) => s.url !== avoid && s.connection?.open)) {
+      avoid = undefined;
     }
     let best: Connection | undefined;
     let bestLoad = Infinity;
+    let ties = 0;
     for (const slot of slots) {
       const connection = slot.connection;
-      if (!connection?.open) continue;
+      if (!connection?.open || slot.url === avoid) continue;
       const load = connection.busy;
+      if (load >= room || load > bestLoad) continue;
       if (load < bestLoad) {
         best = connection;
         bestLoad = load;
-        if (load === 0) break;
-      }
+        ties = 1;
+      } else if (Math.random() * ++ties < 1) best = connection;
     }
     return best;
   }
@@ -242,7 +250,15 @@ export class Pool {
         : server.ejectedUntil > now
         ? "ejected"
         : "down";
-      return { url: server.url, state, openConnections, callsOnTheWire, failures: server.failures };
+      return {
+        url: server.url,
+        state,
+        openConnections,
+        callsOnTheWire,
+        failures: server.failures,
+        resentCalls: 0,
+        retriesWithheld: 0,
+      };
     });
   }
 

@@ -147,6 +147,17 @@ export interface RealmClientOptions {
    */
   connections?: number;
   /**
+   * Calls one socket carries at once: written to it and not yet answered.
+   * The server serves a socket's calls one at a time, in order, so more calls
+   * on a socket only save the network's round trip between them; the rest
+   * wait in the client's queue and go to whichever socket frees first (not
+   * behind a long stream), and fewer calls are in doubt when a server dies.
+   * An integer ≥ 1, or `Infinity` for no limit.
+   *
+   * @default {4}
+   */
+  pipelining?: number;
+  /**
    * Allow sending `apiKey` over plain `ws://` to a host that is not loopback.
    * Off by default: such a key would cross the network readable by anyone.
    *
@@ -180,6 +191,13 @@ export interface CallOptions {
   streamIdleTimeout?: number;
   /** Overrides the client's `maxRetries` for this call. */
   maxRetries?: number;
+  /**
+   * For `executePipeline`: the pipeline may run twice without harm, so when
+   * its connection closes while the server may be running it, it is sent
+   * again (as `generate`, `health` and `metadata` always are). Default
+   * `false`: a pipeline's steps may act on the world.
+   */
+  safeToRepeat?: boolean;
 }
 
 /**
@@ -398,6 +416,13 @@ export interface ClientStats {
   callsOnTheWire: number;
   /** Event listeners added with `on()`. */
   listeners: number;
+  /** Calls re-sent after a socket closed before their answer began, since the client was made. */
+  resentCalls: number;
+  /**
+   * Retries the client-wide retry budget withheld since the client was made
+   * (re-sends of a call a server may have been running, rate-limit retries).
+   */
+  retriesWithheld: number;
   /** With a list of servers (`url` given as an array): each server, in the order given. */
   servers?: ServerStats[];
 }
@@ -425,4 +450,8 @@ export interface ServerStats {
   callsOnTheWire: number;
   /** Failed connection attempts in a row (since it was last up or ejected). */
   failures: number;
+  /** Calls re-sent elsewhere after its sockets closed under them, since the client was made. */
+  resentCalls: number;
+  /** Retries of calls that failed on it that the retry budget withheld. */
+  retriesWithheld: number;
 }

@@ -30,6 +30,7 @@ export interface ResolvedOptions {
   maxRetries: number;
   maxQueuedCalls: number;
   connections: number;
+  pipelining: number;
   allowInsecureAuth: boolean;
   WebSocket?: RealmClientOptions["WebSocket"];
   logger?: RealmClientOptions["logger"];
@@ -76,6 +77,7 @@ export const OPTION_DEFAULTS = {
   maxRetries: 0,
   maxQueuedCalls: 1000,
   connections: undefined,
+  pipelining: 4,
   allowInsecureAuth: false,
   WebSocket: undefined,
   logger: undefined,
@@ -93,6 +95,7 @@ const NUMERIC_OPTIONS: [name: NumericOption, rule: string, ok: Check][] = [
   ["maxRetries", "an integer ≥ 0", (v) => v >= 0 && Number.isInteger(v)],
   ["maxQueuedCalls", "an integer ≥ 0 or Infinity", (v) => v >= 0 && integerOrInfinity(v)],
   ["connections", "an integer from 1 to 64", (v) => v >= 1 && v <= 64 && Number.isInteger(v)],
+  ["pipelining", "an integer ≥ 1 or Infinity", (v) => v >= 1 && integerOrInfinity(v)],
 ];
 
 type NumericOption =
@@ -105,7 +108,8 @@ type NumericOption =
   | "heartbeatTimeout"
   | "maxRetries"
   | "maxQueuedCalls"
-  | "connections";
+  | "connections"
+  | "pipelining";
 
 type Check = (value: number) => boolean;
 
@@ -280,6 +284,11 @@ export function checkCallOptions(opts: CallOptions | undefined): CallOptions {
     ) {
       throw invalidParam(`\`${name}\` must be ${MS} > 0, ${OR_NO_LIMIT}; got ${describe(value)}.`);
     }
+  }
+  if (opts.safeToRepeat !== undefined && typeof opts.safeToRepeat !== "boolean") {
+    throw invalidParam(
+      `\`safeToRepeat\` must be true or false; got ${describe(opts.safeToRepeat)}.`,
+    );
   }
   const retries = opts.maxRetries;
   if (

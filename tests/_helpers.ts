@@ -97,7 +97,15 @@ export const sanitize = { sanitizeOps: true, sanitizeResources: true } as const;
 
 /** The stats of a client that holds nothing but `openConnections` sockets and `listeners`. */
 export function idleStats(openConnections = 0, listeners = 0): ClientStats {
-  return { pendingCalls: 0, queuedCalls: 0, openConnections, callsOnTheWire: 0, listeners };
+  return {
+    pendingCalls: 0,
+    queuedCalls: 0,
+    openConnections,
+    callsOnTheWire: 0,
+    listeners,
+    resentCalls: 0,
+    retriesWithheld: 0,
+  };
 }
 
 /**

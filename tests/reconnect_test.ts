@@ -195,7 +195,13 @@ Deno.test({
     await delay(200);
     assert.equal(seen.connected.length, connectedBefore, "no socket opened after disconnect()");
     assert.equal(a.connectionCount + b.connectionCount, 0);
-    const down = { state: "down", openConnections: 0, callsOnTheWire: 0 };
+    const down = {
+      state: "down",
+      openConnections: 0,
+      callsOnTheWire: 0,
+      resentCalls: 0,
+      retriesWithheld: 0,
+    };
     assert.deepEqual(client.stats(), {
       ...idleStats(0, 7),
       // reconnect() is an explicit request: it forgave both servers' failures.

@@ -97,7 +97,15 @@ Deno.test("url list: checked like one url; empty, duplicate or too few sockets r
   );
   const stats = new RealmWebSocketClient({ model: "m", url: ["ws://127.0.0.1:1"] }).stats();
   assert.deepEqual(stats.servers, [
-    { url: "ws://127.0.0.1:1", state: "down", openConnections: 0, callsOnTheWire: 0, failures: 0 },
+    {
+      url: "ws://127.0.0.1:1",
+      state: "down",
+      openConnections: 0,
+      callsOnTheWire: 0,
+      failures: 0,
+      resentCalls: 0,
+      retriesWithheld: 0,
+    },
   ]);
 });
 

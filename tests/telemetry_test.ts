@@ -86,6 +86,7 @@ Deno.test("realm:call: generate publishes start, end, asyncStart, asyncEnd with 
       "server.address": "127.0.0.1",
       "server.port": portOf(server),
       "realm.sent": true,
+      "realm.attempts": 1,
       "gen_ai.usage.input_tokens": 6,
       "gen_ai.usage.output_tokens": result.tokens_generated,
     });
@@ -275,6 +276,7 @@ Deno.test("realm:call: a context holds only what the call has: no absent paramet
       ...started,
       ...where,
       "realm.sent": true,
+      "realm.attempts": 1,
       "gen_ai.response.time_to_first_chunk": streamed.timeToFirstTokenMs! / 1000,
       "gen_ai.usage.output_tokens": 3,
     });
@@ -289,6 +291,7 @@ Deno.test("realm:call: a context holds only what the call has: no absent paramet
       "realm.tenant_id": client.getTenantId(),
       ...where,
       "realm.sent": true,
+      "realm.attempts": 1,
     });
     assert.equal((result as { status: string }).status, health.status);
     assert.ok(typeof durationMs === "number" && durationMs >= 0, `${durationMs}`);
