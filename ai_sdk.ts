@@ -20,8 +20,11 @@
  *   as an `unsupported` warning. HTTP `headers` have no meaning over a WebSocket and are ignored.
  * - Every failure of a call is an `APICallError` whose `cause` is the {@linkcode RealmError}. Its
  *   `isRetryable` is `true` for `RATE_LIMIT_EXCEEDED`, and for `CONNECTION_CLOSED` and `TIMEOUT`
- *   when the call was never sent (`sent: false`), so the AI SDK's `maxRetries` retries exactly
- *   those. An abort rejects with the signal's reason, as `fetch` does.
+ *   before any of the answer was delivered (generating again changes nothing on the server), so
+ *   the AI SDK's `maxRetries` retries exactly those; never when the client's retry budget
+ *   withheld a retry (the servers are failing: the AI SDK must not pile on). After text started,
+ *   a stream ends with an `error` part and `finishReason: "error"`. An abort rejects with the
+ *   signal's reason, as `fetch` does.
  *
  * @example Generate and stream with the AI SDK (here against the stub server)
  * ```ts
@@ -439,13 +442,16 @@ class RealmChatModel implements RealmLanguageModel {
     if (signal?.aborted) return signal.reason;
     if (!(error instanceof RealmError)) return error;
     const rateLimited = error.code === "RATE_LIMIT_EXCEEDED";
-    const unsent = (error.code === "CONNECTION_CLOSED" || error.code === "TIMEOUT") &&
-      error.sent === false;
+    // Nothing of the answer arrived: generating again is safe. Not when the client's retry
+    // budget withheld a retry: the servers are failing, and the AI SDK must not pile on.
+    const undelivered = (error.code === "CONNECTION_CLOSED" || error.code === "TIMEOUT") &&
+      error.delivered !== true;
+    const withheld = error.message.includes("retry was withheld");
     return new APICallError({
       message: `${error.code}: ${error.message}`,
       url: this.#url,
       requestBodyValues: params,
-      isRetryable: rateLimited || unsent,
+      isRetryable: (rateLimited || undelivered) && !withheld,
       // The server rounds its wait down to whole seconds (often to 0): a retry after N + 1 s
       // finds the tenant's bucket refilled, where one after N s may be refused again.
       responseHeaders: rateLimited

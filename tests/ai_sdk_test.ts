@@ -18,7 +18,7 @@ import type { LanguageModelV3CallOptions, LanguageModelV3StreamPart } from "@ai-
 import { RealmError } from "../mod.ts";
 import { createRealm, type RealmProvider, type RealmProviderSettings } from "../ai_sdk.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { idleStats, sanitize } from "./_helpers.ts";
+import { dropNow, idleStats, sanitize, until } from "./_helpers.ts";
 
 // The AI SDK prints warnings with console.warn unless told not to; the tests read them instead.
 (globalThis as { AI_SDK_LOG_WARNINGS?: boolean }).AI_SDK_LOG_WARNINGS = false;
@@ -394,10 +394,11 @@ Deno.test({
       assert.deepEqual(types.slice(-2), ["error", "finish"]);
       const error = (parts.at(-2) as { error: unknown }).error;
       assert.ok(APICallError.isInstance(error));
-      // It was sent: the server may have run it, so it is not retried.
+      // Text had started: the answer is half delivered, so it is not retried.
       assert.equal(error.isRetryable, false);
       assert.equal((error.cause as RealmError).code, "CONNECTION_CLOSED");
       assert.equal((error.cause as RealmError).sent, true);
+      assert.equal((error.cause as RealmError).delivered, true);
       const finish = parts.at(-1) as Extract<LanguageModelV3StreamPart, { type: "finish" }>;
       assert.deepEqual(finish.finishReason, { unified: "error", raw: undefined });
       assert.equal(finish.usage.outputTokens.total, undefined);
@@ -684,4 +685,52 @@ Deno.test({
       assert.equal((error.cause as RealmError).code, "INVALID_PARAMS");
       assert.equal(server.callCount, 0);
     }),
+});
+
+Deno.test({
+  name:
+    "ai-sdk: a connection lost before any text, even while the server was generating, is retryable",
+  ...sanitize,
+  fn: () =>
+    withRealm({ tokenDelayMs: 1 }, {}, async (realm, server) => {
+      await realm.client.connect();
+      server.faults.stall(true);
+      const failed = thrown(realm("llama-2-7b").doGenerate(callOptions(FRANCE)));
+      await until(() => sentCalls(server).length === 1, 3000, "the call on the wire");
+      // The server was serving it: with `reconnect` off the client cannot re-send it.
+      dropNow(server);
+      const error = await failed;
+      assert.ok(APICallError.isInstance(error), `expected an APICallError, got ${error}`);
+      const cause = error.cause as RealmError;
+      assert.equal(cause.code, "CONNECTION_CLOSED");
+      assert.equal(cause.sent, true, "the server may have been generating");
+      assert.equal(cause.delivered, undefined);
+      assert.equal(error.isRetryable, true, "nothing was delivered: generating again is safe");
+    }),
+});
+
+Deno.test({
+  name: "ai-sdk: a retry the client's budget withheld is not retryable for the AI SDK",
+  ...sanitize,
+  fn: () =>
+    withRealm(
+      // One call a second: the limited ones are told "Try again in 0 seconds".
+      { apiKeys: { "sk-test": "tenant-a" }, rateLimit: { perMinute: 60, burst: 1 } },
+      { apiKey: "sk-test", maxRetries: 1, timeout: 10_000 },
+      async (realm) => {
+        await realm.client.connect();
+        const model = realm("llama-2-7b");
+        // Eleven limited calls at once: the budget lets ten retry, and withholds the eleventh.
+        const settled = await Promise.allSettled(
+          Array.from({ length: 12 }, () => model.doGenerate(callOptions(FRANCE))),
+        );
+        const errors = settled.flatMap((r) => r.status === "rejected" ? [r.reason] : []);
+        const withheld = errors.filter((e) =>
+          APICallError.isInstance(e) && /retry was withheld/.test((e.cause as Error).message)
+        );
+        assert.ok(withheld.length >= 1, "some retry was withheld");
+        for (const error of withheld) assert.equal((error as APICallError).isRetryable, false);
+        assert.ok(realm.client.stats().retriesWithheld >= 1);
+      },
+    ),
 });
