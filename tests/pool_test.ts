@@ -5,6 +5,9 @@
  * around `closeAll()` (closed, never used, waited for), which slots a server coming back wakes,
  * the least-busy pick; one opener per slot, a slot's loop ending once it is open, rounds of "try
  * every socket now", reports that call back into the pool, and the cause each close carries.
+ *
+ * Tests on real timers pass `sanitize` (Deno 2 leaves its leak sanitizers off by default): a
+ * timer the pool leaves armed fails them. Tests on the fake clock check `clock.timers` instead.
  */
 import assert from "node:assert/strict";
 import { EJECT_AFTER, Pool, type PoolReports, type SocketRef } from "../src/pool.ts";
@@ -178,11 +181,15 @@ function pool(options: Partial<RealmClientOptions>, answers: Record<string, Answ
 
 type Fixture = ReturnType<typeof pool>;
 
-/** Stops the pool and lets the sockets it cancelled mid-handshake open, so that they close. */
-async function shutdown(t: Fixture): Promise<void> {
+/**
+ * Stops the pool and lets the sockets it cancelled mid-handshake open, so that they close; on the
+ * fake clock, checks that the pool left no timer armed.
+ */
+async function shutdown(t: Fixture, clock?: FakeClock): Promise<void> {
   const closing = t.pool.closeAll("test over");
   for (const socket of t.net.connecting()) socket.welcome();
   await closing;
+  if (clock) assert.equal(clock.timers, 0, "a timer left armed");
 }
 
 const { setTimeout: realSetTimeout } = globalThis;
@@ -263,15 +270,13 @@ Deno.test("pool: a server of a list is ejected after EJECT_AFTER failures in a r
       t.pool.drop(t.open.get(1)!, 1006, "test");
       await runUntil(clock, () => t.ejections().length === 3, "the next ejection");
       assert.equal(t.ejections()[2].ms, 2000, "the first ejection again");
-      await shutdown(t);
+      await shutdown(t, clock);
       assert.equal(clock.timers, 0);
     })
   );
 });
 
-Deno.test("pool: a single server is never ejected, however often it fails", {
-  ...sanitize,
-}, async () => {
+Deno.test("pool: a single server is never ejected, however often it fails", sanitize, async () => {
   const t = pool(
     { url: A, reconnectInterval: 0, maxReconnectAttempts: 3 * EJECT_AFTER },
     { [A]: "refuse" },
@@ -304,7 +309,7 @@ Deno.test("pool: the ejection lasts reconnectInterval doubled, doubling up to ma
         t.logs.filter(({ message }) => message === "server ejected").map(({ data }) => data),
         [{ url: B, ms: 200 }, { url: B, ms: 300 }, { url: B, ms: 300 }],
       );
-      await shutdown(t);
+      await shutdown(t, clock);
     })
   );
 });
@@ -330,7 +335,7 @@ Deno.test("pool: waiting out an ejection is no attempt, and no attempt starts du
           assert.deepEqual(t.gaveUp, []);
           assert.equal(t.connectingAt.filter((when) => at < when && when < at + ms).length, 0);
           assert.ok(t.connectingAt[3] >= at + ms, "not before the ejection ended");
-          await shutdown(t);
+          await shutdown(t, clock);
         })
       ),
   );
@@ -360,28 +365,30 @@ Deno.test("pool: waiting out an ejection is no attempt, and no attempt starts du
             "opened 2",
           ]);
           assert.ok(t.connectingAt[0] >= at + ms, "not before the ejection ended");
-          await shutdown(t);
+          await shutdown(t, clock);
         })
       ),
   );
 });
 
-Deno.test("pool: a failure that comes after closeAll() does not count towards ejection", {
-  ...sanitize,
-}, async () => {
-  const t = pool({ url: [A, B] }, { [A]: "hold" });
-  for (let i = 0; i < EJECT_AFTER; i++) {
-    t.pool.reconnect(t.socket(0), true);
-    await until(() => t.net.sockets.length === i + 1, 1000, "the held handshake");
-    t.net.sockets[i].refuse(); // the attempt fails, but the pool only sees it after closeAll()
-    await within(1000, t.pool.closeAll("client disconnect"), "closeAll()");
-  }
-  assert.deepEqual(
-    [t.pool.summary()[0].state, t.pool.summary()[0].failures, t.ejections()],
-    ["down", 0, []],
-  );
-  assert.deepEqual(t.failures, [], "no failure reported");
-});
+Deno.test(
+  "pool: a failure that comes after closeAll() does not count towards ejection",
+  sanitize,
+  async () => {
+    const t = pool({ url: [A, B] }, { [A]: "hold" });
+    for (let i = 0; i < EJECT_AFTER; i++) {
+      t.pool.reconnect(t.socket(0), true);
+      await until(() => t.net.sockets.length === i + 1, 1000, "the held handshake");
+      t.net.sockets[i].refuse(); // the attempt fails, but the pool only sees it after closeAll()
+      await within(1000, t.pool.closeAll("client disconnect"), "closeAll()");
+    }
+    assert.deepEqual(
+      [t.pool.summary()[0].state, t.pool.summary()[0].failures, t.ejections()],
+      ["down", 0, []],
+    );
+    assert.deepEqual(t.failures, [], "no failure reported");
+  },
+);
 
 // -- backoff and giving up ----------------------------------------------------------------------
 
@@ -421,20 +428,22 @@ Deno.test("pool: only reconnect(socket, true) skips the first delay; then the ba
   );
 });
 
-Deno.test("pool: a fatal error ends a slot's loop at once: a socket the owner refuses", {
-  ...sanitize,
-}, async () => {
-  const t = pool({ url: A, reconnectInterval: 10 });
-  const refusal = new RealmError("TENANT_MISMATCH", "another tenant");
-  t.on.accept = () => refusal;
-  t.pool.reconnect(t.socket(0), true);
-  await until(() => t.gaveUp.length === 1, 1000, "the give-up");
-  assert.deepEqual(t.events, ["connecting 0", "failed 0", "gave up 0"]);
-  assert.deepEqual([t.failures, t.gaveUp], [[refusal], [refusal]]);
-  assert.deepEqual(t.net.sockets[0].closedWith, [1000, "not used"]);
-  assert.deepEqual([t.pool.openCount, t.pool.retryingCount], [0, 0]);
-  await shutdown(t);
-});
+Deno.test(
+  "pool: a fatal error ends a slot's loop at once: a socket the owner refuses",
+  sanitize,
+  async () => {
+    const t = pool({ url: A, reconnectInterval: 10 });
+    const refusal = new RealmError("TENANT_MISMATCH", "another tenant");
+    t.on.accept = () => refusal;
+    t.pool.reconnect(t.socket(0), true);
+    await until(() => t.gaveUp.length === 1, 1000, "the give-up");
+    assert.deepEqual(t.events, ["connecting 0", "failed 0", "gave up 0"]);
+    assert.deepEqual([t.failures, t.gaveUp], [[refusal], [refusal]]);
+    assert.deepEqual(t.net.sockets[0].closedWith, [1000, "not used"]);
+    assert.deepEqual([t.pool.openCount, t.pool.retryingCount], [0, 0]);
+    await shutdown(t);
+  },
+);
 
 Deno.test("pool: the backoff starts over only after a connection that stayed up", async () => {
   await withFakeClock((clock) =>
@@ -453,30 +462,32 @@ Deno.test("pool: the backoff starts over only after a connection that stayed up"
       t.pool.drop(t.open.get(0)!, 1006, "test");
       await runUntil(clock, () => t.pool.openCount === 1, "the third reopen");
       assert.deepEqual(t.delays, [20, 40, 20]);
-      await shutdown(t);
+      await shutdown(t, clock);
     })
   );
 });
 
 // -- closeAll() and the handshakes it cancels ---------------------------------------------------
 
-Deno.test("pool: a socket that opens after closeAll() is closed, never put in a slot", {
-  ...sanitize,
-}, async () => {
-  const t = pool({ url: A }, { [A]: "hold" });
-  t.pool.openAll();
-  const round = t.pool.round();
-  const closing = t.pool.closeAll("client disconnect");
-  t.net.sockets[0].welcome();
-  await assert.rejects(round, (e: RealmError) => e.code === "ABORTED");
-  await within(1000, closing, "closeAll()");
-  assert.deepEqual(t.net.sockets[0].closedWith, [1000, ""]);
-  assert.deepEqual([t.pool.openCount, [...t.pool.connections()]], [0, []]);
-  assert.deepEqual(t.events, []);
-});
+Deno.test(
+  "pool: a socket that opens after closeAll() is closed, never put in a slot",
+  sanitize,
+  async () => {
+    const t = pool({ url: A }, { [A]: "hold" });
+    t.pool.openAll();
+    const round = t.pool.round();
+    const closing = t.pool.closeAll("client disconnect");
+    t.net.sockets[0].welcome();
+    await assert.rejects(round, (e: RealmError) => e.code === "ABORTED");
+    await within(1000, closing, "closeAll()");
+    assert.deepEqual(t.net.sockets[0].closedWith, [1000, ""]);
+    assert.deepEqual([t.pool.openCount, [...t.pool.connections()]], [0, []]);
+    assert.deepEqual(t.events, []);
+  },
+);
 
 Deno.test("pool: closeAll() waits for a socket it closed during its handshake", async () => {
-  await withFakeClock(async () => {
+  await withFakeClock(async (clock) => {
     const t = pool({ url: A }, { [A]: "hold" });
     t.pool.openAll();
     const round = watch(t.pool.round());
@@ -495,26 +506,27 @@ Deno.test("pool: closeAll() waits for a socket it closed during its handshake", 
     assert.deepEqual(t.net.sockets[0].closedWith, [1000, ""]);
     assert.equal(t.pool.openCount, 0);
     assert.deepEqual(t.events, []);
+    assert.equal(clock.timers, 0, "the close grace ended with the close");
   });
 });
 
-Deno.test("pool: a handshake that ends in the same turn as closeAll() is closed, not used", {
-  ...sanitize,
-}, async () => {
-  const t = pool({ url: A }, { [A]: "hold" });
-  t.pool.openAll();
-  t.net.sockets[0].welcome(); // the connection is made, but the pool has not seen it yet
-  await within(1000, t.pool.closeAll("client disconnect"), "closeAll()");
-  assert.deepEqual(t.net.sockets[0].closedWith, [1000, "client disconnect"]);
-  assert.equal(t.pool.openCount, 0);
-  assert.deepEqual(t.events, [], "never reported open");
-});
+Deno.test(
+  "pool: a handshake that ends in the same turn as closeAll() is closed, not used",
+  sanitize,
+  async () => {
+    const t = pool({ url: A }, { [A]: "hold" });
+    t.pool.openAll();
+    t.net.sockets[0].welcome(); // the connection is made, but the pool has not seen it yet
+    await within(1000, t.pool.closeAll("client disconnect"), "closeAll()");
+    assert.deepEqual(t.net.sockets[0].closedWith, [1000, "client disconnect"]);
+    assert.equal(t.pool.openCount, 0);
+    assert.deepEqual(t.events, [], "never reported open");
+  },
+);
 
 Deno.test(
   "pool: closeAll() then openAll() in the same turn: the next closeAll() still cancels the new handshake",
-  {
-    ...sanitize,
-  },
+  sanitize,
   async () => {
     const t = pool({ url: A, connectTimeout: 10_000 }, { [A]: "hold" });
     t.pool.openAll();
@@ -531,9 +543,7 @@ Deno.test(
 
 Deno.test(
   "pool: closeAll() during a reconnect's handshake reports no failure and leaves no slot reconnecting",
-  {
-    ...sanitize,
-  },
+  sanitize,
   async () => {
     const t = pool({ url: A }, { [A]: "hold" });
     t.pool.reconnect(t.socket(0), true);
@@ -553,31 +563,33 @@ Deno.test(
   },
 );
 
-Deno.test("pool: a reconnect started right after closeAll() is not ended by the old one", {
-  ...sanitize,
-}, async () => {
-  const t = pool({ url: A, reconnectInterval: 10_000 });
-  await withRandom(0.5, async () => {
-    t.pool.reconnect(t.socket(0), false);
-    await until(() => t.delays.length === 1, 1000, "the first backoff wait");
-    void t.pool.closeAll("client disconnect");
-    t.pool.reconnect(t.socket(0), false);
-    await until(() => t.delays.length === 2, 1000, "the new backoff wait");
-    await turn();
-    assert.equal(t.pool.retryingCount, 1, "the new loop is still at it");
-    t.pool.reconnect(t.socket(0), false);
-    await turn();
-    assert.deepEqual(t.delays, [10_000, 20_000]);
-  });
-  assert.deepEqual(t.events, [], "the old loop made no attempt");
-  await shutdown(t);
-  assert.equal(t.pool.retryingCount, 0);
-});
+Deno.test(
+  "pool: a reconnect started right after closeAll() is not ended by the old one",
+  sanitize,
+  async () => {
+    const t = pool({ url: A, reconnectInterval: 10_000 });
+    await withRandom(0.5, async () => {
+      t.pool.reconnect(t.socket(0), false);
+      await until(() => t.delays.length === 1, 1000, "the first backoff wait");
+      void t.pool.closeAll("client disconnect");
+      t.pool.reconnect(t.socket(0), false);
+      await until(() => t.delays.length === 2, 1000, "the new backoff wait");
+      await turn();
+      assert.equal(t.pool.retryingCount, 1, "the new loop is still at it");
+      t.pool.reconnect(t.socket(0), false);
+      await turn();
+      assert.deepEqual(t.delays, [10_000, 20_000]);
+    });
+    assert.deepEqual(t.events, [], "the old loop made no attempt");
+    await shutdown(t);
+    assert.equal(t.pool.retryingCount, 0);
+  },
+);
 
 Deno.test("pool: closeAll() closes the open sockets and cancels the other slots' handshakes, whichever finished first", async (t) => {
   for (const finishing of [0, 1]) {
     await t.step(`slot ${finishing} opens first`, () =>
-      withFakeClock(async () => {
+      withFakeClock(async (clock) => {
         const t = pool({ url: A, connections: 2, connectTimeout: 10_000 }, { [A]: "hold" });
         t.pool.openAll();
         t.net.sockets[finishing].welcome();
@@ -594,13 +606,14 @@ Deno.test("pool: closeAll() closes the open sockets and cancels the other slots'
           finishing ? closes.reverse() : closes,
         );
         assert.deepEqual(t.events, [`opened ${finishing}`, `closed ${finishing} halt`]);
+        assert.equal(clock.timers, 0, "the close graces ended with the closes");
       }));
   }
 });
 
 // -- which sockets are used, woken, left alone ----------------------------------------------------
 
-Deno.test("pool: the least busy socket wins, the first of equals", { ...sanitize }, async () => {
+Deno.test("pool: the least busy socket wins, the first of equals", sanitize, async () => {
   const t = pool({ url: A, connections: 3 });
   t.pool.openAll();
   await turn();
@@ -618,91 +631,492 @@ Deno.test("pool: the least busy socket wins, the first of equals", { ...sanitize
   await shutdown(t);
 });
 
-Deno.test("pool: a server coming back wakes only its own slots' backoff waits", {
-  ...sanitize,
-}, async () => {
-  const t = pool(
-    { url: [A, B], connections: 3, reconnectInterval: 10_000 },
-    { [A]: "hold", [B]: "refuse" },
+Deno.test(
+  "pool: a server coming back wakes only its own slots' backoff waits",
+  sanitize,
+  async () => {
+    const t = pool(
+      { url: [A, B], connections: 3, reconnectInterval: 10_000 },
+      { [A]: "hold", [B]: "refuse" },
+    );
+    await withRandom(0.5, async () => {
+      t.pool.openAll(); // slots 0 and 2 on A (held), 1 on B (refused)
+      t.net.sockets[2].refuse();
+      await turn();
+      t.pool.reconnect(t.socket(1), false);
+      t.pool.reconnect(t.socket(2), false);
+      await until(() => t.delays.length === 2, 1000, "both backoff waits");
+    });
+    assert.deepEqual(t.delays, [10_000, 10_000]);
+    t.net.answers.set(A, "open");
+    t.net.sockets[0].welcome();
+    await until(() => t.pool.openCount === 2, 1000, "the sibling slot, woken");
+    assert.deepEqual(t.events, ["failed 2", "failed 1", "opened 0", "connecting 2", "opened 2"]);
+    assert.equal(t.pool.retryingCount, 1, "the other server's slot still waits");
+    await shutdown(t);
+  },
+);
+
+Deno.test(
+  "pool: reconnect() of a slot already reconnecting, or open, does nothing",
+  sanitize,
+  async () => {
+    const t = pool({ url: A, reconnectInterval: 10_000 });
+    await withRandom(0.5, async () => {
+      t.pool.reconnect(t.socket(0), false);
+      await until(() => t.delays.length === 1, 1000, "the backoff wait");
+      t.pool.reconnect(t.socket(0), false);
+      await turn();
+    });
+    assert.deepEqual(t.delays, [10_000]);
+    assert.equal(t.pool.retryingCount, 1);
+    await within(1000, t.pool.round(), "the round, which ends the wait");
+    assert.equal(t.pool.openCount, 1);
+    t.pool.reconnect(t.socket(0), true);
+    t.pool.reopenDown(true);
+    await turn();
+    assert.deepEqual(t.delays, [10_000]);
+    assert.deepEqual(t.events, ["connecting 0", "opened 0"]);
+    assert.equal(t.net.sockets.length, 1);
+    await shutdown(t);
+  },
+);
+
+Deno.test(
+  "pool: dropAllDead() and connections() skip slots without a socket (browser offline)",
+  sanitize,
+  async () => {
+    const t = pool({ url: [A, B] }, { [A]: "refuse" });
+    t.pool.openAll();
+    await turn();
+    const used = t.open.get(1)!;
+    assert.deepEqual([...t.pool.connections()], [used]);
+    t.pool.dropAllDead(1001, "browser offline");
+    assert.equal(used.open, false);
+    assert.deepEqual([t.pool.openCount, [...t.pool.connections()]], [0, []]);
+    assert.deepEqual(t.events, ["failed 0", "opened 1", "closed 1 dropped"]);
+    assert.deepEqual(t.closes, [{
+      socket: 1,
+      code: 1001,
+      reason: "browser offline",
+      cause: "dropped",
+    }]);
+    await shutdown(t);
+  },
+);
+
+Deno.test(
+  "pool: openAll() starts an attempt only for the slots neither opening nor open",
+  sanitize,
+  async () => {
+    const t = pool({ url: [A, B] }, { [A]: "hold" });
+    assert.equal(t.pool.openAll(), 2);
+    await turn();
+    assert.equal(t.pool.openAll(), 0, "one slot opening, the other open");
+    await turn();
+    t.net.sockets[0].welcome();
+    await turn();
+    assert.equal(t.pool.openAll(), 0, "both open");
+    await turn();
+    assert.equal(t.net.sockets.length, 2);
+    assert.deepEqual(t.events, ["opened 1", "opened 0"]);
+    assert.deepEqual(t.pool.summary().map(({ state, failures }) => [state, failures]), [
+      ["up", 0],
+      ["up", 0],
+    ]);
+    await shutdown(t);
+  },
+);
+
+// -- one opener per slot --------------------------------------------------------------------------
+
+Deno.test(
+  "pool: a slot has one opener: reconnect(), round(), reopenDown() and openAll() during its attempt or its backoff open no second socket",
+  sanitize,
+  async () => {
+    const t = pool({ url: [A, B], reconnectInterval: 10_000 }, { [A]: "hold", [B]: "hold" });
+    t.reopenOnClose();
+    /** Everything that may start an attempt, asked while each slot's attempt runs. */
+    const askAgain = () => {
+      for (const index of [0, 1]) {
+        t.pool.reconnect(t.socket(index), true);
+        t.pool.reconnect(t.socket(index), false);
+      }
+      t.pool.reopenDown(true);
+      t.pool.reopenDown(false);
+      assert.equal(t.pool.openAll(), 0);
+      return t.pool.round();
+    };
+    // During a run's first attempts.
+    assert.equal(t.pool.openAll(), 2);
+    const first = askAgain();
+    await turn();
+    assert.equal(t.net.sockets.length, 2, "one socket per slot");
+    for (const socket of t.net.sockets) socket.welcome();
+    await within(1000, first, "the round");
+    // During the attempts of the slots' loops (reconnect(): every socket dropped and reopened).
+    t.pool.dropAll();
+    await turn();
+    assert.equal(t.net.sockets.length, 4, "each slot's loop made its attempt");
+    const second = askAgain();
+    await turn();
+    assert.equal(t.net.sockets.length, 4, "one socket per slot");
+    for (const socket of t.net.connecting()) socket.welcome();
+    await within(1000, second, "the round");
+    assert.equal(t.pool.openCount, 2);
+    // During the slots' backoff waits (a new run after a stop): only a round wakes them.
+    await t.pool.closeAll("client disconnect");
+    await withRandom(0.5, async () => {
+      for (const index of [0, 1]) t.pool.reconnect(t.socket(index), false);
+      await turn();
+    });
+    assert.deepEqual(t.delays.slice(-2), [10_000, 10_000]);
+    for (const index of [0, 1]) t.pool.reconnect(t.socket(index), false);
+    t.pool.reopenDown(false);
+    assert.equal(t.pool.openAll(), 0);
+    await turn();
+    assert.equal(t.net.sockets.length, 4, "no attempt while they wait");
+    const third = t.pool.round();
+    await turn();
+    assert.equal(t.net.sockets.length, 6, "one attempt per slot");
+    for (const socket of t.net.connecting()) socket.welcome();
+    await within(1000, third, "the round");
+    assert.equal(t.net.mostLive, 2, "never more sockets than `connections`");
+    await shutdown(t);
+  },
+);
+
+Deno.test("pool: a slot's reconnect loop ends once its socket is open: no more sockets, timers or reports", async () => {
+  await withFakeClock((clock) =>
+    withRandom(0.5, async () => {
+      const t = pool({ url: [A, B], reconnectInterval: 100 });
+      t.reopenOnClose();
+      t.pool.openAll();
+      await turn();
+      // connect() then reconnect(): every socket dropped, reopened at once, a round waiting.
+      t.pool.dropAll();
+      const round = watch(t.pool.round());
+      await turn();
+      assert.equal(round.state, "resolved");
+      assert.equal(t.pool.openCount, 2);
+      assert.deepEqual([t.pool.retryingCount, clock.timers], [0, 0], "no loop left waiting");
+      const made = t.net.sockets.length;
+      const reported = t.events.length;
+      clock.advance(10 * 60_000);
+      await turn();
+      assert.equal(t.net.sockets.length, made, "no socket opened afterwards");
+      assert.equal(t.events.length, reported, "nothing reported afterwards");
+      // Asked again while open: nothing starts.
+      t.pool.reconnect(t.socket(0), false);
+      t.pool.reopenDown(false);
+      await t.pool.round();
+      await turn();
+      assert.deepEqual([t.net.sockets.length, clock.timers], [made, 0]);
+      // The loop can run again: the server closes a socket, and its slot reopens.
+      t.net.sockets[2].serverClose(1011, "restart"); // slot 0's (the first two were dropped)
+      await runUntil(clock, () => t.pool.openCount === 2, "the reopen");
+      assert.equal(t.net.sockets.length, made + 1);
+      await shutdown(t, clock);
+    })
   );
-  await withRandom(0.5, async () => {
-    t.pool.openAll(); // slots 0 and 2 on A (held), 1 on B (refused)
-    t.net.sockets[2].refuse();
+});
+
+// -- rounds ---------------------------------------------------------------------------------------
+
+Deno.test("pool: round() during an attempt that fails: the slot tries again at once, and the round settles with that attempt's outcome", async (t) => {
+  for (const [outcome, end] of [["opens", "welcome"], ["fails", "refuse"]] as const) {
+    await t.step(
+      `the next attempt ${outcome}`,
+      () =>
+        withFakeClock((clock) =>
+          withRandom(0.5, async () => {
+            const t = pool({ url: A, reconnectInterval: 1000 }, { [A]: "hold" });
+            t.pool.reconnect(t.socket(0), true);
+            await turn();
+            const start = clock.now;
+            const round = watch(t.pool.round());
+            t.net.sockets[0].refuse();
+            await turn();
+            assert.equal(round.state, "pending", "the attempt under way does not answer it");
+            assert.equal(t.net.sockets.length, 2, "the slot tried again");
+            assert.deepEqual([t.delays, clock.now], [[0, 0], start], "at once");
+            t.net.sockets[1][end]();
+            await turn();
+            if (end === "welcome") assert.equal(round.state, "resolved");
+            else {
+              assert.equal(round.state, "rejected");
+              assert.equal(round.error?.message, unreachable(A));
+              // The loop goes on with its backoff (attempt 2: 2000 ms), the "now" used up.
+              assert.deepEqual(t.delays, [0, 0, 2000]);
+            }
+            await shutdown(t, clock);
+          })
+        ),
+    );
+  }
+});
+
+Deno.test("pool: a round asked between a slot's attempts is answered by its next one, made at once", async (t) => {
+  /** Where the round is asked: in the loop's backoff wait, or from one of its reports. */
+  const cases: [string, keyof PoolReports | undefined, boolean][] = [
+    ["during its backoff wait", undefined, false],
+    ["from its `reconnecting` report", "reconnecting", false],
+    ["from its `connecting` report, answered by that attempt", "connecting", true],
+    ["from the `failed` report of its previous attempt", "failed", true],
+  ];
+  for (const [name, report, now] of cases) {
+    await t.step(name, () =>
+      withFakeClock((clock) =>
+        withRandom(0.5, async () => {
+          const t = pool({ url: A, reconnectInterval: 1000 }, { [A]: "refuse" });
+          let round: ReturnType<typeof watch> | undefined;
+          const ask = () => {
+            if (round) return;
+            t.net.answers.set(A, "open");
+            round = watch(t.pool.round());
+          };
+          if (report) (t.on as Record<string, () => void>)[report] = ask;
+          const start = clock.now;
+          t.pool.reconnect(t.socket(0), now);
+          await turn();
+          if (!report) {
+            assert.equal(clock.timers, 1, "in its backoff wait");
+            ask();
+            await turn();
+          }
+          assert.equal(round?.state, "resolved");
+          assert.equal(t.pool.openCount, 1);
+          assert.deepEqual([clock.now, clock.timers], [start, 0], "no wait");
+          await shutdown(t, clock);
+        })
+      ));
+  }
+});
+
+Deno.test("pool: round() ends every ejection: an ejected server is tried at once", async () => {
+  await withFakeClock((clock) =>
+    withRandom(0.5, async () => {
+      const t = pool({ url: [A, B], reconnectInterval: 1000 }, { [A]: "refuse", [B]: "hold" });
+      t.pool.reconnect(t.socket(0), true);
+      await runUntil(clock, () => t.ejections().length === 1, "the ejection");
+      assert.equal(t.pool.summary()[0].state, "ejected");
+      const start = clock.now;
+      t.net.answers.set(A, "open");
+      const round = watch(t.pool.round());
+      assert.deepEqual(
+        [t.pool.summary()[0].state, t.pool.summary()[0].failures],
+        ["down", 0],
+        "forgiven",
+      );
+      await turn();
+      assert.equal(round.state, "resolved");
+      assert.deepEqual([t.events.at(-1), clock.now], ["opened 0", start], "at once");
+      assert.equal(t.attempts.at(-1), 1, "its attempts counted afresh");
+      await shutdown(t, clock);
+    })
+  );
+});
+
+Deno.test("pool: round() gives every slot a fresh count of attempts, also one that gave up", async (t) => {
+  await t.step("no socket open", () =>
+    withFakeClock((clock) =>
+      withRandom(0.5, async () => {
+        const t = pool({ url: A, reconnectInterval: 10, maxReconnectAttempts: 2 }, {
+          [A]: "refuse",
+        });
+        t.pool.reconnect(t.socket(0), true);
+        await runUntil(clock, () => t.gaveUp.length === 1, "the give-up");
+        t.net.answers.set(A, "open");
+        const round = watch(t.pool.round());
+        await turn();
+        assert.equal(round.state, "resolved");
+        assert.deepEqual(t.attempts, [1, 2, 1]);
+        assert.deepEqual(t.events.slice(-2), ["connecting 0", "opened 0"]);
+        await shutdown(t, clock);
+      })
+    ));
+});
+
+Deno.test("pool: round() resolves at once while a socket is open, and rejects only once every slot's next attempt failed", async (t) => {
+  await t.step("a socket open", () =>
+    withFakeClock(async (clock) => {
+      const t = pool({ url: [A, B] });
+      t.pool.openAll();
+      await turn();
+      const round = watch(t.pool.round());
+      await null;
+      assert.equal(round.state, "resolved");
+      await turn();
+      assert.equal(t.net.sockets.length, 2, "no socket opened for it");
+      await shutdown(t, clock);
+    }));
+  for (const [name, last] of [["opens", "welcome"], ["fails", "refuse"]] as const) {
+    await t.step(
+      `one of two fails, then the other ${name}`,
+      () =>
+        withFakeClock((clock) =>
+          withRandom(0.5, async () => {
+            const t = pool({ url: [A, B], reconnectInterval: 10_000 }, {
+              [A]: "hold",
+              [B]: "hold",
+            });
+            t.pool.reconnect(t.socket(0), false);
+            t.pool.reconnect(t.socket(1), false);
+            await turn();
+            assert.equal(clock.timers, 2, "both slots wait out a backoff");
+            const round = watch(t.pool.round());
+            await turn();
+            assert.equal(t.net.sockets.length, 2, "both try at once");
+            t.net.sockets[0].refuse();
+            await turn();
+            assert.equal(round.state, "pending", "the other slot's attempt is still under way");
+            t.net.sockets[1][last]();
+            await turn();
+            if (last === "welcome") assert.equal(round.state, "resolved");
+            else {
+              assert.equal(round.state, "rejected");
+              assert.equal(round.error?.message, unreachable(B), "the last error");
+            }
+            await shutdown(t, clock);
+          })
+        ),
+    );
+  }
+});
+
+// -- reports that call back into the pool ---------------------------------------------------------
+
+/**
+ * How to make slot 0 send each report: the pool's options, how its server answers, what starts it.
+ * Slot 1, on the other server, waits out a backoff meanwhile.
+ */
+const reportScenarios: [
+  keyof PoolReports,
+  Partial<RealmClientOptions>,
+  Answer,
+  (t: Fixture) => void | Promise<void>,
+][] = [
+  ["reconnecting", {}, "open", (t) => t.pool.reconnect(t.socket(0), false)],
+  ["connecting", {}, "open", (t) => t.pool.reconnect(t.socket(0), true)],
+  ["opened", {}, "open", (t) => t.pool.reconnect(t.socket(0), true)],
+  ["failed", {}, "refuse", (t) => t.pool.reconnect(t.socket(0), true)],
+  ["gaveUp", { maxReconnectAttempts: 1 }, "refuse", (t) => t.pool.reconnect(t.socket(0), true)],
+  ["closed", {}, "open", async (t) => {
+    t.pool.openAll();
     await turn();
-    t.pool.reconnect(t.socket(1), false);
-    t.pool.reconnect(t.socket(2), false);
-    await until(() => t.delays.length === 2, 1000, "both backoff waits");
-  });
-  assert.deepEqual(t.delays, [10_000, 10_000]);
-  t.net.answers.set(A, "open");
-  t.net.sockets[0].welcome();
-  await until(() => t.pool.openCount === 2, 1000, "the sibling slot, woken");
-  assert.deepEqual(t.events, ["failed 2", "failed 1", "opened 0", "connecting 2", "opened 2"]);
-  assert.equal(t.pool.retryingCount, 1, "the other server's slot still waits");
-  await shutdown(t);
-});
+    t.net.sockets[0].serverClose(1011, "restart");
+  }],
+];
 
-Deno.test("pool: reconnect() of a slot already reconnecting, or open, does nothing", {
-  ...sanitize,
-}, async () => {
-  const t = pool({ url: A, reconnectInterval: 10_000 });
-  await withRandom(0.5, async () => {
-    t.pool.reconnect(t.socket(0), false);
-    await until(() => t.delays.length === 1, 1000, "the backoff wait");
-    t.pool.reconnect(t.socket(0), false);
-    await turn();
-  });
-  assert.deepEqual(t.delays, [10_000]);
-  assert.equal(t.pool.retryingCount, 1);
-  await within(1000, t.pool.round(), "the round, which ends the wait");
-  assert.equal(t.pool.openCount, 1);
-  t.pool.reconnect(t.socket(0), true);
-  t.pool.reopenDown(true);
-  await turn();
-  assert.deepEqual(t.delays, [10_000]);
-  assert.deepEqual(t.events, ["connecting 0", "opened 0"]);
-  assert.equal(t.net.sockets.length, 1);
-  await shutdown(t);
-});
+for (const [report, options, answer, trigger] of reportScenarios) {
+  Deno.test(
+    `pool: closeAll() from the ${report} report stops everything: no socket opens afterwards, no timer is left`,
+    sanitize,
+    async () => {
+      await withRandom(0.5, async () => {
+        const t = pool(
+          { url: [A, B], reconnectInterval: 10_000, ...options },
+          { [A]: answer },
+        );
+        t.pool.reconnect(t.socket(1), false);
+        await turn();
+        assert.deepEqual([t.pool.retryingCount, t.delays], [1, [10_000]], "slot 1 waits");
+        let closing: Promise<void> | undefined;
+        let made = 0;
+        (t.on as Record<string, (socket: SocketRef) => void>)[report] = (socket) => {
+          if (socket.index !== 0 || closing) return;
+          closing = t.pool.closeAll("client disconnect");
+          made = t.net.sockets.length;
+        };
+        await trigger(t);
+        await until(() => closing !== undefined, 2000, `the ${report} report`);
+        await within(1000, closing!, "closeAll()");
+        await turn();
+        await turn();
+        assert.equal(t.net.sockets.length, made, "no socket made after closeAll()");
+        assert.deepEqual([t.net.live(), t.pool.openCount, t.pool.retryingCount], [0, 0, 0]);
+      });
+      // The leak sanitizer fails the test if a timer of the pool is still armed.
+    },
+  );
+}
 
-Deno.test("pool: dropAllDead() and connections() skip slots without a socket (browser offline)", {
-  ...sanitize,
-}, async () => {
-  const t = pool({ url: [A, B] }, { [A]: "refuse" });
-  t.pool.openAll();
-  await turn();
-  const used = t.open.get(1)!;
-  assert.deepEqual([...t.pool.connections()], [used]);
-  t.pool.dropAllDead(1001, "browser offline");
-  assert.equal(used.open, false);
-  assert.deepEqual([t.pool.openCount, [...t.pool.connections()]], [0, []]);
-  assert.deepEqual(t.events, ["failed 0", "opened 1", "closed 1 dropped"]);
-  assert.deepEqual(t.closes, [{
-    socket: 1,
-    code: 1001,
-    reason: "browser offline",
-    cause: "dropped",
-  }]);
-  await shutdown(t);
-});
+Deno.test(
+  "pool: dropAll() and round() from the opened report: the round waits for the socket that reopens",
+  sanitize,
+  async () => {
+    const t = pool({ url: A });
+    t.reopenOnClose();
+    let round: ReturnType<typeof watch> | undefined;
+    let finished: Promise<void> | undefined;
+    t.on.opened = () => {
+      if (finished) return;
+      t.net.answers.set(A, "hold");
+      t.pool.dropAll(); // reconnect() from a `connected` listener
+      finished = t.pool.round();
+      round = watch(finished);
+    };
+    t.pool.openAll();
+    await until(() => t.net.sockets.length === 2, 1000, "the reopen's socket");
+    assert.equal(round?.state, "pending", "not answered by the socket it dropped");
+    assert.equal(t.pool.openCount, 0);
+    t.net.sockets[1].welcome();
+    await within(1000, finished!, "the round");
+    assert.deepEqual(t.events, ["opened 0", "closed 0 reconnect", "connecting 0", "opened 0"]);
+    await shutdown(t);
+  },
+);
 
-Deno.test("pool: openAll() starts an attempt only for the slots neither opening nor open", {
-  ...sanitize,
-}, async () => {
-  const t = pool({ url: [A, B] }, { [A]: "hold" });
-  assert.equal(t.pool.openAll(), 2);
-  await turn();
-  assert.equal(t.pool.openAll(), 0, "one slot opening, the other open");
-  await turn();
-  t.net.sockets[0].welcome();
-  await turn();
-  assert.equal(t.pool.openAll(), 0, "both open");
-  await turn();
-  assert.equal(t.net.sockets.length, 2);
-  assert.deepEqual(t.events, ["opened 1", "opened 0"]);
-  assert.deepEqual(t.pool.summary().map(({ state, failures }) => [state, failures]), [
-    ["up", 0],
-    ["up", 0],
-  ]);
-  await shutdown(t);
-});
+Deno.test(
+  "pool: round() from the failed report of a run's first attempt: the slot tries again at once",
+  sanitize,
+  async () => {
+    const t = pool({ url: A }, { [A]: "refuse" });
+    let round: Promise<void> | undefined;
+    t.on.failed = () => {
+      if (round) return;
+      t.net.answers.set(A, "open");
+      round = t.pool.round();
+    };
+    t.pool.openAll();
+    await until(() => round !== undefined, 1000, "the failed report");
+    await within(1000, round!, "the round");
+    assert.deepEqual(t.events, ["failed 0", "connecting 0", "opened 0"]);
+    await shutdown(t);
+  },
+);
+
+// -- close causes ---------------------------------------------------------------------------------
+
+Deno.test(
+  "pool: a close's report carries its cause: halt, reconnect, dropped, server",
+  sanitize,
+  async () => {
+    const t = pool({ url: A });
+    const reopen = async () => {
+      t.pool.openAll();
+      await until(() => t.pool.openCount === 1, 1000, "the socket");
+      return t.open.get(0)!;
+    };
+    await reopen();
+    await t.pool.closeAll("client disconnect");
+    await reopen();
+    t.pool.dropAll();
+    t.pool.drop(await reopen(), 1006, "send failed");
+    await reopen();
+    t.pool.dropAllDead(1001, "browser offline");
+    await reopen();
+    t.net.sockets.at(-1)!.serverClose(1011, "restart");
+    assert.deepEqual(
+      t.closes.map(({ socket, code, reason, cause }) => [socket, code, reason, cause]),
+      [
+        [0, 1000, "client disconnect", "halt"],
+        [0, 1000, "client reconnect", "reconnect"],
+        [0, 1006, "send failed", "dropped"],
+        [0, 1001, "browser offline", "dropped"],
+        [0, 1011, "restart", "server"],
+      ],
+    );
+    await shutdown(t);
+  },
+);
