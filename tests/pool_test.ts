@@ -935,6 +935,26 @@ Deno.test("pool: round() gives every slot a fresh count of attempts, also one th
         await shutdown(t, clock);
       })
     ));
+  await t.step("another socket open", () =>
+    withFakeClock((clock) =>
+      withRandom(0.5, async () => {
+        const t = pool({ url: [A, B], reconnectInterval: 10, maxReconnectAttempts: 1 }, {
+          [B]: "refuse",
+        });
+        t.pool.openAll();
+        await turn();
+        t.pool.reconnect(t.socket(1), false);
+        await runUntil(clock, () => t.gaveUp.length === 1, "the give-up");
+        t.net.answers.set(B, "open");
+        const round = watch(t.pool.round());
+        await turn();
+        assert.equal(round.state, "resolved", "at once: a socket is open");
+        await runUntil(clock, () => t.pool.openCount === 2 || t.gaveUp.length > 1, "slot 1");
+        assert.deepEqual(t.events.slice(-2), ["connecting 1", "opened 1"]);
+        assert.equal(t.gaveUp.length, 1, "no second give-up without an attempt");
+        await shutdown(t, clock);
+      })
+    ));
 });
 
 Deno.test("pool: round() resolves at once while a socket is open, and rejects only once every slot's next attempt failed", async (t) => {
@@ -982,6 +1002,39 @@ Deno.test("pool: round() resolves at once while a socket is open, and rejects on
         ),
     );
   }
+});
+
+Deno.test(
+  "pool: round() during a run's first attempt that fails: the slot tries again at once",
+  sanitize,
+  async () => {
+    const t = pool({ url: A }, { [A]: "hold" });
+    t.pool.openAll();
+    const round = t.pool.round();
+    t.net.answers.set(A, "open");
+    t.net.sockets[0].refuse();
+    await within(1000, round, "the round");
+    assert.deepEqual(t.events, ["failed 0", "connecting 0", "opened 0"]);
+    await shutdown(t);
+  },
+);
+
+Deno.test("pool: a round answered by an attempt leaves no hurry behind: the next close waits its backoff", async () => {
+  await withFakeClock((clock) =>
+    withRandom(0.5, async () => {
+      const t = pool({ url: A, reconnectInterval: 1000 }, { [A]: "hold" });
+      t.reopenOnClose();
+      t.pool.reconnect(t.socket(0), false);
+      await runUntil(clock, () => t.net.sockets.length === 1, "the attempt");
+      const round = t.pool.round();
+      t.net.sockets[0].welcome();
+      await round;
+      t.net.sockets[0].serverClose(1011, "restart");
+      await turn();
+      assert.deepEqual(t.delays, [1000, 1000], "the server's close is followed by a backoff");
+      await shutdown(t, clock);
+    })
+  );
 });
 
 // -- reports that call back into the pool ---------------------------------------------------------
