@@ -633,10 +633,25 @@ Deno.test({
   },
 });
 
-/** What a test does to a client of `connections: 3` before watching the sockets settle. */
+type Fixture = Awaited<ReturnType<typeof setup>>;
+
+/** Socket 0 drops and gives up reconnecting (its attempts refused); sockets 1 and 2 serve. */
+async function oneGaveUp({ server, client, sockets, of }: Fixture): Promise<void> {
+  await within(5000, client.connect(), "connect()");
+  server.faults.rejectConnections(true);
+  sockets[0].socket.close();
+  await until(() => of("error").length === 1, 3000, "socket 0 giving up");
+  server.faults.rejectConnections(false);
+}
+
+/**
+ * What a test does to a client of `connections: 3` (five reconnect attempts at most) before
+ * watching its sockets settle, and how many sockets that makes in all.
+ */
 const IN_A_ROW: {
   name: string;
   made: number;
+  before?(fixture: Fixture): Promise<void>;
   run(client: RealmWebSocketClient): Promise<void>[];
 }[] = [
   {
@@ -645,28 +660,35 @@ const IN_A_ROW: {
     run: (client) => [client.connect(), client.reconnect()],
   },
   {
-    name: "connect(), then reconnect() and connect() at once",
+    name: "open, then reconnect() and connect() at once",
     made: 6,
-    run: (client) => [
-      client.connect().then(() => Promise.all([client.reconnect(), client.connect()]))
-        .then(() => {}),
-    ],
+    before: ({ client }) => within(5000, client.connect(), "connect()"),
+    run: (client) => [client.reconnect(), client.connect()],
   },
   {
-    name: "connect(), then connect() and reconnect() at once",
+    name: "open, then connect() and reconnect() at once",
     made: 6,
-    run: (client) => [
-      client.connect().then(() => Promise.all([client.connect(), client.reconnect()]))
-        .then(() => {}),
-    ],
+    before: ({ client }) => within(5000, client.connect(), "connect()"),
+    run: (client) => [client.connect(), client.reconnect()],
   },
   {
-    name: "connect(), then reconnect() twice at once",
+    name: "open, then reconnect() twice at once",
     made: 6,
-    run: (client) => [
-      client.connect().then(() => Promise.all([client.reconnect(), client.reconnect()]))
-        .then(() => {}),
-    ],
+    before: ({ client }) => within(5000, client.connect(), "connect()"),
+    run: (client) => [client.reconnect(), client.reconnect()],
+  },
+  {
+    // Three at first, socket 0's five refused retries, then it and the two dropped ones again.
+    name: "a socket given up, then connect() and reconnect() at once",
+    made: 11,
+    before: oneGaveUp,
+    run: (client) => [client.connect(), client.reconnect()],
+  },
+  {
+    name: "a socket given up, then reconnect() and connect() at once",
+    made: 11,
+    before: oneGaveUp,
+    run: (client) => [client.reconnect(), client.connect()],
   },
 ];
 
@@ -680,8 +702,9 @@ Deno.test({
         name: sequence.name,
         ...sanitize,
         fn: async () => {
-          await using fixture = await setup(3);
+          await using fixture = await setup(3, {}, { maxReconnectAttempts: 5 });
           const { server, client, sockets } = fixture;
+          await sequence.before?.(fixture);
           let most = 0;
           const counting = setInterval(() => most = Math.max(most, server.connectionCount), 1);
           try {
@@ -704,42 +727,6 @@ Deno.test({
           assert.ok(most <= 3, `the server saw ${most} sockets at once`);
         },
       });
-    }
-  },
-});
-
-Deno.test({
-  name: "connections: a socket that failed at connect() where the others opened keeps trying " +
-    "until the pool is full",
-  ...sanitize,
-  fn: async () => {
-    const server = await startStubServer({ tokenDelayMs: 0 });
-    const dead = deadUrl();
-    let made = 0;
-    // The second socket made goes nowhere; every other reaches the server.
-    class SecondFails extends WebSocket {
-      constructor(...[url, protocols]: ConstructorParameters<typeof WebSocket>) {
-        super(++made === 2 ? dead : url, protocols);
-      }
-    }
-    const client = new RealmWebSocketClient({
-      ...FAST,
-      url: server.url,
-      model: "llama-2-7b",
-      connections: 3,
-      WebSocket: SecondFails,
-    });
-    const errors: RealmError[] = [];
-    client.on("error", (error) => errors.push(error));
-    try {
-      await within(5000, client.connect(), "connect() with one socket failing");
-      await until(() => server.connectionCount === 3, 3000, "the pool full again");
-      assert.equal(client.stats().openConnections, 3);
-      assert.equal(made, 4, "one retry, no surplus");
-      assert.deepEqual(errors, [], "the server is in use: nothing to report");
-    } finally {
-      await within(5000, client.disconnect(), "disconnect()");
-      await server.close();
     }
   },
 });
