@@ -634,8 +634,10 @@ export interface ListenerMoment {
   type: keyof RealmEventMap;
   /** Only payloads that match count (default: all). */
   matches?(payload: unknown): boolean;
-  /** Which of the matching events the listener acts on, from 1 (default 1). */
-  nth?: number;
+  /** Which of the matching events the listener acts on, from 1, with `connections` sockets. */
+  nth?(connections: number): number;
+  /** The fewest sockets the moment needs (default 1). */
+  sockets?: number;
   /** Readies the client before the listener is added. */
   ready?(run: ListenerRun): Promise<void>;
   /** Makes the event happen; returns the promise of the test's own call, if it made one. */
@@ -677,8 +679,8 @@ const attempt = (first: boolean) => (payload: unknown) =>
 
 /**
  * Every moment a listener can call back into the client: each event type, `statechange` into
- * each state, during `connect()` and afterwards. The client of {@linkcode callFromListener} has
- * two sockets and gives up after two reconnect attempts.
+ * each state, during `connect()` and afterwards. The client of {@linkcode callFromListener} gives
+ * up after two reconnect attempts.
  */
 export const LISTENER_MOMENTS: readonly ListenerMoment[] = [
   {
@@ -755,6 +757,7 @@ export const LISTENER_MOMENTS: readonly ListenerMoment[] = [
   {
     name: "error (a socket gave up, the other still retrying)",
     type: "error",
+    sockets: 2,
     ready: connectFirst,
     produce: goAway,
     serverDown: true,
@@ -762,7 +765,7 @@ export const LISTENER_MOMENTS: readonly ListenerMoment[] = [
   {
     name: "error (the last socket gave up)",
     type: "error",
-    nth: 2,
+    nth: (connections) => connections,
     ready: connectFirst,
     produce: goAway,
     serverDown: true,
@@ -770,7 +773,7 @@ export const LISTENER_MOMENTS: readonly ListenerMoment[] = [
 ];
 
 /**
- * Starts a stub server and a client of it (two sockets, {@linkcode FAST}, two reconnect
+ * Starts a stub server and a client of it (`connections` sockets, {@linkcode FAST}, two reconnect
  * attempts), readies it for `moment`, adds a listener that calls `method` back the first time the
  * moment comes, makes the moment happen, and returns once the listener has called. `await using`
  * tears down both (the client with `disconnect()`, unless `leaveAsIs`).
@@ -778,8 +781,8 @@ export const LISTENER_MOMENTS: readonly ListenerMoment[] = [
 export async function callFromListener(
   moment: ListenerMoment,
   method: RunMethod,
+  connections: number,
 ): Promise<ListenerRun> {
-  const connections = 2;
   const server = await startStubServer({ tokenDelayMs: 0 });
   const sockets = redirectableWebSocket();
   const client = new RealmWebSocketClient({
@@ -822,7 +825,12 @@ export async function callFromListener(
     await moment.ready?.(run);
     let matching = 0;
     client.on(moment.type, (payload: unknown) => {
-      if (called || !(moment.matches?.(payload) ?? true) || ++matching < (moment.nth ?? 1)) return;
+      if (
+        called || !(moment.matches?.(payload) ?? true) ||
+        ++matching < (moment.nth?.(connections) ?? 1)
+      ) {
+        return;
+      }
       if (moment.serverDown) sockets.redirect = undefined;
       const settled = () => ({
         state: client.state,
@@ -838,6 +846,17 @@ export async function callFromListener(
     await run[Symbol.asyncDispose]();
     throw error;
   }
+}
+
+/** Each moment with each pool size it applies to (one socket, then two), and a name for both. */
+export function listenerCases(): { name: string; moment: ListenerMoment; connections: number }[] {
+  return [1, 2].flatMap((connections) =>
+    LISTENER_MOMENTS.filter((moment) => (moment.sockets ?? 1) <= connections).map((moment) => ({
+      name: `${moment.name}, ${connections === 1 ? "one socket" : `${connections} sockets`}`,
+      moment,
+      connections,
+    }))
+  );
 }
 
 /** Asserts that no listener ever saw the state `"open"` with no open socket. */

@@ -24,7 +24,7 @@ import {
   failedWith,
   FAST,
   idleStats,
-  LISTENER_MOMENTS,
+  listenerCases,
   outcome,
   recordEvents,
   redirectableWebSocket,
@@ -419,12 +419,12 @@ Deno.test({
   name: "connect() from a listener of every event starts or joins a run that opens",
   ...sanitize,
   fn: async (t) => {
-    for (const moment of LISTENER_MOMENTS) {
+    for (const { name, moment, connections } of listenerCases()) {
       await t.step({
-        name: moment.name,
+        name,
         ...sanitize,
         fn: async () => {
-          await using run = await callFromListener(moment, "connect");
+          await using run = await callFromListener(moment, "connect", connections);
           const called = await within(5000, run.called, "the listener's connect()");
           assert.equal(called.error, undefined, `the listener's connect() failed: ${called.error}`);
           if (run.produced) {
@@ -443,12 +443,12 @@ Deno.test({
   name: "disconnect() from a listener of every event leaves no socket, attempt or timer behind",
   ...sanitize,
   fn: async (t) => {
-    for (const moment of LISTENER_MOMENTS) {
+    for (const { name, moment, connections } of listenerCases()) {
       await t.step({
-        name: moment.name,
+        name,
         ...sanitize,
         fn: async () => {
-          await using run = await callFromListener(moment, "disconnect");
+          await using run = await callFromListener(moment, "disconnect", connections);
           const called = await within(5000, run.called, "the listener's disconnect()");
           assert.equal(called.error, undefined, `disconnect() failed: ${called.error}`);
           assert.equal(called.state, "idle");

@@ -18,7 +18,7 @@ import {
   failedWith,
   FAST,
   idleStats,
-  LISTENER_MOMENTS,
+  listenerCases,
   outcome,
   recordEvents,
   sanitize,
@@ -285,12 +285,12 @@ Deno.test({
   name: "reconnect() from a listener of every event resolves once a socket is open again",
   ...sanitize,
   fn: async (t) => {
-    for (const moment of LISTENER_MOMENTS) {
+    for (const { name, moment, connections } of listenerCases()) {
       await t.step({
-        name: moment.name,
+        name,
         ...sanitize,
         fn: async () => {
-          await using run = await callFromListener(moment, "reconnect");
+          await using run = await callFromListener(moment, "reconnect", connections);
           const called = await within(5000, run.called, "the listener's reconnect()");
           assert.equal(
             called.error,

@@ -505,21 +505,22 @@ Deno.test({
 });
 
 Deno.test({
-  name: "servers: two connect() at once with a server of the list down both resolve",
+  name: "servers: two connect() at once while open both resolve, and reopen a server of the " +
+    "list that was given up and is back",
   ...sanitize,
   fn: async () => {
-    const live = await startStubServer({ tokenDelayMs: 0 });
-    const { client: c } = client([live.url, deadUrl()]);
-    try {
-      const both = [c.connect(), c.connect()].map((p, i) =>
-        outcome(p, 5000, `connect() #${i + 1} at once`)
-      );
-      assert.deepEqual(await Promise.all(both), [{ value: undefined }, { value: undefined }]);
-      assert.equal(c.state, "open");
-      assert.equal(live.connectionCount, 1);
-    } finally {
-      await within(5000, c.disconnect(), "disconnect()");
-      await live.close();
-    }
+    await using fleet = await Fleet.start(2);
+    const { client: c, errors } = client(fleet.urls, { maxReconnectAttempts: 1 });
+    await within(5000, c.connect(), "connect()");
+    await fleet.kill(1);
+    await until(() => errors.length === 1, 3000, "the socket to the killed server giving up");
+    await fleet.restart(1);
+    const both = [c.connect(), c.connect()].map((p, i) =>
+      outcome(p, 3000, `connect() #${i + 1} at once`)
+    );
+    assert.deepEqual(await Promise.all(both), [{ value: undefined }, { value: undefined }]);
+    await until(() => c.stats().servers![1].state === "up", 3000, "the server back in use");
+    assert.deepEqual(fleet.servers.map((server) => server.connectionCount), [1, 1]);
+    await within(5000, c.disconnect(), "disconnect()");
   },
 });
