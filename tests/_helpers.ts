@@ -346,7 +346,13 @@ export async function stubAndClient(
   serverOptions: StubServerOptions = {},
   clientOptions: Partial<RealmClientOptions> = {},
 ): Promise<{ server: StubServer; client: RealmWebSocketClient } & AsyncDisposable> {
-  const server = await startStubServer({ tokenDelayMs: 1, ...serverOptions });
+  // The stub's test extras on: streams of any length, and the built-in rag-pipeline.
+  const server = await startStubServer({
+    tokenDelayMs: 1,
+    longStreams: true,
+    orchestrator: true,
+    ...serverOptions,
+  });
   const client = new RealmWebSocketClient({
     url: server.url,
     model: "llama-2-7b",

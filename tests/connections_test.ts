@@ -56,7 +56,12 @@ async function setup(
   serverOptions: StubServerOptions = {},
   clientOptions: Partial<RealmClientOptions> = {},
 ) {
-  const server = await startStubServer({ tokenDelayMs: 1, ...serverOptions });
+  const server = await startStubServer({
+    tokenDelayMs: 1,
+    longStreams: true,
+    orchestrator: true,
+    ...serverOptions,
+  });
   const tracked = trackedWebSocket();
   const client = new RealmWebSocketClient({
     url: server.url,
