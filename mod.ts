@@ -25,7 +25,7 @@
  * @module
  */
 
-export { type ClientStats, RealmWebSocketClient, type ServerStats } from "./src/client.ts";
+export { RealmWebSocketClient } from "./src/client.ts";
 export {
   parseRetryAfter,
   RealmError,
@@ -43,6 +43,7 @@ export { type TokenSink, TokenStream } from "./src/token_stream.ts";
 export type { WebSocketSource } from "./src/websocket.ts";
 export type {
   CallOptions,
+  ClientStats,
   FunctionMetadata,
   GenerationOptions,
   GenerationResult,
@@ -53,5 +54,6 @@ export type {
   RealmEventMap,
   RealmLogger,
   RuntimeMetadata,
+  ServerStats,
   WebSocketConstructor,
 } from "./src/types.ts";

@@ -8,6 +8,7 @@
 
 import { RealmError } from "./errors.ts";
 import type { RealmFunction } from "./protocol.ts";
+import type { GenerationResult } from "./types.ts";
 import { newPromise, settlers } from "./settlers.ts";
 
 /** What a caller asked for. */
@@ -492,4 +493,29 @@ export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function earlier(a: Deadline, b: Deadline): boolean {
   return a.at < b.at || (a.at === b.at && a.seq < b.seq);
+}
+
+/**
+ * The result of a generation, with the call's id and timings. A stream's
+ * `complete` frame carries only the token count, so its text is the joined tokens.
+ */
+export function toGenerationResult(
+  data: unknown,
+  call: Call,
+  streamed?: string[],
+): GenerationResult {
+  const d = (typeof data === "object" && data !== null ? data : {}) as Record<string, unknown>;
+  const result: GenerationResult = {
+    text: streamed ? streamed.join("") : typeof d.text === "string" ? d.text : "",
+    tokens_generated: typeof d.tokens_generated === "number"
+      ? d.tokens_generated
+      : streamed?.length ?? 0,
+  };
+  for (const key of ["prompt_tokens", "cost_usd", "time_ms"] as const) {
+    if (typeof d[key] === "number") result[key] = d[key] as number;
+  }
+  result.requestId = call.id;
+  result.durationMs = call.endedAt - call.startedAt;
+  if (call.firstTokenAt) result.timeToFirstTokenMs = call.firstTokenAt - call.startedAt;
+  return result;
 }

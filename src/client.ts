@@ -7,18 +7,22 @@
  * @module
  */
 
-import { watchBrowser } from "./browser.ts";
-import { type Call, type CallEnd, CallRegistry, type CallSpec } from "./calls.ts";
-import { cancelledConnect, type Connection } from "./connection.ts";
-import { Dispatcher, withRequest } from "./dispatch.ts";
+import {
+  type Call,
+  type CallEnd,
+  CallRegistry,
+  type CallSpec,
+  toGenerationResult,
+} from "./calls.ts";
+import { Connector } from "./connector.ts";
 import { RealmError } from "./errors.ts";
-import { type ConnectionState, Lifecycle, type SocketSummary } from "./lifecycle.ts";
-import { FATAL, Pool, type Server, type Slot } from "./pool.ts";
+import type { ConnectionState } from "./lifecycle.ts";
 import { encodeParams, type RealmFunction } from "./protocol.ts";
-import { traceCall, traceConnection } from "./telemetry.ts";
+import { traceCall } from "./telemetry.ts";
 import { TokenStream } from "./token_stream.ts";
 import type {
   CallOptions,
+  ClientStats,
   GenerationOptions,
   GenerationResult,
   HealthStatus,
@@ -26,69 +30,17 @@ import type {
   RealmClientOptions,
   RealmEventMap,
   RuntimeMetadata,
+  ServerStats,
 } from "./types.ts";
 import {
   checkCallOptions,
   generationParams,
   pipelineParams,
+  randomTenantId,
   type ResolvedOptions,
   resolveOptions,
 } from "./validate.ts";
-import { resolveWebSocket, type WebSocketSource } from "./websocket.ts";
-
-/**
- * Counts of what the client holds right now. After `disconnect()` all are
- * zero but `listeners`, which counts the `on()` listeners still registered:
- * they survive `disconnect()`, so that a later `connect()` keeps them.
- *
- * @example
- * ```ts
- * import type { ClientStats } from "@realm-ai/ws-client";
- * const idle = (s: ClientStats) => s.pendingCalls === 0 && s.queuedCalls === 0;
- * ```
- */
-export interface ClientStats {
-  /** Calls without an outcome yet (queued, sent, or waiting out a rate-limit retry). */
-  pendingCalls: number;
-  /** Calls waiting for a connection. */
-  queuedCalls: number;
-  /** Sockets open and handshaken. */
-  openConnections: number;
-  /**
-   * Calls written to sockets whose last frame has not arrived, abandoned ones
-   * included until they have been quiet for `streamIdleTimeout`.
-   */
-  callsOnTheWire: number;
-  /** Event listeners added with `on()`. */
-  listeners: number;
-  /** With a list of servers (`url` given as an array): each server, in the order given. */
-  servers?: ServerStats[];
-}
-
-/**
- * One server of a list, as `stats().servers` reports it.
- *
- * @example
- * ```ts
- * import type { ServerStats } from "@realm-ai/ws-client";
- * const usable = (servers: ServerStats[]) => servers.filter((s) => s.state === "up").length;
- * ```
- */
-export interface ServerStats {
-  /** The server's address, as given in `url`. */
-  url: string;
-  /**
-   * `"up"` with at least one socket open, `"ejected"` while left out after
-   * failing again and again, else `"down"` (reconnecting, or given up).
-   */
-  state: "up" | "down" | "ejected";
-  /** Its sockets open and handshaken. */
-  openConnections: number;
-  /** Calls on its sockets whose last frame has not arrived. */
-  callsOnTheWire: number;
-  /** Failed connection attempts in a row (since it was last up or ejected). */
-  failures: number;
-}
+import type { WebSocketSource } from "./websocket.ts";
 
 /** A listener of the caller's, and the guard that keeps its exceptions in. */
 type Guards = Map<string, EventListener>;
@@ -121,38 +73,12 @@ type Guards = Map<string, EventListener>;
 export class RealmWebSocketClient extends EventTarget {
   readonly #options: ResolvedOptions;
   readonly #calls = new CallRegistry();
-  readonly #lifecycle: Lifecycle;
-  readonly #pool: Pool;
-  readonly #dispatcher: Dispatcher;
+  /** The run: connecting, reconnecting, disconnecting, and the events that tell of them. */
+  readonly #connector: Connector;
   readonly #listeners = new Map<string, Map<(payload: never) => void, EventListener>>();
   readonly #guards = new WeakMap<object, Guards>();
-  #tenantId: string;
-  #serverVersion: string | undefined;
-  #webSocketSource: WebSocketSource | undefined;
-  /** The running `connect()` of this run, shared by concurrent callers. */
-  #connecting: Promise<void> | undefined;
-  /** `connect()`/`reconnect()` callers waiting for a socket while reconnecting. */
-  #openWaiters: {
-    resolve: () => void;
-    reject: (error: RealmError) => void;
-    promise: Promise<void>;
-  }[] = [];
-  /** Removes the browser's network and page listeners. */
-  #unwatchBrowser: (() => void) | undefined;
-  /** Sockets are being closed on purpose (disconnect, failed connect): none reconnects. */
-  #halting = false;
-  /** Sockets are being dropped by `reconnect()`: they reconnect at once, even with `reconnect` off. */
-  #reconnectingNow = false;
-  /**
-   * Events not dispatched yet, oldest first. Events go out one at a time in
-   * the order they happened, even when a listener calls back into the
-   * client; a teardown holds them back until it is done.
-   */
-  readonly #events: CustomEvent[] = [];
-  #dispatching = false;
-  #holding = false;
   /** Made once: every call's end goes to the dispatcher. */
-  readonly #callEnded = (call: Call, end: CallEnd) => this.#dispatcher.ended(call, end);
+  readonly #callEnded = (call: Call, end: CallEnd) => this.#connector.dispatcher.ended(call, end);
 
   /**
    * Creates a client; nothing is opened until {@linkcode RealmWebSocketClient.connect}.
@@ -163,37 +89,15 @@ export class RealmWebSocketClient extends EventTarget {
   constructor(options: RealmClientOptions) {
     super();
     this.#options = resolveOptions(options);
-    this.#tenantId = this.#options.tenantId ?? randomTenantId();
-    this.#lifecycle = new Lifecycle((change) => this.#emit("statechange", change));
-    this.#pool = new Pool(this.#options, {
-      opened: (slot) => this.#onOpened(slot),
-      accept: (slot, connection) => this.#accept(slot, connection),
-      frame: (connection, frame) => this.#dispatcher.frame(connection, frame),
-      closed: (slot, connection, code, reason) => this.#onClosed(slot, connection, code, reason),
-      reconnecting: (slot, attempt, delay) => {
-        this.#log("reconnecting", { attempt, delayMs: delay, socket: slot.index });
-        this.#emit("reconnecting", { attempt, delay, ...where(slot) });
+    this.#connector = new Connector(
+      this.#options,
+      this.#calls,
+      this.#options.tenantId ?? randomTenantId(),
+      {
+        dispatch: (event) => this.dispatchEvent(event),
+        log: (message, data) => this.#log(message, data),
       },
-      connecting: (slot, attempt) => this.#emit("connecting", { attempt, ...where(slot) }),
-      attemptFailed: (slot, error) => {
-        this.#log("reconnect failed", { socket: slot.index, error: error.message });
-        if (this.#pool.openCount === 0) this.#rejectWaiters(error);
-      },
-      gaveUp: (slot, error) => this.#onGaveUp(error, slot.server.url),
-      tenantId: () => this.#tenantId,
-      log: (message, data) => this.#log(message, data),
-    });
-    this.#dispatcher = new Dispatcher(this.#calls, {
-      pick: () => this.#pool.leastBusy(),
-      mayWait: () => this.#lifecycle.running,
-      maxQueuedCalls: this.#options.maxQueuedCalls,
-      report: (error) => this.#emit("error", error),
-      dropSocket: (connection) => {
-        const slot = this.#pool.slots.find((candidate) => candidate.connection === connection);
-        if (slot) this.#pool.drop(slot, 1006, "send failed");
-      },
-      log: (message, data) => this.#log(message, data),
-    });
+    );
   }
 
   /**
@@ -207,18 +111,24 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   get state(): ConnectionState {
-    return this.#lifecycle.state;
+    return this.#connector.state;
   }
 
   /**
    * Opens the socket(s) and runs the handshake. On an authenticating server
    * it sends the API key and adopts the tenant the server assigns. Resolves
-   * when every socket is ready. What it does depends on the state:
+   * once a socket is open and every socket's first attempt has its outcome; a
+   * socket that failed keeps trying in the background (with `reconnect` on),
+   * and with a list of servers one that cannot be reached is reported as an
+   * `error` event. What it does depends on the state:
    * - `"idle"` or `"closed"`: starts a new connection;
    * - `"connecting"`: returns the same promise;
-   * - `"reconnecting"`: tries every socket now (the backoff is reset) and
-   *   settles with the first outcome: a socket open, or that attempt's error;
-   * - `"open"`: reopens the sockets of a pool that gave up, else resolves.
+   * - `"reconnecting"`: every socket tries now (backoff reset, ejections
+   *   ended); resolves when one is open, rejects once each has failed;
+   * - `"open"`: resolves at once; sockets that are down are reopened now.
+   *
+   * Called from a listener, it runs once the step that fired the event is
+   * complete.
    *
    * @throws {RealmError} `UNAUTHORIZED` (key refused or missing), `TIMEOUT`
    * (no handshake within `connectTimeout`), `CONNECTION_CLOSED` (no server),
@@ -235,31 +145,16 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   connect(): Promise<void> {
-    if (this.#connecting) return this.#connecting;
-    switch (this.#lifecycle.state) {
-      case "idle":
-      case "closed":
-        return this.#startRun();
-      case "reconnecting": {
-        const open = this.#whenOpen();
-        this.#pool.retryNow();
-        return open;
-      }
-      default: {
-        // Sockets of a pool that gave up (the others still up) are reopened now.
-        const down = this.#pool.slots.filter((slot) => !slot.connection?.open && !slot.retrying);
-        for (const slot of down) slot.attempts = 0;
-        return Promise.all(down.map((slot) => this.#pool.open(slot))).then(() => {});
-      }
-    }
+    return this.#connector.connect();
   }
 
   /**
-   * Drops the sockets and reconnects now, with the backoff reset: what to
-   * call after a network change. Calls in flight fail with
-   * `CONNECTION_CLOSED` (`sent: true`; `health`/`metadata` are resent once),
-   * queued calls wait for the new sockets. Resolves once a socket is open
-   * again; from `"idle"` or `"closed"` it is {@linkcode RealmWebSocketClient.connect}.
+   * Drops the sockets and reconnects now, with the backoff reset and
+   * ejections ended: what to call after a network change. Calls in flight
+   * fail with `CONNECTION_CLOSED` (`sent: true`; `health`/`metadata` are
+   * resent once), queued calls wait for the new sockets. Resolves once a
+   * socket is open again, rejects once every socket's attempt has failed;
+   * from `"idle"` or `"closed"` it is {@linkcode RealmWebSocketClient.connect}.
    *
    * @example
    * ```ts
@@ -270,29 +165,16 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   reconnect(): Promise<void> {
-    if (this.#connecting) return this.#connecting;
-    const state = this.#lifecycle.state;
-    if (state === "idle" || state === "closed") return this.connect();
-    const open = this.#whenOpen();
-    this.#pool.retryNow();
-    this.#reconnectingNow = true;
-    try {
-      for (const slot of this.#pool.slots) {
-        if (slot.connection) this.#pool.drop(slot, 1000, "client reconnect");
-        else if (!slot.retrying && this.#lifecycle.running) void this.#pool.reconnect(slot, true);
-      }
-    } finally {
-      this.#reconnectingNow = false;
-    }
-    return open;
+    return this.#connector.reconnect();
   }
 
   /**
    * Closes every socket, stops reconnecting and settles every call the
    * client holds: calls in flight and waiting ones reject with
    * `CONNECTION_CLOSED`, a pending `connect()` with `ABORTED`. The state is
-   * `"idle"` at once; the returned promise resolves once the sockets have
-   * closed (awaiting it is optional) and never rejects.
+   * `"idle"` at once (from a listener: once the step that fired the event is
+   * complete); the returned promise resolves once the sockets have closed
+   * (awaiting it is optional) and never rejects.
    *
    * @example
    * ```ts
@@ -303,24 +185,7 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   disconnect(): Promise<void> {
-    const error = new RealmError(
-      "CONNECTION_CLOSED",
-      "disconnect() was called before the call finished.",
-      { sent: false },
-    );
-    this.#unwatchBrowser?.();
-    this.#unwatchBrowser = undefined;
-    // A connect() cancelled on purpose is no unhandled rejection if nobody awaits it.
-    this.#connecting?.catch(() => {});
-    this.#connecting = undefined;
-    for (const waiter of this.#openWaiters) waiter.promise.catch(() => {});
-    return this.#holdingEvents(() => {
-      const closed = this.#halt();
-      for (const call of this.#calls.pending()) call.fail(withRequest(error, call));
-      this.#rejectWaiters(cancelledConnect());
-      this.#lifecycle.stop();
-      return closed;
-    });
+    return this.#connector.disconnect();
   }
 
   /**
@@ -333,7 +198,7 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   isConnected(): boolean {
-    return this.#pool.openCount > 0;
+    return this.#connector.openCount > 0;
   }
 
   /**
@@ -347,7 +212,7 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   getTenantId(): string {
-    return this.#tenantId;
+    return this.#connector.tenantId;
   }
 
   /**
@@ -375,7 +240,7 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   getServerVersion(): string | undefined {
-    return this.#serverVersion;
+    return this.#connector.serverVersion;
   }
 
   /**
@@ -391,7 +256,7 @@ export class RealmWebSocketClient extends EventTarget {
    * ```
    */
   getWebSocketSource(): WebSocketSource | undefined {
-    return this.#webSocketSource;
+    return this.#connector.webSocketSource;
   }
 
   /**
@@ -406,26 +271,11 @@ export class RealmWebSocketClient extends EventTarget {
   stats(): ClientStats {
     let listeners = 0;
     for (const byType of this.#listeners.values()) listeners += byType.size;
-    const pool = this.#pool;
-    const servers = pool.servers.map((server): ServerStats => ({
-      url: server.url,
-      state: pool.serverState(server),
-      openConnections: 0,
-      callsOnTheWire: 0,
-      failures: server.failures,
-    }));
-    for (const slot of pool.slots) {
-      const connection = slot.connection;
-      if (!connection?.open) continue;
-      connection.forgetAbandoned();
-      const server = servers[pool.servers.indexOf(slot.server)];
-      server.openConnections++;
-      server.callsOnTheWire += connection.inFlight.size;
-    }
+    const servers: ServerStats[] = this.#connector.servers();
     const stats: ClientStats = {
       pendingCalls: this.#calls.size,
-      queuedCalls: this.#dispatcher.queue.length,
-      openConnections: pool.openCount,
+      queuedCalls: this.#connector.dispatcher.queued,
+      openConnections: this.#connector.openCount,
       callsOnTheWire: servers.reduce((sum, server) => sum + server.callsOnTheWire, 0),
       listeners,
     };
@@ -677,255 +527,12 @@ export class RealmWebSocketClient extends EventTarget {
     if (guarded) super.removeEventListener(type, guarded, options);
   }
 
-  #emit<K extends keyof RealmEventMap>(type: K, detail: RealmEventMap[K]): void {
-    if (type !== "error") {
-      traceConnection(type, detail, (detail as { url?: string }).url ?? this.#options.urls[0]);
-    }
-    this.#events.push(new CustomEvent(type, { detail }));
-    if (!this.#dispatching && !this.#holding) this.#dispatchEvents();
-  }
-
-  #dispatchEvents(): void {
-    this.#dispatching = true;
-    try {
-      let event: CustomEvent | undefined;
-      while ((event = this.#events.shift()) !== undefined) this.dispatchEvent(event);
-    } finally {
-      this.#dispatching = false;
-    }
-  }
-
-  /**
-   * Runs a teardown with its events held back, then dispatches them: a
-   * listener that calls `connect()` or `disconnect()` meets the client in its
-   * end state, never half torn down.
-   */
-  #holdingEvents<T>(teardown: () => T): T {
-    if (this.#holding || this.#dispatching) return teardown();
-    this.#holding = true;
-    try {
-      return teardown();
-    } finally {
-      this.#holding = false;
-      this.#dispatchEvents();
-    }
-  }
-
   #log(message: string, data?: Record<string, unknown>): void {
     try {
       this.#options.logger?.(message, data);
     } catch {
       // A logger that throws must not stop the client; there is nowhere left to report it.
     }
-  }
-
-  // -- connecting and reconnecting --------------------------------------------------------------
-
-  #startRun(): Promise<void> {
-    const run = this.#lifecycle.start();
-    for (const slot of this.#pool.slots) slot.attempts = 0;
-    this.#unwatchBrowser ??= watchBrowser({
-      offline: () => {
-        for (const slot of this.#pool.slots) this.#pool.drop(slot, 1001, "browser offline");
-      },
-      online: () => this.#pool.retryNow(),
-      wake: () => {
-        for (const connection of this.#pool.connections()) connection.probe();
-        this.#pool.retryNow();
-      },
-    });
-    const connecting: Promise<void> = this.#openAll(run).then(
-      () => {
-        if (this.#connecting === connecting) this.#connecting = undefined;
-      },
-      (error) => {
-        if (this.#connecting === connecting) this.#connecting = undefined;
-        throw error;
-      },
-    );
-    return this.#connecting = connecting;
-  }
-
-  /** Opens every socket of a new run; on any failure closes them all and gives up. */
-  async #openAll(run: number): Promise<void> {
-    let failure: unknown;
-    try {
-      if (!this.#pool.WebSocket) {
-        const { WebSocket, source } = await resolveWebSocket(this.#options.WebSocket);
-        this.#pool.WebSocket = WebSocket;
-        this.#webSocketSource = source;
-      }
-      if (run !== this.#lifecycle.run) throw cancelledConnect();
-      this.#emit("connecting", { attempt: 0 });
-      if (run !== this.#lifecycle.run) throw cancelledConnect();
-      const results = await Promise.allSettled(
-        this.#pool.slots.map((slot) => this.#pool.open(slot)),
-      );
-      failure = results.find((r) => r.status === "rejected")?.reason;
-      if (failure !== undefined && run === this.#lifecycle.run && this.#pool.servers.length > 1) {
-        failure = this.#spareUnreachable(results);
-      }
-    } catch (error) {
-      failure = error;
-    }
-    if (run !== this.#lifecycle.run) throw cancelledConnect();
-    if (failure === undefined) {
-      const dropped = new RealmError(
-        "CONNECTION_CLOSED",
-        "The connection closed while connect() was opening the others, and `reconnect` is off. " +
-          "Call connect() again.",
-        { sent: false },
-      );
-      // A socket that dropped meanwhile with `reconnect` off may have left none.
-      const sockets = this.#sockets();
-      if (sockets.open === 0 && sockets.retrying === 0) this.#dispatcher.failQueued(dropped);
-      return this.#lifecycle.started(sockets, dropped);
-    }
-    const error = failure instanceof RealmError ? failure : cancelledConnect();
-    // Leave nothing half-open, and settle what waited, before anyone hears of the failure.
-    await this.#holdingEvents(() => {
-      const closed = this.#halt("connect failed");
-      this.#dispatcher.failQueued(error);
-      this.#lifecycle.giveUp(error);
-      return closed;
-    });
-    throw error;
-  }
-
-  /**
-   * With a list of servers, `connect()` fails only if no server can be
-   * reached: a server that cannot is reported, and its sockets (and any other
-   * socket that failed) keep trying in the background. Returns the failure
-   * when there is no server to use.
-   */
-  #spareUnreachable(results: PromiseSettledResult<void>[]): unknown {
-    const slots = this.#pool.slots;
-    const reached = new Set(
-      slots.filter((_, i) => results[i].status === "fulfilled").map((slot) => slot.server),
-    );
-    if (reached.size === 0) {
-      return (results.find((r) => r.status === "rejected") as PromiseRejectedResult).reason;
-    }
-    const reported = new Set<Server>();
-    results.forEach((result, i) => {
-      if (result.status === "fulfilled") return;
-      const slot = slots[i];
-      const error = result.reason instanceof RealmError ? result.reason : cancelledConnect();
-      const retry = this.#options.reconnect && !FATAL.has(error.code);
-      if (!reached.has(slot.server) && !reported.has(slot.server)) {
-        reported.add(slot.server);
-        this.#emit(
-          "error",
-          new RealmError(
-            error.code,
-            `The server at ${slot.server.url} could not be used: ${error.message}` +
-              (retry ? " It is retried in the background." : ""),
-            { details: { url: slot.server.url }, cause: error },
-          ),
-        );
-      }
-      if (retry) void this.#pool.reconnect(slot);
-    });
-    return undefined;
-  }
-
-  /** Closes every socket on purpose: none reconnects, their calls fail as sent. */
-  #halt(reason = "client disconnect"): Promise<void> {
-    this.#halting = true;
-    try {
-      return this.#pool.closeAll(1000, reason);
-    } finally {
-      this.#halting = false;
-    }
-  }
-
-  /** Resolves when a socket opens; rejects when an attempt fails with none open, or on a stop. */
-  #whenOpen(): Promise<void> {
-    let resolve!: () => void, reject!: (error: RealmError) => void;
-    const promise = new Promise<void>((yes, no) => {
-      resolve = yes;
-      reject = no;
-    });
-    this.#openWaiters.push({ resolve, reject, promise });
-    return promise;
-  }
-
-  #rejectWaiters(error: RealmError): void {
-    for (const waiter of this.#openWaiters.splice(0)) waiter.reject(error);
-  }
-
-  #sockets(): SocketSummary {
-    return { open: this.#pool.openCount, retrying: this.#pool.retryingCount };
-  }
-
-  /**
-   * Every call carries one tenant: a server that assigns another one than
-   * the open sockets use is not used.
-   */
-  #accept(slot: Slot, connection: Connection): RealmError | undefined {
-    if (connection.tenantId === this.#tenantId || this.#pool.openCount === 0) return undefined;
-    return new RealmError(
-      "TENANT_MISMATCH",
-      `The server at ${slot.server.url} assigned the tenant ${connection.tenantId}, but the ` +
-        `client's other servers use ${this.#tenantId}, and every call carries one tenant. ` +
-        "It is not used: give every server the same key-to-tenant map.",
-      { details: { url: slot.server.url } },
-    );
-  }
-
-  #onOpened(slot: Slot): void {
-    const connection = slot.connection!;
-    this.#tenantId = connection.tenantId;
-    this.#serverVersion = connection.serverVersion;
-    this.#lifecycle.update(this.#sockets());
-    if (!connection.open) return; // a statechange listener disconnected
-    this.#emit("connected", {
-      tenantId: connection.tenantId,
-      version: connection.serverVersion,
-      ...where(slot),
-    });
-    if (!connection.open) return;
-    for (const waiter of this.#openWaiters.splice(0)) waiter.resolve();
-    this.#dispatcher.flush();
-  }
-
-  #onClosed(slot: Slot, connection: Connection, code: number, reason: string): void {
-    const running = this.#lifecycle.running && !this.#halting;
-    const now = this.#reconnectingNow;
-    const willReconnect = running && (this.#options.reconnect || now);
-    this.#dispatcher.socketClosed(connection, code, willReconnect);
-    if (willReconnect) void this.#pool.reconnect(slot, now);
-    this.#log("disconnected", { code, reason, willReconnect, socket: slot.index });
-    if (running) {
-      this.#settleState(
-        new RealmError(
-          "CONNECTION_CLOSED",
-          `The connection closed (code ${code}) and \`reconnect\` is off. Call connect() again.`,
-          { sent: false },
-        ),
-      );
-    }
-    this.#emit("disconnected", { code, reason, willReconnect, ...where(slot) });
-    // Other sockets of a pool take over what waits.
-    if (this.#lifecycle.running) this.#dispatcher.flush();
-  }
-
-  /** A socket stopped reconnecting; the client gives up when no socket is left or coming. */
-  #onGaveUp(error: RealmError, url: string): void {
-    traceConnection("gave_up", { "error.type": error.code, error }, url);
-    this.#emit("error", error);
-    this.#settleState(error);
-  }
-
-  /** After a socket closed or gave up: the state from the sockets, and giving up if none is left. */
-  #settleState(reason: RealmError): void {
-    if (!this.#lifecycle.running || this.#lifecycle.starting) return;
-    const sockets = this.#sockets();
-    if (sockets.open === 0 && sockets.retrying === 0) {
-      this.#dispatcher.failQueued(reason);
-      this.#rejectWaiters(reason);
-    }
-    this.#lifecycle.update(sockets, reason);
   }
 
   // -- calls ------------------------------------------------------------------------------------
@@ -974,8 +581,8 @@ export class RealmWebSocketClient extends EventTarget {
       onToken,
     };
     const call = this.#calls.create(spec, this.#callEnded);
-    const traced = traceCall(call, params, this.#tenantId, this.#options.urls[0]);
-    this.#dispatcher.dispatch(call, call.startedAt);
+    const traced = traceCall(call, params, this.#connector.tenantId, this.#options.urls[0]);
+    this.#connector.dispatcher.dispatch(call, call.startedAt);
     traced?.();
     return call;
   }
@@ -989,49 +596,8 @@ const EMPTY: CallOptions = {};
 const NO_PARAMS = { json: "{}" };
 const noParams = () => EMPTY as Record<string, unknown>;
 
-/** Which socket and server an event is about. */
-function where(slot: Slot): { socket: number; url: string } {
-  return { socket: slot.index, url: slot.server.url };
-}
-
 /** Listeners are told apart by type and capture, as `EventTarget` does. */
 function guardKey(type: string, options: boolean | EventListenerOptions | undefined): string {
   const capture = typeof options === "boolean" ? options : options?.capture === true;
   return `${capture ? "c" : "b"}:${type}`;
-}
-
-/**
- * A random UUID v4. `crypto.randomUUID` exists only in secure contexts in
- * browsers (not on a plain-http page), `getRandomValues` everywhere.
- */
-function randomTenantId(): string {
-  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  bytes[6] = (bytes[6] & 0x0f) | 0x40;
-  bytes[8] = (bytes[8] & 0x3f) | 0x80;
-  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${
-    hex.slice(20)
-  }`;
-}
-
-/**
- * The result of a generation, with the call's id and timings. A stream's
- * `complete` frame carries only the token count, so its text is the joined tokens.
- */
-function toGenerationResult(data: unknown, call: Call, streamed?: string[]): GenerationResult {
-  const d = (typeof data === "object" && data !== null ? data : {}) as Record<string, unknown>;
-  const result: GenerationResult = {
-    text: streamed ? streamed.join("") : typeof d.text === "string" ? d.text : "",
-    tokens_generated: typeof d.tokens_generated === "number"
-      ? d.tokens_generated
-      : streamed?.length ?? 0,
-  };
-  for (const key of ["prompt_tokens", "cost_usd", "time_ms"] as const) {
-    if (typeof d[key] === "number") result[key] = d[key] as number;
-  }
-  result.requestId = call.id;
-  result.durationMs = call.endedAt - call.startedAt;
-  if (call.firstTokenAt) result.timeToFirstTokenMs = call.firstTokenAt - call.startedAt;
-  return result;
 }

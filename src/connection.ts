@@ -36,12 +36,20 @@ export interface ConnectionParams {
   closing?: (closed: Promise<void>) => void;
 }
 
+/**
+ * Why a socket closed, as its report carries it: the client stopped (`"halt"`: no reconnect),
+ * `reconnect()` asked (`"reconnect"`: reopen at once), the client found it dead (`"dropped"`: a
+ * failed send, an unanswered heartbeat, the browser offline), or it closed by itself
+ * (`"server"`: the server or the network).
+ */
+export type CloseCause = "halt" | "reconnect" | "dropped" | "server";
+
 /** Where an open connection reports its frames and its end. */
 export interface ConnectionHandlers {
   /** A response frame (or a frame that belongs to no call) arrived. */
   frame(connection: Connection, frame: ServerFrame): void;
   /** The socket closed or was declared dead; called once. */
-  closed(connection: Connection, code: number, reason: string): void;
+  closed(connection: Connection, code: number, reason: string, cause: CloseCause): void;
 }
 
 const HEARTBEAT_ID_PREFIX = "heartbeat-";
@@ -59,7 +67,7 @@ export class Connection {
    * Calls sent on this socket with no terminal frame yet, oldest first, and when each was sent
    * (or, once abandoned, when its last frame arrived): a number, no object per call.
    */
-  readonly inFlight: Map<string, number> = new Map();
+  readonly #inFlight: Map<string, number> = new Map();
   /**
    * Ids of the `inFlight` calls nobody listens to any more (timeout, abort, `break`), so that
    * `busy` scans these few instead of every call in flight (a pool asks it for every call it
@@ -70,6 +78,8 @@ export class Connection {
   #params: ConnectionParams;
   #handlers: ConnectionHandlers;
   #closed = false;
+  /** Why it closes, once `close()` was asked; a close nobody asked for is the server's. */
+  #cause: CloseCause = "server";
   #heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
   #heartbeatId: string | undefined;
   #heartbeatCount = 0;
@@ -101,7 +111,7 @@ export class Connection {
       this.#finish(event.code, event.reason);
       this.#onSocketClosed?.();
     };
-    socket.onerror = () => {};
+    socket.onerror = ignore;
     this.#scheduleHeartbeat();
   }
 
@@ -121,7 +131,23 @@ export class Connection {
    */
   get busy(): number {
     if (this.#abandoned.size > 0) this.forgetAbandoned();
-    return this.inFlight.size;
+    return this.#inFlight.size;
+  }
+
+  /** Whether a call with this id was sent here and has had no terminal frame. */
+  carries(id: string): boolean {
+    return this.#inFlight.has(id);
+  }
+
+  /**
+   * The ids of the calls on the wire, in the order they were sent (so the order the server
+   * serves them), and forgets them all: the socket closed and whoever owns the calls decides.
+   */
+  takeCalls(): string[] {
+    const ids = [...this.#inFlight.keys()];
+    this.#inFlight.clear();
+    this.#abandoned.clear();
+    return ids;
   }
 
   /**
@@ -131,10 +157,10 @@ export class Connection {
    */
   forgetAbandoned(now: number = performance.now()): void {
     for (const id of this.#abandoned) {
-      const lastSeen = this.inFlight.get(id);
+      const lastSeen = this.#inFlight.get(id);
       if (lastSeen === undefined) this.#abandoned.delete(id);
       else if (now - lastSeen >= this.#params.abandonedCallTtl) {
-        this.inFlight.delete(id);
+        this.#inFlight.delete(id);
         this.#abandoned.delete(id);
       }
     }
@@ -142,18 +168,18 @@ export class Connection {
 
   /** The oldest call in flight that somebody still listens to. */
   oldestListening(): string | undefined {
-    for (const id of this.inFlight.keys()) if (!this.#abandoned.has(id)) return id;
+    for (const id of this.#inFlight.keys()) if (!this.#abandoned.has(id)) return id;
     return undefined;
   }
 
   /** A frame arrived for an abandoned call: the server is still producing it. */
   seen(id: string, now: number = performance.now()): void {
-    if (this.inFlight.has(id)) this.inFlight.set(id, now);
+    if (this.#inFlight.has(id)) this.#inFlight.set(id, now);
   }
 
   /** Writes a call frame and remembers it as in flight; `now` spares a clock read. */
   send(id: string, text: string, now: number = performance.now()): void {
-    this.inFlight.set(id, now);
+    this.#inFlight.set(id, now);
     if (this.#abandoned.size > 0) {
       this.#abandoned.delete(id);
       // Each send sweeps them too: with one socket and no heartbeat nothing else reads `busy`,
@@ -166,12 +192,12 @@ export class Connection {
 
   /** The caller stopped listening to a call; its late frames will be dropped. */
   abandon(id: string): void {
-    if (this.inFlight.has(id)) this.#abandoned.add(id);
+    if (this.#inFlight.has(id)) this.#abandoned.add(id);
   }
 
   /** Forgets a call whose terminal frame arrived. */
   settled(id: string): void {
-    this.inFlight.delete(id);
+    this.#inFlight.delete(id);
     if (this.#abandoned.size > 0) this.#abandoned.delete(id);
   }
 
@@ -180,7 +206,13 @@ export class Connection {
    * server answers a close frame only after its current stream ends.
    * Resolves when the socket has closed, or after `graceMs`.
    */
-  close(code = 1000, reason = "", graceMs = CLOSE_GRACE_MS): Promise<void> {
+  close(
+    code = 1000,
+    reason = "",
+    graceMs: number = CLOSE_GRACE_MS,
+    cause: CloseCause = "halt",
+  ): Promise<void> {
+    if (!this.#closed) this.#cause = cause;
     this.#finish(code, reason);
     if (this.#socketClosed) return Promise.resolve();
     return this.#ended ??= closeSocket(this.#socket, code, reason, graceMs, (wake) => {
@@ -209,7 +241,7 @@ export class Connection {
     if (this.#heartbeatTimer !== undefined) clearTimeout(this.#heartbeatTimer);
     this.#heartbeatTimer = undefined;
     this.#socket.onmessage = null;
-    this.#handlers.closed(this, code, reason);
+    this.#handlers.closed(this, code, reason, this.#cause);
   }
 
   #scheduleHeartbeat(delay = this.#params.heartbeatInterval): void {
@@ -241,7 +273,7 @@ export class Connection {
       this.#params.log?.("heartbeat unanswered; closing the socket", {
         timeoutMs: this.#params.heartbeatTimeout,
       });
-      void this.close(4000, "heartbeat timeout", 0);
+      void this.close(4000, "heartbeat timeout", 0, "dropped");
     }, this.#params.heartbeatTimeout);
   }
 
@@ -315,6 +347,7 @@ function closeSocket(
 }
 
 const ABORTED = Symbol("aborted");
+const ignore = () => {};
 
 /** A connection attempt that `disconnect()` (or a newer attempt) made pointless. */
 export function cancelledConnect(): RealmError {
@@ -396,7 +429,9 @@ export function openConnection(
       params.signal?.removeEventListener("abort", onAbort);
       socket.onmessage = null;
       socket.onopen = null;
-      socket.onerror = null;
+      // Never none: `ws` emits `error` when a socket is closed while still connecting, and an
+      // `error` nobody listens to ends the process.
+      socket.onerror = ignore;
     };
     if (params.signal?.aborted) return fail(ABORTED);
 

@@ -38,7 +38,7 @@ const IDEMPOTENT: ReadonlySet<RealmFunction> = new Set(["health", "metadata"]);
 
 /** Routes calls and frames; owns the queue of calls waiting for a socket. */
 export class Dispatcher {
-  /** Calls waiting for a socket, oldest first. */
+  /** Calls waiting for a socket, oldest first (read-only outside this module). */
   readonly queue: Call[] = [];
   readonly #calls: CallRegistry;
   readonly #context: DispatchContext;
@@ -76,6 +76,11 @@ export class Dispatcher {
       );
     }
     this.queue.push(call);
+  }
+
+  /** How many calls wait for a socket. */
+  get queued(): number {
+    return this.queue.length;
   }
 
   /** Sends what waits, while a socket is open. */
@@ -167,7 +172,7 @@ export class Dispatcher {
    */
   socketClosed(connection: Connection, code: number, willReconnect: boolean): void {
     const resend: Call[] = [];
-    for (const id of connection.inFlight.keys()) {
+    for (const id of connection.takeCalls()) {
       const call = this.#callOn(connection, id);
       if (!call) continue;
       if (willReconnect && IDEMPOTENT.has(call.spec.fn) && !call.resentAfterDrop) {
@@ -185,7 +190,6 @@ export class Dispatcher {
         ),
       );
     }
-    connection.inFlight.clear();
     this.queue.unshift(...resend);
   }
 
@@ -201,7 +205,7 @@ export class Dispatcher {
    * gave out is reported.
    */
   #lateFrame(connection: Connection, id: string, terminal: boolean): void {
-    if (connection.inFlight.has(id)) {
+    if (connection.carries(id)) {
       if (terminal) connection.settled(id);
       else connection.seen(id);
       return;

@@ -66,7 +66,7 @@ export interface StateChange {
 export const STATE_EDGES: Readonly<Record<ConnectionState, readonly ConnectionState[]>> = Object
   .freeze({
     idle: Object.freeze(["connecting"] as const),
-    connecting: Object.freeze(["open", "closed", "idle"] as const),
+    connecting: Object.freeze(["open", "reconnecting", "closed", "idle"] as const),
     open: Object.freeze(["reconnecting", "closed", "idle"] as const),
     reconnecting: Object.freeze(["open", "closed", "idle"] as const),
     closed: Object.freeze(["connecting", "idle"] as const),
@@ -148,11 +148,14 @@ export class Lifecycle {
     this.#move("closed", reason);
   }
 
-  /** Re-derives the state from the sockets after a socket opened, dropped or gave up. */
+  /**
+   * Re-derives the state from the sockets after a socket opened, dropped or
+   * gave up. While `connect()` is starting the state stays `"connecting"`:
+   * `"open"` comes with the start's outcome, so it always means a socket is open.
+   */
   update(sockets: SocketSummary, reason?: RealmError): void {
-    if (!this.running) return;
+    if (!this.running || this.#connecting) return;
     if (sockets.open > 0) return this.#move("open");
-    if (this.#connecting) return;
     if (sockets.retrying > 0) return this.#move("reconnecting", reason);
     this.#run++;
     this.#move("closed", reason);

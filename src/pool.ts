@@ -1,8 +1,14 @@
 /**
- * The client's sockets: one slot per `connections`, each opening and
- * reopening its own socket with backoff, and the least-busy pick. The pool
- * decides which socket carries a call; whether the client runs, and so
- * whether a dropped socket is reopened, is the caller's decision.
+ * The client's sockets: one slot per `connections`, spread over the servers,
+ * each opening and reopening its own socket with backoff; ejection of a server
+ * that keeps failing; the least-busy pick. The pool decides which socket
+ * carries a call and how a slot gets its socket back; whether the client runs
+ * is its owner's decision (`connector.ts`), told through {@linkcode PoolReports}.
+ *
+ * A slot has at most one opener at a time (the first attempt of a run, or its
+ * reconnect loop), so the pool never holds more than `connections` sockets. A
+ * slot's state is complete before its report goes out: an owner that calls
+ * back from a report finds the slot settled.
  *
  * @module
  */
@@ -10,6 +16,7 @@
 import { reconnectDelay } from "./backoff.ts";
 import {
   cancelledConnect,
+  type CloseCause,
   type Connection,
   type ConnectionHandlers,
   openConnection,
@@ -17,15 +24,16 @@ import {
 import { RealmError } from "./errors.ts";
 import type { ServerFrame } from "./protocol.ts";
 import type { ResolvedOptions } from "./validate.ts";
-import type { WebSocketConstructor } from "./types.ts";
+import type { ServerStats, WebSocketConstructor } from "./types.ts";
 
 /**
- * One Realm server of the list. Its sockets reconnect on their own; after
- * {@linkcode EJECT_AFTER} failed attempts in a row over its sockets, a server
- * of a list is ejected: none of its sockets tries again until the ejection
- * ends, and each ejection in a row lasts twice the one before.
+ * One server of the list. After {@linkcode EJECT_AFTER} failed attempts in a
+ * row over its sockets, a server of a list is ejected: none of its sockets
+ * tries again until the ejection ends, and each ejection in a row lasts twice
+ * the one before. An explicit request (`connect()`, `reconnect()`, the
+ * browser's `online`) ends every ejection.
  */
-export interface Server {
+interface Server {
   readonly url: string;
   /** Failed attempts in a row, over its sockets. */
   failures: number;
@@ -38,50 +46,71 @@ export interface Server {
 /** Failed attempts in a row after which a server of a list is ejected. */
 export const EJECT_AFTER = 3;
 
-/** One socket of the pool, reopened on its own after a drop. */
-export interface Slot {
-  /** Its index among `connections`, from 0: the `socket` of events. */
+/** A socket of the pool as its reports name it: the `socket` and `url` of events. */
+export interface SocketRef {
+  /** Its index among `connections`, from 0. */
   readonly index: number;
-  /** The server it connects to (slots go round the servers in turn). */
+  /** The server it connects to. */
+  readonly url: string;
+}
+
+/** One socket of the pool. Only this module reads or changes it. */
+interface Slot extends SocketRef {
   readonly server: Server;
   /** The open, handshaken socket, if any. */
   connection: Connection | undefined;
-  /** Consecutive reconnect attempts since the last stable connection. */
+  /** An attempt is under way (the handshake), from a run's start or from its loop. */
+  opening: boolean;
+  /** Its reconnect loop runs (waiting out a backoff or an ejection, or attempting). */
+  looping: boolean;
+  /** Attempts of its loop since the last stable connection, for the backoff and the limit. */
   attempts: number;
   /** When its socket last opened, to tell a stable connection from a flapping one. */
   connectedAt: number;
-  /** Reopening: waiting out a backoff delay or handshaking. */
-  retrying: boolean;
-  /**
-   * Asked to reconnect while already at it: a listener of the `connected` event of the socket
-   * its loop just opened dropped it (`reconnect()`) before the loop ended; `"now"` skips the
-   * backoff.
-   */
-  reopen: "now" | "later" | undefined;
-  /** Ends the current backoff wait early (`connect()` while reconnecting, `online`). */
+  /** Asked to try now: the loop skips its next wait, wherever it is when asked. */
+  now: boolean;
+  /** Ends the current wait early. */
   wakeUp: (() => void) | undefined;
-  /** Its handshakes in progress (two when `connect()` runs twice), for `closeAll()` to cancel. */
+  /** Its handshakes in progress, for `closeAll()` to cancel. */
   readonly handshakes: Set<AbortController>;
+  /** Rounds waiting for the outcome of this slot's next attempt (see {@linkcode Pool.round}). */
+  readonly rounds: Set<Round>;
 }
 
-/** What the pool tells its owner. */
-export interface PoolHandlers {
-  /** A slot's socket completed its handshake. */
-  opened(slot: Slot): void;
+/** "Try every socket now": settles with the first socket open, or once every attempt failed. */
+interface Round {
+  readonly promise: Promise<void>;
+  /** Slots whose next attempt's outcome the round still waits for. */
+  readonly waiting: Set<Slot>;
+  resolve(): void;
+  reject(error: RealmError): void;
+  lastError: RealmError | undefined;
+}
+
+/** What the pool tells its owner. Each report is made once the slot's state is complete. */
+export interface PoolReports {
+  /** A socket completed its handshake and was accepted. */
+  opened(socket: SocketRef, connection: Connection): void;
   /** Whether a freshly handshaken socket may be used; an error closes it (a tenant mismatch). */
-  accept(slot: Slot, connection: Connection): RealmError | undefined;
+  accept(socket: SocketRef, connection: Connection): RealmError | undefined;
   /** A frame arrived on an open socket. */
   frame(connection: Connection, frame: ServerFrame): void;
-  /** An open socket closed; `slot.connection` is already cleared. */
-  closed(slot: Slot, connection: Connection, code: number, reason: string): void;
+  /** An open socket closed, and why. */
+  closed(
+    socket: SocketRef,
+    connection: Connection,
+    code: number,
+    reason: string,
+    cause: CloseCause,
+  ): void;
   /** A reconnect attempt is scheduled after `delay` ms. */
-  reconnecting(slot: Slot, attempt: number, delay: number): void;
+  reconnecting(socket: SocketRef, attempt: number, delay: number): void;
   /** A reconnect attempt starts now. */
-  connecting(slot: Slot, attempt: number): void;
-  /** A reconnect attempt failed; `fatal` when retrying cannot help. */
-  attemptFailed(slot: Slot, error: RealmError, fatal: boolean): void;
-  /** A slot stopped reconnecting (attempts used up, or a fatal error). */
-  gaveUp(slot: Slot, error: RealmError): void;
+  connecting(socket: SocketRef, attempt: number): void;
+  /** An attempt failed (a run's first one, or a reconnect). */
+  failed(socket: SocketRef, error: RealmError): void;
+  /** A slot stopped reconnecting: its attempts are used up, or the error is fatal. */
+  gaveUp(socket: SocketRef, error: RealmError): void;
   /** The tenant id to use on an open server. */
   tenantId(): string;
   /** Debug lines. */
@@ -97,60 +126,78 @@ export const FATAL: ReadonlySet<string> = new Set([
 ]);
 
 /**
- * The sockets. Each pool generation (from {@linkcode Pool.closeAll} to the
- * next) owns its attempts: an attempt that finishes after `closeAll()` closes
- * its socket instead of adding it, so the pool never holds more than
- * `connections` sockets.
+ * The sockets. Each pool generation (from one {@linkcode Pool.closeAll} to
+ * the next) owns its attempts: one that finishes after `closeAll()` closes its
+ * socket instead of keeping it, and reports nothing.
  */
 export class Pool {
-  readonly slots: readonly Slot[];
-  readonly servers: readonly Server[];
+  readonly #slots: readonly Slot[];
+  readonly #servers: readonly Server[];
   readonly #options: ResolvedOptions;
-  readonly #handlers: PoolHandlers;
+  readonly #reports: PoolReports;
   readonly #connectionHandlers: ConnectionHandlers;
-  /** Sockets still closing, so that `closeAll()` can wait for them. */
+  /** Rounds not settled yet, wherever they wait (on a slot, or on an attempt under way). */
+  readonly #rounds = new Set<Round>();
+  /** Sockets still closing, so that `settled()` can wait for them. */
   readonly #closing = new Set<Promise<void>>();
   #generation = 0;
+  /** The implementation sockets are opened with; set by the owner before the first attempt. */
   WebSocket: WebSocketConstructor | undefined;
 
-  constructor(options: ResolvedOptions, handlers: PoolHandlers) {
+  constructor(options: ResolvedOptions, reports: PoolReports) {
     this.#options = options;
-    this.#handlers = handlers;
-    this.servers = options.urls.map((url) => ({ url, failures: 0, ejections: 0, ejectedUntil: 0 }));
-    this.slots = Array.from({ length: options.connections }, (_, index) => ({
-      index,
-      server: this.servers[index % this.servers.length],
-      connection: undefined,
-      attempts: 0,
-      connectedAt: 0,
-      retrying: false,
-      reopen: undefined,
-      wakeUp: undefined,
-      handshakes: new Set(),
+    this.#reports = reports;
+    this.#servers = options.urls.map((url) => ({
+      url,
+      failures: 0,
+      ejections: 0,
+      ejectedUntil: 0,
     }));
+    this.#slots = Array.from({ length: options.connections }, (_, index) => {
+      const server = this.#servers[index % this.#servers.length];
+      return {
+        index,
+        server,
+        url: server.url,
+        connection: undefined,
+        opening: false,
+        looping: false,
+        attempts: 0,
+        connectedAt: 0,
+        now: false,
+        wakeUp: undefined,
+        handshakes: new Set(),
+        rounds: new Set(),
+      };
+    });
     this.#connectionHandlers = {
-      frame: (connection, frame) => handlers.frame(connection, frame),
-      closed: (connection, code, reason) => this.#onClosed(connection, code, reason),
+      frame: (connection, frame) => reports.frame(connection, frame),
+      closed: (connection, code, reason, cause) => this.#onClosed(connection, code, reason, cause),
     };
+  }
+
+  /** How many servers the pool spreads its sockets over. */
+  get serverCount(): number {
+    return this.#servers.length;
   }
 
   /** Sockets open and handshaken. */
   get openCount(): number {
     let open = 0;
-    for (const slot of this.slots) if (slot.connection?.open) open++;
+    for (const slot of this.#slots) if (slot.connection?.open) open++;
     return open;
   }
 
-  /** Slots being reopened. */
+  /** Slots whose reconnect loop runs: a socket is coming back. */
   get retryingCount(): number {
     let retrying = 0;
-    for (const slot of this.slots) if (slot.retrying) retrying++;
+    for (const slot of this.#slots) if (slot.looping) retrying++;
     return retrying;
   }
 
   /** The open sockets, in slot order. */
   *connections(): Iterable<Connection> {
-    for (const slot of this.slots) if (slot.connection?.open) yield slot.connection;
+    for (const slot of this.#slots) if (slot.connection?.open) yield slot.connection;
   }
 
   /**
@@ -158,7 +205,7 @@ export class Pool {
    * on a tie. With one socket nothing is counted.
    */
   leastBusy(): Connection | undefined {
-    const slots = this.slots;
+    const slots = this.#slots;
     if (slots.length === 1) {
       const only = slots[0].connection;
       return only?.open ? only : undefined;
@@ -178,68 +225,279 @@ export class Pool {
     return best;
   }
 
+  /** Each server with its sockets and calls, in the order given, for `stats()`. */
+  summary(): ServerStats[] {
+    const now = performance.now();
+    return this.#servers.map((server) => {
+      let openConnections = 0, callsOnTheWire = 0;
+      for (const slot of this.#slots) {
+        const connection = slot.connection;
+        if (slot.server !== server || !connection?.open) continue;
+        openConnections++;
+        connection.forgetAbandoned();
+        callsOnTheWire += connection.busy;
+      }
+      const state: ServerStats["state"] = openConnections > 0
+        ? "up"
+        : server.ejectedUntil > now
+        ? "ejected"
+        : "down";
+      return { url: server.url, state, openConnections, callsOnTheWire, failures: server.failures };
+    });
+  }
+
   /**
-   * Opens one slot's socket (one attempt). Resolves once it is handshaken and
-   * in the slot; rejects with the attempt's `RealmError`, or `ABORTED` when
-   * {@linkcode Pool.closeAll} came first.
+   * A run begins: every slot starts with a clean record (no attempts, no
+   * ejection) and makes one attempt, whose outcome is reported (`opened` or
+   * `failed`). Returns how many attempts it started.
    */
-  async open(slot: Slot): Promise<void> {
+  openAll(): number {
+    let started = 0;
+    for (const server of this.#servers) this.#forgive(server);
+    for (const slot of this.#slots) {
+      slot.attempts = 0;
+      if (slot.connection?.open || slot.opening || slot.looping) continue;
+      started++;
+      this.#attempt(slot).catch(() => {});
+    }
+    return started;
+  }
+
+  /**
+   * Every slot without a socket gets it back: a loop starts where none runs,
+   * with no first delay when `now`. Slots already reopening are left alone.
+   */
+  reopenDown(now: boolean): void {
+    for (const slot of this.#slots) this.#reconnect(slot, now);
+  }
+
+  /**
+   * Tries every socket now (`connect()` or `reconnect()` while reconnecting,
+   * the browser's `online`): ejections end, attempt counts reset, every wait
+   * ends at once, and a slot in the middle of an attempt tries again at once
+   * if it fails. Resolves when a socket is open (at once if one is); rejects
+   * with the last error once each slot's next attempt has failed.
+   */
+  round(): Promise<void> {
+    for (const server of this.#servers) this.#forgive(server);
+    for (const slot of this.#slots) slot.attempts = 0;
+    if (this.openCount > 0) {
+      this.reopenDown(true);
+      return Promise.resolve();
+    }
+    let resolve!: () => void, reject!: (error: RealmError) => void;
+    const promise = new Promise<void>((yes, no) => {
+      resolve = yes;
+      reject = no;
+    });
+    const round: Round = {
+      promise,
+      waiting: new Set(this.#slots),
+      resolve,
+      reject,
+      lastError: undefined,
+    };
+    this.#rounds.add(round);
+    for (const slot of this.#slots) {
+      slot.rounds.add(round);
+      slot.now = true;
+      slot.wakeUp?.();
+      this.#reconnect(slot, true);
+    }
+    return promise;
+  }
+
+  /** Closes every open socket for `reconnect()`: each reopens at once. */
+  dropAll(): void {
+    for (const slot of this.#slots) {
+      const connection = slot.connection;
+      if (connection) this.#track(connection.close(1000, "client reconnect", 0, "reconnect"));
+    }
+  }
+
+  /** Closes every open socket as dead (the browser went offline): each reconnects with backoff. */
+  dropAllDead(code: number, reason: string): void {
+    for (const connection of [...this.connections()]) this.drop(connection, code, reason);
+  }
+
+  /** Closes one socket as dead (a failed send): its slot reconnects with backoff. */
+  drop(connection: Connection, code: number, reason: string): void {
+    this.#track(connection.close(code, reason, 0, "dropped"));
+  }
+
+  /**
+   * Closes every socket and cancels every handshake, wait and round; the
+   * sockets' `closed` reports run before it returns. Rounds reject with
+   * `error`, or with `ABORTED` when none is given (a `disconnect()`: a
+   * cancellation nobody awaits is no unhandled rejection). Resolves once the
+   * sockets have closed (or their close grace ran out).
+   */
+  closeAll(reason: string, error?: RealmError): Promise<void> {
+    this.#generation++;
+    for (const slot of this.#slots) {
+      const connection = slot.connection;
+      slot.looping = slot.opening = slot.now = false;
+      slot.wakeUp?.();
+      slot.wakeUp = undefined;
+      for (const handshake of slot.handshakes) handshake.abort();
+      slot.rounds.clear();
+      if (connection) this.#track(connection.close(1000, reason, undefined, "halt"));
+    }
+    for (const round of this.#rounds) {
+      if (!error) round.promise.catch(() => {});
+      round.reject(error ?? cancelledConnect());
+    }
+    this.#rounds.clear();
+    return this.settled();
+  }
+
+  /** Resolves once every socket the pool closed has finished closing. */
+  async settled(): Promise<void> {
+    while (this.#closing.size > 0) await Promise.all(this.#closing);
+  }
+
+  /**
+   * One attempt for a slot: opens a socket, runs the handshake, asks the owner
+   * to accept it, and keeps it. The slot is complete before `opened` or
+   * `failed` is reported. Rejects with the attempt's `RealmError` (nothing is
+   * reported for an attempt made stale by `closeAll()`).
+   */
+  async #attempt(slot: Slot): Promise<void> {
     const generation = this.#generation;
-    const attempt = new AbortController();
-    slot.handshakes.add(attempt);
+    const handshake = new AbortController();
+    // This attempt answers the rounds asked for so far, and any "now".
+    const rounds = [...slot.rounds];
+    slot.rounds.clear();
+    slot.now = false;
+    slot.opening = true;
+    slot.handshakes.add(handshake);
     const options = this.#options;
+    let connection: Connection;
     try {
-      const connection = await openConnection(
+      connection = await openConnection(
         {
-          url: slot.server.url,
+          url: slot.url,
           WebSocket: this.WebSocket!,
           apiKey: options.apiKey,
-          tenantId: this.#handlers.tenantId(),
+          tenantId: this.#reports.tenantId(),
           connectTimeout: options.connectTimeout,
           heartbeatInterval: options.heartbeatInterval,
           heartbeatTimeout: options.heartbeatTimeout,
           abandonedCallTtl: options.streamIdleTimeout,
-          signal: attempt.signal,
-          log: (message, data) => this.#handlers.log(message, data),
+          signal: handshake.signal,
+          log: (message, data) => this.#reports.log(message, data),
           closing: (closed) => this.#track(closed),
         },
         this.#connectionHandlers,
       );
-      if (generation !== this.#generation || slot.connection?.open) {
-        // closeAll() came first, or the slot was filled meanwhile: this socket is surplus.
+      slot.handshakes.delete(handshake);
+      if (generation !== this.#generation) {
         this.#track(connection.close(1000, "client disconnect"));
         throw cancelledConnect();
       }
-      const refusal = this.#handlers.accept(slot, connection);
+      const refusal = this.#reports.accept(slot, connection);
       if (refusal) {
         this.#track(connection.close(1000, "not used"));
         throw refusal;
       }
-      const server = slot.server;
-      server.failures = server.ejections = server.ejectedUntil = 0;
-      slot.connection = connection;
-      slot.connectedAt = performance.now();
-      this.#handlers.opened(slot);
-    } catch (error) {
-      const aborted = (error as RealmError)?.code === "ABORTED";
-      if (generation === this.#generation && !aborted) this.#failed(slot.server);
+    } catch (cause) {
+      slot.handshakes.delete(handshake);
+      const error = cause instanceof RealmError ? cause : cancelledConnect();
+      if (generation !== this.#generation) throw error;
+      slot.opening = false;
+      this.#failed(slot.server);
+      this.#roundsFailed(rounds, slot, error);
+      this.#reports.failed(slot, error);
+      // A round asked for during a run's first attempt: that attempt did not answer it, so the
+      // slot tries again now (its loop, when it has one, does so by itself).
+      if (generation === this.#generation && slot.now) this.#reconnect(slot, true);
       throw error;
-    } finally {
-      slot.handshakes.delete(attempt);
     }
+    slot.opening = slot.looping = slot.now = false;
+    slot.connection = connection;
+    slot.connectedAt = performance.now();
+    this.#forgive(slot.server);
+    // Rounds are answered before the report: one a listener starts from it waits for its own.
+    this.#resolveRounds();
+    this.#reports.opened(slot, connection);
     // The server is back: its other sockets waiting out a backoff or an ejection try now.
-    for (const other of this.slots) if (other.server === slot.server) other.wakeUp?.();
+    for (const other of this.#slots) if (other.server === slot.server) other.wakeUp?.();
   }
 
-  /** The server's state, for `stats()`. */
-  serverState(server: Server): "up" | "down" | "ejected" {
-    if (this.slots.some((slot) => slot.server === server && slot.connection?.open)) return "up";
-    return server.ejectedUntil > performance.now() ? "ejected" : "down";
+  /**
+   * Reopens a slot with backoff until it opens, a fatal error, the attempt
+   * limit, or {@linkcode Pool.closeAll}; with `now`, the first attempt has no
+   * delay. Does nothing when the slot is open or already being reopened (a
+   * `now` then only asks its loop to hurry).
+   */
+  #reconnect(slot: Slot, now: boolean): void {
+    if (slot.connection?.open) return;
+    if (now) {
+      slot.now = true;
+      slot.wakeUp?.();
+    }
+    if (slot.looping || slot.opening) return;
+    slot.looping = true;
+    void this.#loop(slot, this.#generation);
+  }
+
+  async #loop(slot: Slot, generation: number): Promise<void> {
+    const options = this.#options;
+    const current = () => generation === this.#generation && slot.looping;
+    // Started after the caller's own reports (a drop is reported before its retry).
+    await undefined;
+    while (current()) {
+      // An ejected server is not tried until its ejection ends; waiting it out is no attempt.
+      const ejected = slot.server.ejectedUntil - performance.now();
+      if (ejected > 0 && !slot.now) {
+        await this.#wait(slot, ejected);
+        continue;
+      }
+      if (slot.attempts >= options.maxReconnectAttempts) {
+        return this.#giveUp(
+          slot,
+          new RealmError(
+            "CONNECTION_CLOSED",
+            `Gave up reconnecting to ${slot.url} after ${slot.attempts} attempts ` +
+              "(maxReconnectAttempts). Call connect() to try again.",
+            { sent: false },
+          ),
+        );
+      }
+      const attempt = ++slot.attempts;
+      const delay = slot.now
+        ? 0
+        : reconnectDelay(attempt, options.reconnectInterval, options.maxReconnectInterval);
+      this.#reports.reconnecting(slot, attempt, delay);
+      // A listener may have stopped the pool, or asked for now, meanwhile.
+      if (!current()) return;
+      if (delay > 0 && !slot.now) {
+        await this.#wait(slot, delay);
+        if (!current()) return;
+        if (slot.server.ejectedUntil > performance.now() && !slot.now) continue;
+      }
+      this.#reports.connecting(slot, attempt);
+      if (!current()) return;
+      try {
+        // Its success ends the loop (the slot is complete before `opened` is reported).
+        return await this.#attempt(slot);
+      } catch (error) {
+        if (!current()) return;
+        if (FATAL.has((error as RealmError).code)) return this.#giveUp(slot, error as RealmError);
+      }
+    }
+  }
+
+  #giveUp(slot: Slot, error: RealmError): void {
+    slot.looping = slot.now = false;
+    this.#roundsFailed([...slot.rounds], slot, error);
+    slot.rounds.clear();
+    this.#reports.gaveUp(slot, error);
   }
 
   /** Counts a failed attempt; a server of a list that keeps failing is ejected. */
   #failed(server: Server): void {
-    if (++server.failures < EJECT_AFTER || this.servers.length === 1) return;
+    if (++server.failures < EJECT_AFTER || this.#servers.length === 1) return;
     server.failures = 0;
     const options = this.#options;
     const period = Math.min(
@@ -247,122 +505,35 @@ export class Pool {
       Math.max(options.reconnectInterval, 1) * 2 ** Math.min(++server.ejections, 30),
     );
     server.ejectedUntil = performance.now() + period;
-    this.#handlers.log("server ejected", { url: server.url, ms: period });
+    this.#reports.log("server ejected", { url: server.url, ms: period });
   }
 
-  /**
-   * Reopens a slot with backoff until it opens, a fatal error, the attempt
-   * limit, or {@linkcode Pool.closeAll}; with `now`, the first attempt has no
-   * delay. Already at it, it only notes the request: a socket it opened that
-   * drops before it ends (a `connected` listener called `reconnect()`) is reopened.
-   */
-  async reconnect(slot: Slot, now = false): Promise<void> {
-    if (slot.connection?.open) return;
-    if (slot.retrying) {
-      slot.reopen = now || slot.reopen === "now" ? "now" : "later";
-      return;
-    }
-    slot.retrying = true;
-    const generation = this.#generation;
-    const options = this.#options;
-    const current = () => generation === this.#generation;
-    // Claimed now, started after the caller's own events (a drop is reported before its retry).
-    await undefined;
-    try {
-      while (current()) {
-        // An ejected server is not tried until its ejection ends; waiting it out is no attempt.
-        const ejected = slot.server.ejectedUntil - performance.now();
-        if (ejected > 0) {
-          await this.#wait(slot, ejected);
-          continue;
-        }
-        if (slot.attempts >= options.maxReconnectAttempts) {
-          slot.retrying = false;
-          return this.#handlers.gaveUp(
-            slot,
-            new RealmError(
-              "CONNECTION_CLOSED",
-              `Gave up reconnecting to ${slot.server.url} after ${slot.attempts} attempts ` +
-                "(maxReconnectAttempts). Call connect() to try again.",
-              { sent: false },
-            ),
-          );
-        }
-        const attempt = ++slot.attempts;
-        const delay = now ? 0 : reconnectDelay(
-          attempt,
-          options.reconnectInterval,
-          options.maxReconnectInterval,
-        );
-        now = false;
-        this.#handlers.reconnecting(slot, attempt, delay);
-        await this.#wait(slot, delay);
-        if (!current()) return;
-        if (slot.server.ejectedUntil > performance.now()) continue;
-        this.#handlers.connecting(slot, attempt);
-        try {
-          slot.reopen = undefined;
-          await this.open(slot);
-          const reopen = slot.reopen;
-          slot.reopen = undefined;
-          // Its socket dropped before this loop ended, and asked for a new one.
-          if (reopen !== undefined && !slot.connection?.open && current()) {
-            now = reopen === "now";
-            continue;
-          }
-          slot.retrying = false;
-          return;
-        } catch (error) {
-          if (!current()) return;
-          const realmError = error instanceof RealmError ? error : cancelledConnect();
-          const fatal = FATAL.has(realmError.code);
-          this.#handlers.attemptFailed(slot, realmError, fatal);
-          if (fatal) {
-            slot.retrying = false;
-            return this.#handlers.gaveUp(slot, realmError);
-          }
-        }
+  #forgive(server: Server): void {
+    server.failures = server.ejections = server.ejectedUntil = 0;
+  }
+
+  /** A slot's attempt failed: each round it answered for stops waiting for it. */
+  #roundsFailed(rounds: Round[], slot: Slot, error: RealmError): void {
+    for (const round of rounds) {
+      round.waiting.delete(slot);
+      round.lastError = error;
+      if (round.waiting.size === 0 && this.openCount === 0) {
+        this.#dropRound(round);
+        round.reject(error);
       }
-    } finally {
-      if (current()) slot.retrying = false;
     }
   }
 
-  /** Ends every backoff wait now, with the attempt counts reset (`connect()`, `online`). */
-  retryNow(): void {
-    for (const slot of this.slots) {
-      slot.attempts = 0;
-      slot.wakeUp?.();
-    }
+  /** A socket is open: every round still waiting is answered. */
+  #resolveRounds(): void {
+    for (const round of this.#rounds) round.resolve();
+    this.#rounds.clear();
+    for (const slot of this.#slots) slot.rounds.clear();
   }
 
-  /**
-   * Closes every socket and cancels every handshake and reconnect wait; the
-   * sockets' `closed` handlers run before it returns. Resolves once the
-   * sockets have closed (or their close grace ran out).
-   */
-  closeAll(code = 1000, reason = "client disconnect"): Promise<void> {
-    this.#generation++;
-    for (const slot of this.slots) {
-      const connection = slot.connection;
-      slot.retrying = false;
-      slot.wakeUp?.();
-      slot.wakeUp = undefined;
-      for (const handshake of slot.handshakes) handshake.abort();
-      if (connection) this.#track(connection.close(code, reason));
-    }
-    return this.settled();
-  }
-
-  /** Closes one slot's socket as dead (a failed send, a browser gone offline). */
-  drop(slot: Slot, code: number, reason: string): void {
-    const connection = slot.connection;
-    if (connection) this.#track(connection.close(code, reason, 0));
-  }
-
-  /** Resolves once every socket the pool closed has finished closing. */
-  async settled(): Promise<void> {
-    while (this.#closing.size > 0) await Promise.all(this.#closing);
+  #dropRound(round: Round): void {
+    this.#rounds.delete(round);
+    for (const slot of this.#slots) slot.rounds.delete(round);
   }
 
   #track(closed: Promise<void>): void {
@@ -382,14 +553,22 @@ export class Pool {
     });
   }
 
-  #onClosed(connection: Connection, code: number, reason: string): void {
-    const slot = this.slots.find((candidate) => candidate.connection === connection);
+  #onClosed(connection: Connection, code: number, reason: string, cause: CloseCause): void {
+    const slot = this.#slots.find((candidate) => candidate.connection === connection);
     if (!slot) return;
     slot.connection = undefined;
     // A connection that dropped soon after opening does not reset the backoff.
     if (performance.now() - slot.connectedAt >= 2 * this.#options.reconnectInterval) {
       slot.attempts = 0;
     }
-    this.#handlers.closed(slot, connection, code, reason);
+    this.#reports.closed(slot, connection, code, reason, cause);
+  }
+
+  /**
+   * Starts a slot's reconnect loop after its socket closed (the owner decides
+   * whether it should); with `now`, no first delay.
+   */
+  reconnect(socket: SocketRef, now: boolean): void {
+    this.#reconnect(this.#slots[socket.index], now);
   }
 }

@@ -74,13 +74,15 @@ export class TokenStream implements AsyncIterable<string> {
   #ended = false;
   #failure: { error: unknown } | undefined;
   /**
-   * The read waiting for a token or the end: its promise's functions, kept without an object or
-   * a closure per read. A `for await` has one read waiting at most; a `next()` asked for while
-   * one waits runs after the last one asked for (`#lastRead`), so reads are answered in order.
+   * The oldest read waiting for a token or the end: its promise's functions, kept without an
+   * object or a closure per read. A `for await` has one read waiting at most; reads asked for
+   * while one waits queue behind it in `#laterReads`, so every read is answered in the order it
+   * was asked. (Tokens are buffered only while no read waits.)
    */
   #resolveRead: ((result: IteratorResult<string>) => void) | undefined;
   #rejectRead: ((error: unknown) => void) | undefined;
-  #lastRead: Promise<unknown> | undefined;
+  #laterReads: [resolve: (result: IteratorResult<string>) => void, reject: (e: unknown) => void][] =
+    [];
   #readBy: "for await" | "readable" | undefined;
   #readable: ReadableStream<string> | undefined;
   #sink: TokenSink | undefined;
@@ -224,16 +226,20 @@ export class TokenStream implements AsyncIterable<string> {
     }
     if (this.#failure) return Promise.reject(this.#failure.error);
     if (this.#ended) return Promise.resolve(DONE);
-    if (this.#resolveRead !== undefined) {
-      const again = () => this.#read();
-      return (this.#lastRead = this.#lastRead!.then(again, again)) as Promise<
-        IteratorResult<string>
-      >;
-    }
     const read = newPromise<IteratorResult<string>>();
-    this.#resolveRead = settlers.resolve;
-    this.#rejectRead = settlers.reject;
-    return this.#lastRead = read;
+    if (this.#resolveRead !== undefined) this.#laterReads.push([settlers.resolve, settlers.reject]);
+    else {
+      this.#resolveRead = settlers.resolve;
+      this.#rejectRead = settlers.reject;
+    }
+    return read;
+  }
+
+  /** The oldest waiting read is answered: the next one in line becomes the oldest. */
+  #nextRead(): void {
+    const next = this.#laterReads.shift();
+    this.#resolveRead = next?.[0];
+    this.#rejectRead = next?.[1];
   }
 
   #begin(): void {
@@ -254,7 +260,7 @@ export class TokenStream implements AsyncIterable<string> {
         const resolve = this.#resolveRead;
         if (resolve === undefined) this.#queue.push(token);
         else {
-          this.#resolveRead = undefined;
+          this.#nextRead();
           resolve({ done: false, value: token });
         }
       },
@@ -280,15 +286,13 @@ export class TokenStream implements AsyncIterable<string> {
     }
   }
 
-  /**
-   * Ends the waiting read: the stream closed, failed or was cancelled. Reads asked for behind it
-   * then run and see the end, or the error, themselves.
-   */
+  /** Ends every waiting read, oldest first: the stream closed, failed or was cancelled. */
   #wake(): void {
-    const resolve = this.#resolveRead;
-    if (resolve === undefined) return;
-    this.#resolveRead = undefined;
-    if (this.#failure) this.#rejectRead!(this.#failure.error);
-    else resolve(DONE);
+    for (let resolve = this.#resolveRead; resolve !== undefined; resolve = this.#resolveRead) {
+      const reject = this.#rejectRead!;
+      this.#nextRead();
+      if (this.#failure) reject(this.#failure.error);
+      else resolve(DONE);
+    }
   }
 }

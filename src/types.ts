@@ -372,3 +372,57 @@ export interface RealmEventMap {
   /** `client.state` changed; see the README's "Connection states". */
   statechange: StateChange;
 }
+
+/**
+ * Counts of what the client holds right now. After `disconnect()` all are
+ * zero but `listeners`, which counts the `on()` listeners still registered:
+ * they survive `disconnect()`, so that a later `connect()` keeps them.
+ *
+ * @example
+ * ```ts
+ * import type { ClientStats } from "@realm-ai/ws-client";
+ * const idle = (s: ClientStats) => s.pendingCalls === 0 && s.queuedCalls === 0;
+ * ```
+ */
+export interface ClientStats {
+  /** Calls without an outcome yet (queued, sent, or waiting out a rate-limit retry). */
+  pendingCalls: number;
+  /** Calls waiting for a connection. */
+  queuedCalls: number;
+  /** Sockets open and handshaken. */
+  openConnections: number;
+  /**
+   * Calls written to sockets whose last frame has not arrived, abandoned ones
+   * included until they have been quiet for `streamIdleTimeout`.
+   */
+  callsOnTheWire: number;
+  /** Event listeners added with `on()`. */
+  listeners: number;
+  /** With a list of servers (`url` given as an array): each server, in the order given. */
+  servers?: ServerStats[];
+}
+
+/**
+ * One server of a list, as `stats().servers` reports it.
+ *
+ * @example
+ * ```ts
+ * import type { ServerStats } from "@realm-ai/ws-client";
+ * const usable = (servers: ServerStats[]) => servers.filter((s) => s.state === "up").length;
+ * ```
+ */
+export interface ServerStats {
+  /** The server's address, as given in `url`. */
+  url: string;
+  /**
+   * `"up"` with at least one socket open, `"ejected"` while left out after
+   * failing again and again, else `"down"` (reconnecting, or given up).
+   */
+  state: "up" | "down" | "ejected";
+  /** Its sockets open and handshaken. */
+  openConnections: number;
+  /** Calls on its sockets whose last frame has not arrived. */
+  callsOnTheWire: number;
+  /** Failed connection attempts in a row (since it was last up or ejected). */
+  failures: number;
+}

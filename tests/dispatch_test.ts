@@ -39,6 +39,15 @@ function socket(failSend = false) {
     seen(id: string) {
       if (inFlight.has(id)) inFlight.set(id, performance.now());
     },
+    carries(id: string) {
+      return inFlight.has(id);
+    },
+    takeCalls() {
+      const ids = [...inFlight.keys()];
+      inFlight.clear();
+      abandoned.clear();
+      return ids;
+    },
     oldestListening() {
       for (const id of inFlight.keys()) if (!abandoned.has(id)) return id;
       return undefined;

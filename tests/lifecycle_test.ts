@@ -32,8 +32,9 @@ Deno.test("Lifecycle: only the table's edges, each announced once, runs renewed"
   const run = life.start();
   assert.equal(life.state, "connecting");
   life.update({ open: 1, retrying: 0 });
-  assert.equal(life.state, "open");
+  assert.equal(life.state, "connecting", "open only with the start's outcome");
   life.started({ open: 1, retrying: 0 });
+  assert.equal(life.state, "open");
   life.update({ open: 0, retrying: 1 });
   assert.equal(life.state, "reconnecting");
   life.update({ open: 0, retrying: 0 });
@@ -53,6 +54,14 @@ Deno.test("Lifecycle: only the table's edges, each announced once, runs renewed"
     "closed>connecting",
     "connecting>idle",
   ]);
+  // A start whose sockets all dropped before it ended, and are coming back: reconnecting.
+  const fresh = new Lifecycle(({ from, to }) => seen.push(`${from}>${to}`));
+  fresh.start();
+  fresh.update({ open: 0, retrying: 1 });
+  assert.equal(fresh.state, "connecting", "no move before the start's outcome");
+  fresh.started({ open: 0, retrying: 1 });
+  assert.equal(fresh.state, "reconnecting");
+  assert.deepEqual(seen.slice(-2), ["idle>connecting", "connecting>reconnecting"]);
   // Every state can reach idle, and idle leads only to connecting.
   for (const state of Object.keys(STATE_EDGES) as ConnectionState[]) {
     if (state !== "idle") assert.ok(STATE_EDGES[state].includes("idle"), state);

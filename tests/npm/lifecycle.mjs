@@ -5,7 +5,11 @@
  *   `connectTimeout`;
  * - a peer that never answers the close handshake: `disconnect()` still resolves after its
  *   grace, and where the implementation can tear the socket down (`ws` on Node 20) the peer
- *   sees the TCP connection end.
+ *   sees the TCP connection end;
+ * - a server that never answers the upgrade: `connect()` fails with `TIMEOUT` at
+ *   `connectTimeout` (not after a close grace too), `disconnect()` meanwhile makes it fail with
+ *   `ABORTED`, and the socket closed while connecting never ends the process (`ws` emits
+ *   `error` for it).
  *
  * The peer is a hand-written WebSocket server on `node:net` (so that it can ignore close
  * frames), listening on 127.0.0.1.
@@ -77,6 +81,27 @@ async function deafPeer() {
   return {
     url: `ws://127.0.0.1:${server.address().port}`,
     ended,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((done) => server.close(done));
+    },
+  };
+}
+
+/**
+ * A server that accepts the TCP connection and never answers the WebSocket upgrade: the
+ * socket stays in its connecting state until the client gives up on it.
+ */
+async function silentServer() {
+  const sockets = new Set();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => {});
+    socket.on("close", () => sockets.delete(socket));
+  });
+  await new Promise((done) => server.listen(0, "127.0.0.1", done));
+  return {
+    url: `ws://127.0.0.1:${server.address().port}`,
     close: async () => {
       for (const socket of sockets) socket.destroy();
       await new Promise((done) => server.close(done));
@@ -167,6 +192,54 @@ check("a peer that never answers the close handshake: disconnect() resolves", as
     await peer.close();
   }
 });
+
+check(
+  "a server that never answers the upgrade: connect() fails with TIMEOUT at connectTimeout",
+  async () => {
+    const server = await silentServer();
+    const client = new RealmWebSocketClient({ url: server.url, model: "m", connectTimeout: 300 });
+    try {
+      const started = performance.now();
+      const result = await within(client.connect(), 5_000, "connect() to a silent server");
+      const took = performance.now() - started;
+      expectCode(result.error, "TIMEOUT");
+      // Closing the stalled socket happens in the background: no close grace (2 s) is added.
+      assert(took < 1_500, `rejected after ${Math.round(took)} ms, not at connectTimeout`);
+      assert(client.state === "closed", `state ${client.state}`);
+      await within(client.disconnect(), 5_000, "disconnect()");
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+check(
+  "disconnect() while the upgrade is unanswered: connect() fails with ABORTED, the process lives",
+  async () => {
+    const server = await silentServer();
+    try {
+      // At several moments of the stalled upgrade, a socket closed while connecting (which makes
+      // `ws` emit "error") must not end the process.
+      for (const wait of [0, 1, 20, 100]) {
+        const client = new RealmWebSocketClient({
+          url: server.url,
+          model: "m",
+          connectTimeout: 5_000,
+        });
+        const connecting = client.connect();
+        await new Promise((resolve) => setTimeout(resolve, wait));
+        await within(client.disconnect(), 5_000, "disconnect()");
+        const result = await within(connecting, 5_000, "connect()");
+        expectCode(result.error, "ABORTED");
+        assert(client.state === "idle", `state ${client.state}`);
+      }
+      // Let any late "error" of the closed sockets fire while the process still runs.
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+    } finally {
+      await server.close();
+    }
+  },
+);
 
 let passed = 0;
 let failed = 0;
