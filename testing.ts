@@ -1,14 +1,23 @@
 /**
  * A stub Realm server for testing clients of the Realm WebSocket protocol without a real Realm
- * server. It reproduces the real server's behaviour, quirks included (one call at a time per
- * connection, `id:"unknown"` errors, no `retry_after`, streams that never end with
- * `max_tokens: 0`), simulates generation, and has fault switches for the failures a client must
- * survive.
+ * server. By default it answers as the real `realm-server` 0.1.0 does in simulation mode, frame
+ * for frame (checked against the real server, and with `deno task conformance`), quirks
+ * included: one call at a time per connection, `id:"unknown"` errors, no `retry_after`,
+ * streams that never end with `max_tokens: 0`, `uptime_seconds` always 0, no orchestrator (every
+ * pipeline call is refused), the keys of its JSON objects sorted. Its extras for tests are
+ * opt-in: long streams (`longStreams`), pipelines (`orchestrator`, `pipelines`), fault switches
+ * (`faults`), a cap on concurrent generations.
  *
  * It listens on 127.0.0.1 only. The simulated `generate` answers like the real simulation:
  * without streaming, `Paris` for a prompt containing "capital of France" (any case), else
- * `Simulated response to: <prompt>`; a stream carries exactly `max_tokens` tokens, cycling
- * through `The capital of France is Paris. This is a simulated response to: <first word>`.
+ * `Simulated response to: <prompt>`; a stream carries the words `The capital of France is Paris.
+ * This is a simulated response to: <first word of the prompt>`, at most `max_tokens` of them (13
+ * at most; with `longStreams`, exactly `max_tokens`, the words cycled).
+ *
+ * What it does not reproduce: a close frame sent during a stream takes effect at once (the real
+ * server first finishes the stream), a plain HTTP request gets a 426 answer (the real server
+ * closes the connection without one), and the real server's welcome frame arrives some 40 ms
+ * after `auth_success` (its TCP writes are not sent at once).
  *
  * @example Start a server, make one call with a raw WebSocket, stop the server
  * ```ts

@@ -14,7 +14,11 @@
 import process from "node:process";
 import { startStubServer } from "@realm-ai/ws-client/testing";
 
-const server = await startStubServer({ tokenDelayMs: Number(process.argv[2] ?? 0) });
+// Long streams (a test extra): the benchmarks ask for more than the real simulation's 13 tokens.
+const server = await startStubServer({
+  tokenDelayMs: Number(process.argv[2] ?? 0),
+  longStreams: true,
+});
 process.stdout.write(`${server.url}\n`);
 process.stdin.resume();
 process.stdin.on("end", async () => {

@@ -38,6 +38,7 @@ async function startServer(): Promise<Server> {
       String(TOKEN_DELAY_MS),
       "--max-generations",
       String(GENERATIONS_PER_SERVER),
+      "--long-streams",
     ],
     stdout: "piped",
     stderr: "inherit",

@@ -1,16 +1,17 @@
 /**
- * What the tracing costs: the client as it was before it had any (commit `BEFORE`, loaded from
- * git into a temporary folder) beside today's, with no subscriber and with one, in the same run
- * and against the same server. Target: with no subscriber, the same time per call and per token
- * as before (within the run's noise).
+ * What the tracing costs, in one run against one server: today's client with its tracing hooks
+ * made no-ops (a copy of `mod.ts` and `src/` in a temporary folder whose `src/telemetry.ts`
+ * exports functions that do nothing: the client as it would be without tracing) beside today's
+ * client (its tracing on) with no subscriber and with one. Target: with no subscriber, the same time per call and
+ * per token as without tracing (within the run's noise).
  *
- * `deno task bench:telemetry` (it needs `git` and a temporary folder; under plain
- * `deno task bench` the "before" client is left out and only the subscriber's cost is shown).
+ * `deno task bench:telemetry` (it needs a temporary folder; without `--allow-write` the copy
+ * without tracing is left out and only the subscriber's cost is shown).
  *
  * @module
  */
 import diagnostics from "node:diagnostics_channel";
-import { RealmWebSocketClient, TokenStream } from "../mod.ts";
+import { RealmWebSocketClient } from "../mod.ts";
 import { startServerProcess } from "./_process.ts";
 
 /** Runs `closers` when the bench file is done. */
@@ -20,33 +21,37 @@ function closeOnUnload(...closers: (() => Promise<unknown>)[]): void {
   });
 }
 
-/** The last commit without tracing, request ids or timings. */
-const BEFORE = "e4355fd";
 const TOKENS = 10_000;
 const PARAMS = { prompt: "Tell me a story", max_tokens: TOKENS };
 
 type Client = Pick<RealmWebSocketClient, "connect" | "disconnect" | "health" | "generateStream">;
 
-type Entry = { RealmWebSocketClient: typeof RealmWebSocketClient; TokenStream: typeof TokenStream };
+type Entry = { RealmWebSocketClient: typeof RealmWebSocketClient };
 
-/** The client entry at `BEFORE`, or undefined without the permissions to fetch it. */
-async function entryBefore(): Promise<Entry | undefined> {
-  const run = await Deno.permissions.query({ name: "run", command: "git" });
+/**
+ * Today's client entry with every function `src/telemetry.ts` exports replaced by one that does
+ * nothing, loaded from a copy in a temporary folder; undefined without the permission to write it.
+ */
+async function entryWithoutTracing(): Promise<Entry | undefined> {
   const write = await Deno.permissions.query({ name: "write" });
-  if (run.state !== "granted" || write.state !== "granted") return undefined;
-  const git = async (...args: string[]) => {
-    const { success, stdout, stderr } = await new Deno.Command("git", { args }).output();
-    if (!success) throw new Error(`git ${args.join(" ")}: ${new TextDecoder().decode(stderr)}`);
-    return new TextDecoder().decode(stdout);
-  };
-  const dir = await Deno.makeTempDir({ prefix: "realm-bench-before-" });
-  const files = (await git("ls-tree", "-r", "--name-only", BEFORE, "mod.ts", "src"))
-    .split("\n").filter((path) => path.endsWith(".ts") && !path.startsWith("src/stub/"));
-  await Deno.mkdir(`${dir}/src`);
-  for (const path of files) {
-    await Deno.writeTextFile(`${dir}/${path}`, await git("show", `${BEFORE}:${path}`));
-  }
+  if (write.state !== "granted") return undefined;
+  const root = new URL("../", import.meta.url);
+  const dir = await Deno.makeTempDir({ prefix: "realm-bench-no-tracing-" });
   closeOnUnload(() => Deno.remove(dir, { recursive: true }));
+  await Deno.mkdir(`${dir}/src`);
+  await Deno.copyFile(new URL("mod.ts", root), `${dir}/mod.ts`);
+  for await (const { name, isFile } of Deno.readDir(new URL("src/", root))) {
+    if (isFile && name.endsWith(".ts")) {
+      await Deno.copyFile(new URL(`src/${name}`, root), `${dir}/src/${name}`);
+    }
+  }
+  const telemetry = await Deno.readTextFile(new URL("src/telemetry.ts", root));
+  const hooks = [...telemetry.matchAll(/^export function (\w+)/gm)].map((match) => match[1]);
+  if (hooks.length === 0) throw new Error("src/telemetry.ts exports no function to make a no-op");
+  await Deno.writeTextFile(
+    `${dir}/src/telemetry.ts`,
+    hooks.map((name) => `export function ${name}(): undefined {}\n`).join(""),
+  );
   return await import(`file://${dir}/mod.ts`);
 }
 
@@ -64,12 +69,12 @@ async function open(Client: typeof RealmWebSocketClient): Promise<Client> {
   return client;
 }
 
-const Before = await entryBefore();
-const before = Before ? await open(Before.RealmWebSocketClient) : undefined;
-const after = await open(RealmWebSocketClient);
+const Untraced = await entryWithoutTracing();
+const untraced = Untraced ? await open(Untraced.RealmWebSocketClient) : undefined;
+const traced = await open(RealmWebSocketClient);
 closeOnUnload(
-  () => before?.disconnect() ?? Promise.resolve(),
-  () => after.disconnect(),
+  () => untraced?.disconnect() ?? Promise.resolve(),
+  () => traced.disconnect(),
   () => server.stop(),
 );
 
@@ -105,76 +110,50 @@ const groups = [
 ];
 
 for (const { group, what, fn } of groups) {
-  if (before) {
+  if (untraced) {
     Deno.bench({
-      name: `before tracing (${BEFORE}): ${what}`,
+      name: `without tracing: ${what}`,
       group,
       baseline: true,
-      fn: async () => void await fn(before),
+      fn: async () => void await fn(untraced),
     });
   }
   Deno.bench({
-    name: `now, no subscriber: ${what}`,
+    name: `tracing, no subscriber: ${what}`,
     group,
-    baseline: !before,
-    fn: async () => void await fn(after),
+    baseline: !untraced,
+    fn: async () => void await fn(traced),
   });
   Deno.bench({
-    name: `now, a realm:call subscriber: ${what}`,
+    name: `tracing, a realm:call subscriber: ${what}`,
     group,
     // An async function: `deno bench` awaits only those.
-    fn: async () => await subscribed(async () => void await fn(after)),
+    fn: async () => await subscribed(async () => void await fn(traced)),
   });
 }
 
 // Without I/O, so that a difference of a few hundred nanoseconds is not lost in the socket's noise:
-// the whole path of a call that fails at once (checks, registry, tracing hook, dispatch, settle)...
+// the whole path of a call that fails at once (checks, registry, tracing hook, dispatch, settle).
 const offline = { url: "ws://127.0.0.1:9", model: "llama-2-7b" };
-const idleBefore = Before && new Before.RealmWebSocketClient(offline);
-const idleAfter = new RealmWebSocketClient(offline);
-/** ...and 10,000 tokens through a TokenStream, the part of a stream that runs per token. */
-async function tokens(Stream: typeof TokenStream): Promise<void> {
-  const stream = new Stream((sink) => {
-    for (let i = 0; i < TOKENS; i++) sink.token("word ");
-    sink.close();
-    return () => {};
-  });
-  let count = 0;
-  for await (const _token of stream) count++;
-  if (count !== TOKENS) throw new Error(`expected ${TOKENS} tokens, got ${count}`);
-}
-const local = [
-  {
-    group: "a call without I/O (health() before connect(): NOT_CONNECTED)",
-    what: "health()",
-    before: idleBefore && (() => idleBefore.health().catch(() => {})),
-    after: () => idleAfter.health().catch(() => {}),
-  },
-  {
-    group: "10,000 tokens through a TokenStream, without I/O",
-    what: "for await",
-    before: Before && (() => tokens(Before.TokenStream)),
-    after: () => tokens(TokenStream),
-  },
-];
-for (const { group, what, before, after } of local) {
-  if (before) {
-    Deno.bench({
-      name: `before tracing: ${what}`,
-      group,
-      baseline: true,
-      fn: async () => void await before(),
-    });
-  }
+const idle = new RealmWebSocketClient(offline);
+const idleUntraced = Untraced && new Untraced.RealmWebSocketClient(offline);
+const local = "a call without I/O (health() before connect(): NOT_CONNECTED)";
+if (idleUntraced) {
   Deno.bench({
-    name: `now, no subscriber: ${what}`,
-    group,
-    baseline: !before,
-    fn: async () => void await after(),
-  });
-  Deno.bench({
-    name: `now, a realm:call subscriber: ${what}`,
-    group,
-    fn: async () => await subscribed(async () => void await after()),
+    name: "without tracing: health()",
+    group: local,
+    baseline: true,
+    fn: async () => void await idleUntraced.health().catch(() => {}),
   });
 }
+Deno.bench({
+  name: "tracing, no subscriber: health()",
+  group: local,
+  baseline: !idleUntraced,
+  fn: async () => void await idle.health().catch(() => {}),
+});
+Deno.bench({
+  name: "tracing, a realm:call subscriber: health()",
+  group: local,
+  fn: async () => await subscribed(async () => void await idle.health().catch(() => {})),
+});

@@ -13,6 +13,8 @@ import { main as aiSdk } from "./ai-sdk.ts";
 
 const apiKey = "demo-key";
 const server = await startStubServer({
+  // The basic example runs a pipeline: the stub's orchestrator (the real simulation has none).
+  orchestrator: true,
   apiKeys: { [apiKey]: "demo-tenant" },
   rateLimit: { perMinute: 600, burst: 100 },
   tokenDelayMs: 30,

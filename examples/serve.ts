@@ -5,6 +5,9 @@
  * deno task serve --port 8080 --api-key KEY=TENANT --rate-limit 60/100 --token-delay 50
  * ```
  *
+ * It answers as the real server in simulation mode; `--long-streams` and `--orchestrator` turn
+ * on the stub's extras for tests.
+ *
  * | flag | meaning |
  * | --- | --- |
  * | `--port N` | port on 127.0.0.1 (default 8080; 0 picks a free one) |
@@ -12,6 +15,8 @@
  * | `--rate-limit PER_MINUTE[/BURST]` | per-tenant token bucket (burst defaults to 100, as on the real server) |
  * | `--token-delay MS` | delay between streamed tokens (default 50) |
  * | `--max-generations N` | generations run at once over all connections, the others wait (default: no limit) |
+ * | `--long-streams` | streams carry exactly `max_tokens` tokens (the real simulation stops at 13) |
+ * | `--orchestrator` | run pipelines: the built-in `rag-pipeline` (the real simulation has no orchestrator) |
  *
  * It prints one line, the address, and nothing else.
  *
@@ -20,7 +25,8 @@
 import { startStubServer, type StubServerOptions } from "@realm-ai/ws-client/testing";
 
 const USAGE = "usage: deno task serve [--port N] [--api-key KEY=TENANT]... " +
-  "[--rate-limit PER_MINUTE[/BURST]] [--token-delay MS] [--max-generations N]";
+  "[--rate-limit PER_MINUTE[/BURST]] [--token-delay MS] [--max-generations N] " +
+  "[--long-streams] [--orchestrator]";
 
 /**
  * Reads the command line flags into server options; throws an `Error` naming the bad flag.
@@ -74,6 +80,11 @@ export function parseServeFlags(args: readonly string[]): StubServerOptions {
         break;
       case "--max-generations":
         options.maxConcurrentGenerations = wholeNumber(flag, value());
+        break;
+      case "--long-streams":
+      case "--orchestrator":
+        if (inline !== undefined) throw new Error(`${flag} takes no value`);
+        options[flag === "--long-streams" ? "longStreams" : "orchestrator"] = true;
         break;
       default:
         throw new Error(`unknown flag: ${args[i]}`);

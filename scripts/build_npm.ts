@@ -21,6 +21,10 @@
  * The `./ai-sdk` entry imports `@ai-sdk/provider`, the package's one optional peer dependency:
  * it is compiled against the declarations of the version pinned in `deno.json`.
  *
+ * The `./conformance` entry is ES modules only (it runs itself under Deno through
+ * `import.meta.main`, which CommonJS cannot hold); its `realm-conformance` bin runs the command
+ * on Node and Bun.
+ *
  * Usage: `deno task build:npm`
  *
  * @module
@@ -69,7 +73,22 @@ const ENTRIES = [
   { subpath: "./testing", deno: "./testing.ts", name: "testing", node: "testing_node" },
   // Node 22+ only, like the AI SDK: it needs no ws, so Node gets the plain entry.
   { subpath: "./ai-sdk", deno: "./ai_sdk.ts", name: "ai_sdk", node: "ai_sdk" },
+  {
+    subpath: "./conformance",
+    deno: "./conformance.ts",
+    name: "conformance",
+    node: "conformance_node",
+    esmOnly: true,
+  },
 ] as const;
+
+/** The package's command: the conformance check of a running server. */
+const BIN = { command: "realm-conformance", name: "conformance_bin" } as const;
+
+/** Entries built as ES modules only, with their Node entries (and the command's file). */
+const ESM_ONLY: readonly string[] = ENTRIES.flatMap((e) =>
+  "esmOnly" in e && e.esmOnly ? [e.deno, `${e.node}.ts`, `${BIN.name}.ts`] : []
+);
 
 /** The sources of the generated Node entries, by name. */
 const NODE_ENTRIES: Record<string, string> = {
@@ -101,6 +120,41 @@ import { setWsLoader } from "./src/stub/node.js";
 setWsLoader(() => import("ws"));
 
 export * from "./testing.js";
+`,
+  conformance_node: `/**
+ * The \`./conformance\` entry on Node and Bun: the conformance check, with \`ws\` registered
+ * as the WebSocket (of the client and of the bare sockets) for Node versions without a global one.
+ *
+ * @module
+ */
+import { setWebSocketFallback } from "./src/websocket.js";
+import type { WebSocketConstructor } from "./src/types.js";
+
+setWebSocketFallback(async () => {
+  const ws = await import("ws");
+  return (ws.WebSocket ?? ws.default) as unknown as WebSocketConstructor;
+});
+
+export * from "./conformance.js";
+`,
+  [BIN.name]: `#!/usr/bin/env node
+/**
+ * The \`${BIN.command}\` command: \`${BIN.command} <url> [options]\`, \`--help\` for the options.
+ *
+ * @module
+ */
+import { conformanceMain } from "./conformance_node.js";
+
+declare const process: {
+  argv: string[];
+  stdout: { write(text: string, done: () => void): boolean };
+  exit(status: number): never;
+};
+
+const status = await conformanceMain(process.argv.slice(2));
+// Exit once the output is written: a socket a misbehaving server holds open must not keep the
+// command running.
+process.stdout.write("", () => process.exit(status));
 `,
 };
 
@@ -259,14 +313,23 @@ function packageJson(deno: DenoJson): Record<string, unknown> {
       node: dual(entry.node),
       ...dual(entry.name),
     };
+    if ("esmOnly" in entry && entry.esmOnly) {
+      exports[entry.subpath] = {
+        node: { import: { types: `./esm/${entry.node}.d.ts`, default: `./esm/${entry.node}.js` } },
+        import: { types: `./esm/${entry.name}.d.ts`, default: `./esm/${entry.name}.js` },
+      };
+    }
     if (entry.subpath !== ".") {
       // For TypeScript's old `node10` resolution, which ignores `exports`.
-      typesVersions[entry.subpath.slice(2)] = [`./cjs/${entry.name}.d.ts`];
+      typesVersions[entry.subpath.slice(2)] = [
+        `./${"esmOnly" in entry && entry.esmOnly ? "esm" : "cjs"}/${entry.name}.d.ts`,
+      ];
     }
   }
   exports["./package.json"] = "./package.json";
   const nodeFiles = ENTRIES.filter((e) => e.node !== e.name)
-    .flatMap((e) => [`./esm/${e.node}.js`, `./cjs/${e.node}.js`]);
+    .flatMap((e) => [`./esm/${e.node}.js`, `./cjs/${e.node}.js`])
+    .filter((file) => !ESM_ONLY.some((name) => file === `./cjs/${name.replace(/\.ts$/, ".js")}`));
   return {
     name: deno.name,
     version: deno.version,
@@ -278,6 +341,7 @@ function packageJson(deno: DenoJson): Record<string, unknown> {
     bugs: { url: "https://github.com/realm-ai/ws-client/issues" },
     keywords: ["realm", "llm", "inference", "websocket", "client", "streaming", "ai", "sdk"],
     type: "module",
+    bin: { [BIN.command]: `./esm/${BIN.name}.js` },
     main: "./cjs/node.js",
     module: "./esm/mod.js",
     types: "./cjs/node.d.ts",
@@ -326,7 +390,10 @@ async function main(): Promise<void> {
       moduleResolution: ts.ModuleResolutionKind.Bundler,
       paths,
     });
-    compile(srcDir, rootNames, ambient, join(outDir, "cjs"), {
+    const cjsRootNames = rootNames.filter((name) =>
+      !ESM_ONLY.includes(name) && !ESM_ONLY.includes(`./${name}`)
+    );
+    compile(srcDir, cjsRootNames, ambient, join(outDir, "cjs"), {
       module: ts.ModuleKind.CommonJS,
       moduleResolution: ts.ModuleResolutionKind.Node10,
       esModuleInterop: true,

@@ -16,6 +16,8 @@
  * 6. checks the tarball's file list (builds, shipped sources, README, CHANGELOG, both licenses),
  *    and that the runs on Node 20, Node 22 and Bun leave stderr empty, pools of 16 to 64 sockets
  *    included (`tests/npm/quiet.mjs`).
+ * 7. runs the package's `realm-conformance` command, as installed from the tarball, against a
+ *    stub server (open; authenticated with a rate limit) on Node 20 (ws), Node 22 and Bun.
  *
  * Needs `node` and `npm` on PATH, the npm registry, and Chromium at `/usr/bin/chromium` (or
  * `CHROMIUM=/path`). On Debian or Ubuntu: `apt-get update && apt-get install -y chromium`.
@@ -29,6 +31,7 @@
 
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { startStubServer } from "../testing.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -197,6 +200,12 @@ const PACKED_ENTRIES = ["mod", "node", "testing", "testing_node"].flatMap((name)
   ["esm", "cjs"].flatMap((build) => [`${build}/${name}.js`, `${build}/${name}.d.ts`])
 );
 
+/** The ES-module-only `./conformance` entry and the package's `realm-conformance` command. */
+const PACKED_ESM_ONLY = ["conformance", "conformance_node", "conformance_bin"].flatMap((name) => [
+  `esm/${name}.js`,
+  `esm/${name}.d.ts`,
+]);
+
 /**
  * Records a step checking the tarball's file list: the documents, package.json and every entry
  * are there, and nothing outside the builds, the shipped sources and the documents is.
@@ -205,7 +214,15 @@ function checkPackedFiles(paths: string[]): void {
   console.log("\n=== packed files");
   const have = new Set(paths);
   const problems: string[] = [];
-  for (const path of ["package.json", "cjs/package.json", ...PACKED_DOCUMENTS, ...PACKED_ENTRIES]) {
+  for (
+    const path of [
+      "package.json",
+      "cjs/package.json",
+      ...PACKED_DOCUMENTS,
+      ...PACKED_ENTRIES,
+      ...PACKED_ESM_ONLY,
+    ]
+  ) {
     if (!have.has(path)) problems.push(`missing: ${path}`);
   }
   for (const path of paths) {
@@ -334,7 +351,21 @@ async function main(): Promise<number> {
 
     // --- lint the tarball ---------------------------------------------------------------------
     await step("publint", bin("publint"), ["run", tarball, "--strict"], { cwd: project });
-    await step("attw", bin("attw"), [tarball, "--no-emoji"], { cwd: project });
+    await step("attw", bin("attw"), [
+      tarball,
+      "--no-emoji",
+      "--exclude-entrypoints",
+      "./conformance",
+    ], { cwd: project });
+    // ES modules only: `require` of it is meant to fail.
+    await step("attw (./conformance, ES modules only)", bin("attw"), [
+      tarball,
+      "--no-emoji",
+      "--profile",
+      "esm-only",
+      "--entrypoints",
+      "./conformance",
+    ], { cwd: project });
     await step("types (tsc, nodenext, strict)", bin("tsc"), [
       "--noEmit",
       "--strict",
@@ -381,6 +412,37 @@ async function main(): Promise<number> {
       env: { CHROMIUM: chromium },
       timeoutMs: 240_000,
     });
+
+    // --- the realm-conformance command, from the tarball, against the stub ----------------------
+    const command = bin("realm-conformance");
+    const open = await startStubServer({ tokenDelayMs: 5 });
+    // A key per run: the rate-limit probe leaves its tenant's bucket empty.
+    const guarded = await startStubServer({
+      tokenDelayMs: 5,
+      apiKeys: { "sk-node": "tenant-node", "sk-bun": "tenant-bun" },
+      rateLimit: { perMinute: 600, burst: 60 },
+    });
+    try {
+      const all = (
+        key: string,
+      ) => [guarded.url, "--api-key", key, "--rate-limit", "--fail-on-skip"];
+      // As npx runs it: the bin's own `#!/usr/bin/env node`.
+      await step(`realm-conformance (bin), Node ${systemNode}`, command, [open.url], quiet);
+      await step(
+        `realm-conformance --api-key, Node ${node20Version} (ws)`,
+        node20,
+        [command, ...all("sk-node")],
+        quiet,
+      );
+      await step(`realm-conformance, Node ${node22Version}`, node22, [command, open.url], quiet);
+      await step(`realm-conformance --api-key, Bun ${bunVersion}`, bun, [
+        command,
+        ...all("sk-bun"),
+      ], quiet);
+    } finally {
+      await open.close();
+      await guarded.close();
+    }
   } catch (error) {
     console.error(`\n${error instanceof Error ? error.message : error}`);
     results.push({ name: "setup", ok: false, passed: 0, failed: 1, seconds: 0 });

@@ -424,9 +424,12 @@ export class Pool {
       this.#failed(slot.server);
       this.#roundsFailed(rounds, slot, error);
       this.#reports.failed(slot, error);
+      // A round asked for during a run's first attempt: that attempt did not answer it, so the
+      // slot tries again now (its loop, when it has one, does so by itself).
+      if (generation === this.#generation && slot.now) this.#reconnect(slot, true);
       throw error;
     }
-    slot.opening = slot.looping = false;
+    slot.opening = slot.looping = slot.now = false;
     slot.connection = connection;
     slot.connectedAt = performance.now();
     this.#forgive(slot.server);

@@ -199,5 +199,11 @@ export function readToken(data: unknown): string | undefined {
   return token === undefined ? "" : undefined;
 }
 
-/** The tenant id rule the server applies: 3 to 64 letters, digits, `-`, `_`. */
-export const TENANT_ID_PATTERN: RegExp = /^[A-Za-z0-9_-]{3,64}$/;
+/**
+ * The tenant id rule the server applies (`RuntimeManager::validate_tenant_id`): letters and digits
+ * of any script (Rust's `char::is_alphanumeric`), `-`, `_`; a key's tenant such as `équipe-1` is
+ * valid. The server counts 3 to 64 bytes of UTF-8, this 3 to 64 characters (a byte count costs
+ * more of the size budget): the same for ASCII; in other scripts an id of 1 or 2 characters that
+ * the server would take is refused here, and one past 64 bytes is left to the server to refuse.
+ */
+export const TENANT_ID_PATTERN: RegExp = /^[\p{Alphabetic}\p{N}_-]{3,64}$/u;

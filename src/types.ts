@@ -276,7 +276,7 @@ export interface HealthStatus {
   status: string;
   /** The server's version, e.g. `"0.1.0"`. */
   version: string;
-  /** Seconds since the server started. */
+  /** Seconds since the server started (`realm-server` 0.1.0 always says 0). */
   uptime_seconds: number;
   /** The call's id, as its errors carry it and the server logs it. */
   requestId?: string;

@@ -354,7 +354,13 @@ export async function stubAndClient(
   serverOptions: StubServerOptions = {},
   clientOptions: Partial<RealmClientOptions> = {},
 ): Promise<{ server: StubServer; client: RealmWebSocketClient } & AsyncDisposable> {
-  const server = await startStubServer({ tokenDelayMs: 1, ...serverOptions });
+  // The stub's test extras on: streams of any length, and the built-in rag-pipeline.
+  const server = await startStubServer({
+    tokenDelayMs: 1,
+    longStreams: true,
+    orchestrator: true,
+    ...serverOptions,
+  });
   const client = new RealmWebSocketClient({
     url: server.url,
     model: "llama-2-7b",
@@ -588,5 +594,412 @@ export class ScriptedSocketBase {
   serverClose(code: number, reason: string) {
     this.readyState = 3;
     this.onclose?.(new CloseEvent("close", { code, reason }));
+  }
+}
+
+/**
+ * A `WebSocket` option whose new sockets go to `redirect` instead of the client's address while
+ * it is set (`dead`, say: a server that went away and comes back when it is unset), and that
+ * counts the sockets made.
+ */
+export interface RedirectableWebSocket {
+  WebSocket: typeof WebSocket;
+  /** Where new sockets go instead of the address the client asks for; unset: where it asks. */
+  redirect: string | undefined;
+  /** A loopback address where nothing listens. */
+  readonly dead: string;
+  /** Sockets made so far, whatever their address. */
+  readonly made: number;
+}
+
+/** Makes a {@linkcode RedirectableWebSocket}. */
+export function redirectableWebSocket(): RedirectableWebSocket {
+  let made = 0;
+  const control = {
+    redirect: undefined as string | undefined,
+    dead: deadUrl(),
+    get made() {
+      return made;
+    },
+  };
+  class Redirected extends WebSocket {
+    constructor(...[url, protocols]: ConstructorParameters<typeof WebSocket>) {
+      made++;
+      super(control.redirect ?? url, protocols);
+    }
+  }
+  return Object.assign(control, { WebSocket: Redirected });
+}
+
+/** A client method a listener may call back. */
+export type RunMethod = "connect" | "disconnect" | "reconnect";
+
+/** What a call made from a listener became, and the client as it was when it settled. */
+export interface CalledBack {
+  error?: unknown;
+  state: ConnectionState;
+  openConnections: number;
+}
+
+/** An event a listener hears, and how a test makes the client fire it. */
+export interface ListenerMoment {
+  /** The event in words, for the test's name. */
+  name: string;
+  type: keyof RealmEventMap;
+  /** Only payloads that match count (default: all). */
+  matches?(payload: unknown): boolean;
+  /** Which of the matching events the listener acts on, from 1, with `connections` sockets. */
+  nth?(connections: number): number;
+  /** The fewest sockets the moment needs (default 1). */
+  sockets?: number;
+  /** Readies the client before the listener is added. */
+  ready?(run: ListenerRun): Promise<void>;
+  /** Makes the event happen; returns the promise of the test's own call, if it made one. */
+  produce(run: ListenerRun): Promise<void> | void;
+  /** The server is unreachable when the event fires: the listener brings it back, then calls. */
+  serverDown?: boolean;
+}
+
+/** A client of a stub server whose listener of one moment called one of its methods back. */
+export interface ListenerRun extends AsyncDisposable {
+  server: StubServer;
+  client: RealmWebSocketClient;
+  sockets: RedirectableWebSocket;
+  connections: number;
+  seen: SeenEvents;
+  /** The client's state and open sockets at every event, as its listeners saw it. */
+  heard: { type: string; state: ConnectionState; openConnections: number }[];
+  /** What the listener's call became. */
+  called: Promise<CalledBack>;
+  /** What the test's own call that made the event became, when it made one. */
+  produced: Promise<{ value: unknown } | { error: unknown }> | undefined;
+  /** Leave the client as the listener left it when disposed (no disconnect()): the sanitizers judge. */
+  leaveAsIs: boolean;
+}
+
+const connectFirst = async (run: ListenerRun) => {
+  await within(5000, run.client.connect(), "connect() before the listener is added");
+};
+const dropSockets = (run: ListenerRun) => dropNow(run.server);
+/** The server goes away for the client's sockets (each retry is refused) and drops them. */
+const goAway = (run: ListenerRun) => {
+  run.sockets.redirect = run.sockets.dead;
+  dropNow(run.server);
+};
+const into = (state: ConnectionState) => (payload: unknown) =>
+  (payload as StateChange).to === state;
+const attempt = (first: boolean) => (payload: unknown) =>
+  ((payload as RealmEventMap["connecting"]).attempt === 0) === first;
+
+/**
+ * Every moment a listener can call back into the client: each event type, `statechange` into
+ * each state, during `connect()` and afterwards. The client of {@linkcode callFromListener} gives
+ * up after two reconnect attempts.
+ */
+export const LISTENER_MOMENTS: readonly ListenerMoment[] = [
+  {
+    name: 'statechange to "connecting"',
+    type: "statechange",
+    matches: into("connecting"),
+    produce: (run) => run.client.connect(),
+  },
+  {
+    name: 'statechange to "open"',
+    type: "statechange",
+    matches: into("open"),
+    produce: (run) => run.client.connect(),
+  },
+  {
+    name: 'statechange to "reconnecting"',
+    type: "statechange",
+    matches: into("reconnecting"),
+    ready: connectFirst,
+    produce: dropSockets,
+  },
+  {
+    name: 'statechange to "closed" (gave up reconnecting)',
+    type: "statechange",
+    matches: into("closed"),
+    ready: connectFirst,
+    produce: goAway,
+    serverDown: true,
+  },
+  {
+    name: 'statechange to "idle"',
+    type: "statechange",
+    matches: into("idle"),
+    ready: connectFirst,
+    produce: (run) => run.client.disconnect(),
+  },
+  {
+    name: "connecting (the first attempts)",
+    type: "connecting",
+    matches: attempt(true),
+    produce: (run) => run.client.connect(),
+  },
+  {
+    name: "connecting (a reconnect attempt)",
+    type: "connecting",
+    matches: attempt(false),
+    ready: connectFirst,
+    produce: dropSockets,
+  },
+  {
+    name: "connected (the first socket)",
+    type: "connected",
+    produce: (run) => run.client.connect(),
+  },
+  {
+    name: "connected (a socket reopened)",
+    type: "connected",
+    ready: connectFirst,
+    produce: dropSockets,
+  },
+  {
+    name: "disconnected (a drop)",
+    type: "disconnected",
+    ready: connectFirst,
+    produce: dropSockets,
+  },
+  {
+    name: "disconnected (by disconnect())",
+    type: "disconnected",
+    ready: connectFirst,
+    produce: (run) => run.client.disconnect(),
+  },
+  { name: "reconnecting", type: "reconnecting", ready: connectFirst, produce: dropSockets },
+  {
+    name: "error (a socket gave up, the other still retrying)",
+    type: "error",
+    sockets: 2,
+    ready: connectFirst,
+    produce: goAway,
+    serverDown: true,
+  },
+  {
+    name: "error (the last socket gave up)",
+    type: "error",
+    nth: (connections) => connections,
+    ready: connectFirst,
+    produce: goAway,
+    serverDown: true,
+  },
+];
+
+/**
+ * Starts a stub server and a client of it (`connections` sockets, {@linkcode FAST}, two reconnect
+ * attempts), readies it for `moment`, adds a listener that calls `method` back the first time the
+ * moment comes, makes the moment happen, and returns once the listener has called. `await using`
+ * tears down both (the client with `disconnect()`, unless `leaveAsIs`).
+ */
+export async function callFromListener(
+  moment: ListenerMoment,
+  method: RunMethod,
+  connections: number,
+): Promise<ListenerRun> {
+  const server = await startStubServer({ tokenDelayMs: 0 });
+  const sockets = redirectableWebSocket();
+  const client = new RealmWebSocketClient({
+    ...FAST,
+    url: server.url,
+    model: "llama-2-7b",
+    connections,
+    maxReconnectAttempts: 2,
+    WebSocket: sockets.WebSocket,
+  });
+  const seen = recordEvents(client);
+  const heard: ListenerRun["heard"] = [];
+  for (const type of Object.keys(seen) as (keyof RealmEventMap)[]) {
+    client.on(
+      type,
+      () =>
+        heard.push({ type, state: client.state, openConnections: client.stats().openConnections }),
+    );
+  }
+  let called: Promise<CalledBack> | undefined;
+  const run: ListenerRun = {
+    server,
+    client,
+    sockets,
+    connections,
+    seen,
+    heard,
+    get called() {
+      return called!;
+    },
+    produced: undefined,
+    leaveAsIs: false,
+    async [Symbol.asyncDispose]() {
+      if (!run.leaveAsIs) await within(5000, client.disconnect(), "disconnect() at the end");
+      await run.produced?.catch(() => {});
+      await server.close();
+    },
+  };
+  try {
+    await moment.ready?.(run);
+    let matching = 0;
+    client.on(moment.type, (payload: unknown) => {
+      if (
+        called || !(moment.matches?.(payload) ?? true) ||
+        ++matching < (moment.nth?.(connections) ?? 1)
+      ) {
+        return;
+      }
+      if (moment.serverDown) sockets.redirect = undefined;
+      const settled = () => ({
+        state: client.state,
+        openConnections: client.stats().openConnections,
+      });
+      called = client[method]().then(settled, (error) => ({ error, ...settled() }));
+    });
+    const produced = moment.produce(run);
+    if (produced) run.produced = outcome(produced, 10_000, `the call that made ${moment.name}`);
+    await until(() => called !== undefined, 5000, `a listener of ${moment.name} to be called`);
+    return run;
+  } catch (error) {
+    await run[Symbol.asyncDispose]();
+    throw error;
+  }
+}
+
+/** Each moment with each pool size it applies to (one socket, then two), and a name for both. */
+export function listenerCases(): { name: string; moment: ListenerMoment; connections: number }[] {
+  return [1, 2].flatMap((connections) =>
+    LISTENER_MOMENTS.filter((moment) => (moment.sockets ?? 1) <= connections).map((moment) => ({
+      name: `${moment.name}, ${connections === 1 ? "one socket" : `${connections} sockets`}`,
+      moment,
+      connections,
+    }))
+  );
+}
+
+/** Asserts that no listener ever saw the state `"open"` with no open socket. */
+export function assertNeverOpenWithoutSocket(heard: ListenerRun["heard"]): void {
+  const wrong = heard.filter(({ state, openConnections }) =>
+    state === "open" && openConnections === 0
+  );
+  assert.deepEqual(wrong, [], 'the state was "open" with no open socket');
+}
+
+/**
+ * Waits until the client of `run` is open with all its sockets on the server, then checks a
+ * little later that it stayed so, with no socket more: the server-side count is exact.
+ */
+export async function assertOpensFully(run: ListenerRun): Promise<void> {
+  const full = () =>
+    run.client.state === "open" && run.server.connectionCount === run.connections &&
+    run.client.stats().openConnections === run.connections;
+  await until(full, 5000, `open with ${run.connections} sockets on the server`);
+  await delay(100);
+  assert.equal(run.client.state, "open");
+  assert.equal(run.server.connectionCount, run.connections, "sockets on the server");
+  assert.equal(run.client.stats().openConnections, run.connections);
+}
+
+/**
+ * Two stub servers, three sockets of a client on each, all dropped and refused since: the client
+ * reconnects with a 60 s backoff, and an explicit `connect()` already made every socket try at
+ * once and fail, so that both servers are ejected. Then the first server takes sockets again:
+ * only a request that tries every server now, ejected ones included, reaches it within seconds.
+ * Run it inside `withRandom(0.5, ...)`, so that the backoff is exactly 60 s.
+ */
+export async function ejectedServers(): Promise<
+  { a: StubServer; b: StubServer; client: RealmWebSocketClient } & AsyncDisposable
+> {
+  const a = await startStubServer({ tokenDelayMs: 0 });
+  const b = await startStubServer({ tokenDelayMs: 0 });
+  const client = new RealmWebSocketClient({
+    ...FAST,
+    url: [a.url, b.url],
+    model: "llama-2-7b",
+    connections: 6,
+    reconnectInterval: 60_000,
+    maxReconnectInterval: 60_000,
+  });
+  const fixture = {
+    a,
+    b,
+    client,
+    async [Symbol.asyncDispose]() {
+      await within(5000, client.disconnect(), "disconnect()");
+      await a.close();
+      await b.close();
+    },
+  };
+  try {
+    await within(5000, client.connect(), "connect()");
+    for (const server of [a, b]) {
+      dropNow(server);
+      server.faults.rejectConnections(true);
+    }
+    await until(() => client.state === "reconnecting", 3000, "reconnecting");
+    const tried = await outcome(client.connect(), 5000, "connect() while both servers refuse");
+    assert.ok("error" in tried, "connect() failed: every socket was refused");
+    assert.deepEqual(client.stats().servers!.map((server) => server.state), ["ejected", "ejected"]);
+    a.faults.rejectConnections(false);
+    return fixture;
+  } catch (error) {
+    await fixture[Symbol.asyncDispose]();
+    throw error;
+  }
+}
+
+/**
+ * A client whose one server went away: its socket reconnects with a 60 s backoff, and an attempt
+ * that a `connect()` asked for is under way, its handshake hanging on a silent server standing in
+ * for the real one. `serverBack()` puts the real server back for the next attempts;
+ * `failAttempt()` ends the attempt under way with a failure. Run it inside
+ * `withRandom(0.5, ...)`, so that the backoff is exactly 60 s.
+ */
+export async function attemptUnderWay(): Promise<
+  {
+    server: StubServer;
+    client: RealmWebSocketClient;
+    /** What the `connect()` that started the attempt became. */
+    first: Promise<{ value: unknown } | { error: unknown }>;
+    serverBack(): void;
+    failAttempt(): Promise<void>;
+  } & AsyncDisposable
+> {
+  const server = await startStubServer({ tokenDelayMs: 0 });
+  const sockets = redirectableWebSocket();
+  const client = new RealmWebSocketClient({
+    ...FAST,
+    url: server.url,
+    model: "llama-2-7b",
+    connectTimeout: 5000,
+    reconnectInterval: 60_000,
+    maxReconnectInterval: 60_000,
+    WebSocket: sockets.WebSocket,
+  });
+  const silent = silentServer();
+  let silentClosed: Promise<void> | undefined;
+  const failAttempt = () => silentClosed ??= silent.close();
+  const dispose = async () => {
+    await within(5000, client.disconnect(), "disconnect()");
+    await failAttempt();
+    await server.close();
+  };
+  try {
+    await within(5000, client.connect(), "connect()");
+    sockets.redirect = silent.url;
+    dropNow(server);
+    await until(() => client.state === "reconnecting", 3000, "reconnecting");
+    const first = outcome(client.connect(), 10_000, "the connect() that tries now");
+    await until(() => silent.accepted() === 1, 3000, "the attempt under way");
+    return {
+      server,
+      client,
+      first,
+      serverBack: () => sockets.redirect = undefined,
+      failAttempt,
+      async [Symbol.asyncDispose]() {
+        await dispose();
+        await first;
+      },
+    };
+  } catch (error) {
+    await dispose();
+    throw error;
   }
 }

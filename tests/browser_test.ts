@@ -4,7 +4,16 @@
  */
 import assert from "node:assert/strict";
 import { RealmWebSocketClient } from "../mod.ts";
-import { FAST, sanitize, until, within, withStub } from "./_helpers.ts";
+import {
+  attemptUnderWay,
+  ejectedServers,
+  FAST,
+  sanitize,
+  until,
+  within,
+  withRandom,
+  withStub,
+} from "./_helpers.ts";
 
 /**
  * Stands in for a browser's `window` and `document` (the client watches their network and page
@@ -73,5 +82,36 @@ Deno.test({
         await within(5000, client.disconnect(), "disconnect()");
       }
       assert.equal(browser.listeners.size, 0, "disconnect() stops watching the browser");
+    }),
+});
+
+Deno.test({
+  name: "in a browser, online tries every server now, ejected ones included, never after the " +
+    "backoff",
+  ...sanitize,
+  fn: () =>
+    withRandom(0.5, async () => {
+      using browser = fakeBrowser();
+      await using fixture = await ejectedServers();
+      // The backoff and the ejections last 60 s: only trying at once opens within seconds.
+      browser.fire("window:online");
+      await until(() => fixture.client.state === "open", 3000, "open again after online");
+      await until(() => fixture.a.connectionCount === 3, 3000, "a's three sockets back");
+    }),
+});
+
+Deno.test({
+  name: "in a browser, online while an attempt is under way is not lost when the attempt fails",
+  ...sanitize,
+  fn: () =>
+    withRandom(0.5, async () => {
+      using browser = fakeBrowser();
+      await using fixture = await attemptUnderWay();
+      fixture.serverBack();
+      browser.fire("window:online");
+      await fixture.failAttempt();
+      // The next attempt would be 60 s away: only the online event's "try now" opens in time.
+      await until(() => fixture.client.state === "open", 3000, "open again after online");
+      assert.equal(fixture.server.connectionCount, 1);
     }),
 });

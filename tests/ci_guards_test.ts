@@ -84,6 +84,32 @@ Deno.test("unexplained-ignores: an ignored or skipped test must give its reason"
   assert.equal((await guard(["unexplained-ignores"], named)).code, 0);
 });
 
+Deno.test("deno-counts and unexplained-ignores read a --parallel log (lines start with the file)", async () => {
+  // As `deno test --parallel` prints them: "<file> => <name> ... <outcome> (<time>)", coloured.
+  const line = (file: string, name: string, outcome: string) =>
+    `${ESC}[0m${ESC}[38;5;245m./tests/${file} => ${ESC}[0m${name} ... ${ESC}[0m${outcome}${ESC}[0m ` +
+    `${ESC}[0m${ESC}[38;5;245m(0ms)${ESC}[0m`;
+  const ignored = `${ESC}[33mignored`;
+  const summary = (failed: number) =>
+    `${ESC}[0m${ESC}[${failed ? "31mFAILED" : "32mok"}${ESC}[0m | ${20 - failed} passed ` +
+    `(2 steps) | ${failed} failed | 2 ignored ${ESC}[0m${ESC}[38;5;245m(14s)${ESC}[0m`;
+  const explained = [
+    line("a_test.ts", "first", `${ESC}[32mok`),
+    line("nginx_test.ts", "behind nginx (ignored: needs nginx)", ignored),
+    line("b_test.ts", "later (ignored: needs a GPU)", ignored),
+    line("a_test.ts", "second", `${ESC}[31mFAILED`),
+    "",
+    summary(1),
+  ].join("\n");
+  assert.equal((await guard(["deno-counts"], explained)).stdout, "19 1 2");
+  assert.equal((await guard(["unexplained-ignores"], explained)).code, 0);
+
+  const bare = [line("b_test.ts", "flaky one", ignored), summary(0)].join("\n");
+  const refused = await guard(["unexplained-ignores"], bare);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /b_test\.ts => flaky one/);
+});
+
 /** A fake test:npm log: one section per suite, then the summary and the closing line. */
 function npmLog(
   suites: [name: string, counts: string | undefined, ok: boolean][],

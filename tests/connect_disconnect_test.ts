@@ -14,6 +14,9 @@ import {
 import { startStubServer } from "../testing.ts";
 import {
   assertEdgesAllowed,
+  assertNeverOpenWithoutSocket,
+  assertOpensFully,
+  callFromListener,
   complete,
   deadUrl,
   delay,
@@ -21,8 +24,10 @@ import {
   failedWith,
   FAST,
   idleStats,
+  listenerCases,
   outcome,
   recordEvents,
+  redirectableWebSocket,
   rejection,
   sanitize,
   scriptedServer,
@@ -407,5 +412,136 @@ Deno.test({
     assert.equal(waited.sent, false);
     failedWith(await stream, "CONNECTION_CLOSED");
     assert.deepEqual(t.client.stats(), idleStats(0, 1));
+  },
+});
+
+Deno.test({
+  name: "connect() from a listener of every event starts or joins a run that opens",
+  ...sanitize,
+  fn: async (t) => {
+    for (const { name, moment, connections } of listenerCases()) {
+      await t.step({
+        name,
+        ...sanitize,
+        fn: async () => {
+          await using run = await callFromListener(moment, "connect", connections);
+          const called = await within(5000, run.called, "the listener's connect()");
+          assert.equal(called.error, undefined, `the listener's connect() failed: ${called.error}`);
+          if (run.produced) {
+            // The run that fired the event is not torn down by the listener's connect().
+            assert.deepEqual(await run.produced, { value: undefined });
+          }
+          await assertOpensFully(run);
+          assertNeverOpenWithoutSocket(run.heard);
+        },
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "disconnect() from a listener of every event leaves no socket, attempt or timer behind",
+  ...sanitize,
+  fn: async (t) => {
+    for (const { name, moment, connections } of listenerCases()) {
+      await t.step({
+        name,
+        ...sanitize,
+        fn: async () => {
+          await using run = await callFromListener(moment, "disconnect", connections);
+          const called = await within(5000, run.called, "the listener's disconnect()");
+          assert.equal(called.error, undefined, `disconnect() failed: ${called.error}`);
+          assert.equal(called.state, "idle");
+          await run.produced;
+          await until(() => run.server.connectionCount === 0, 3000, "no socket on the server");
+          // An attempt under way was cancelled: nothing opens or is even tried afterwards.
+          const made = run.sockets.made;
+          const connected = run.seen.connected.length;
+          await delay(150);
+          assert.equal(run.server.connectionCount, 0, "a socket opened after disconnect()");
+          assert.equal(run.sockets.made, made, "a socket was tried after disconnect()");
+          assert.equal(run.seen.connected.length, connected);
+          assert.equal(run.client.state, "idle");
+          assert.deepEqual(run.client.stats(), idleStats(0, run.client.stats().listeners));
+          assertNeverOpenWithoutSocket(run.heard);
+          // No disconnect() of the test's own: a timer or socket left is the sanitizers' to see.
+          run.leaveAsIs = true;
+        },
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "after the client gave up, connect() from the error or the closed listener opens again",
+  ...sanitize,
+  fn: async (t) => {
+    for (const type of ["error", "statechange"] as const) {
+      await t.step({
+        name: type === "error" ? "from the error listener" : 'from a statechange to "closed"',
+        ...sanitize,
+        fn: async () => {
+          const server = await startStubServer({ tokenDelayMs: 0 });
+          const sockets = redirectableWebSocket();
+          const client = new RealmWebSocketClient({
+            ...FAST,
+            url: server.url,
+            model: "llama-2-7b",
+            maxReconnectAttempts: 1,
+            WebSocket: sockets.WebSocket,
+          });
+          const seen = recordEvents(client);
+          let again: Promise<{ value: unknown } | { error: unknown }> | undefined;
+          const callBack = () => {
+            if (again) return;
+            sockets.redirect = undefined;
+            again = outcome(client.connect(), 3000, "connect() from the listener");
+          };
+          // With one socket, the first error is the give-up.
+          if (type === "error") client.on("error", callBack);
+          else client.on("statechange", ({ to }) => to === "closed" && callBack());
+          try {
+            await within(5000, client.connect(), "connect()");
+            sockets.redirect = sockets.dead;
+            dropNow(server);
+            await until(() => again !== undefined, 3000, "the give-up");
+            assert.match(seen.error[0].message, /Call connect\(\) to try again/);
+            assert.deepEqual(await again, { value: undefined });
+            assert.equal(client.state, "open");
+            assert.equal(server.connectionCount, 1);
+            assert.deepEqual(
+              seen.statechange.map((change) => change.to),
+              ["connecting", "open", "reconnecting", "closed", "connecting", "open"],
+            );
+          } finally {
+            await client.disconnect();
+            await server.close();
+          }
+        },
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "connect() rejects with TIMEOUT when connectTimeout expires, not after the close grace too",
+  ...sanitize,
+  fn: async () => {
+    const silent = silentServer();
+    const client = new RealmWebSocketClient({
+      url: silent.url,
+      model: "m",
+      connectTimeout: 300,
+      reconnect: false,
+    });
+    try {
+      // 2 s separates a rejection at the timeout (0.3 s) from one after the close grace (2.3 s).
+      const error = await rejection(client.connect(), 2000, "connect() at connectTimeout");
+      assert.equal(error.code, "TIMEOUT");
+      assert.equal(client.state, "closed");
+    } finally {
+      await within(5000, client.disconnect(), "disconnect()");
+      await silent.close();
+    }
   },
 });

@@ -20,7 +20,9 @@ import {
   idleStats,
   rejection,
   sanitize,
+  scriptedServer,
   until,
+  WELCOME,
   withClient,
   within,
 } from "./_helpers.ts";
@@ -54,7 +56,12 @@ async function setup(
   serverOptions: StubServerOptions = {},
   clientOptions: Partial<RealmClientOptions> = {},
 ) {
-  const server = await startStubServer({ tokenDelayMs: 1, ...serverOptions });
+  const server = await startStubServer({
+    tokenDelayMs: 1,
+    longStreams: true,
+    orchestrator: true,
+    ...serverOptions,
+  });
   const tracked = trackedWebSocket();
   const client = new RealmWebSocketClient({
     url: server.url,
@@ -587,4 +594,147 @@ Deno.test({
       // On one socket the second stream would wait for the first; on two they interleave.
       assert.notDeepEqual(arrivals, [...arrivals].sort());
     }),
+});
+
+Deno.test({
+  name: 'connections: the state is never "open" with no open socket, also while connect() opens ' +
+    "the pool",
+  ...sanitize,
+  fn: async () => {
+    // The first socket is greeted and dropped 20 ms later; the two others are greeted at 300 ms.
+    let greeted = 0;
+    const server = scriptedServer({
+      open(socket) {
+        if (greeted++ === 0) {
+          socket.send(WELCOME);
+          setTimeout(() => socket.readyState === WebSocket.OPEN && socket.close(1011, "gone"), 20);
+        } else setTimeout(() => socket.readyState === WebSocket.OPEN && socket.send(WELCOME), 300);
+      },
+      frame: () => {},
+    });
+    const client = new RealmWebSocketClient({
+      ...FAST,
+      url: server.url,
+      model: "llama-2-7b",
+      connections: 3,
+    });
+    const seen: { type: string; state: string; openConnections: number }[] = [];
+    const look = (type: string) =>
+      seen.push({ type, state: client.state, openConnections: client.stats().openConnections });
+    for (const type of [...EVENT_TYPES, "statechange"] as const) client.on(type, () => look(type));
+    // Between events too: the state as code polling it would read it.
+    const polling = setInterval(() => look("poll"), 1);
+    try {
+      await within(5000, client.connect(), "connect()");
+      await until(() => client.stats().openConnections === 3, 3000, "all three sockets open");
+      await delay(20);
+    } finally {
+      clearInterval(polling);
+      await within(5000, client.disconnect(), "disconnect()");
+      await server.close();
+    }
+    assert.ok(seen.some(({ type }) => type === "disconnected"), "the first socket dropped");
+    const wrong = seen.filter(({ state, openConnections }) =>
+      state === "open" && openConnections === 0
+    );
+    assert.deepEqual(wrong, [], 'the state was "open" with no open socket');
+  },
+});
+
+type Fixture = Awaited<ReturnType<typeof setup>>;
+
+/** Socket 0 drops and gives up reconnecting (its attempts refused); sockets 1 and 2 serve. */
+async function oneGaveUp({ server, client, sockets, of }: Fixture): Promise<void> {
+  await within(5000, client.connect(), "connect()");
+  server.faults.rejectConnections(true);
+  sockets[0].socket.close();
+  await until(() => of("error").length === 1, 3000, "socket 0 giving up");
+  server.faults.rejectConnections(false);
+}
+
+/**
+ * What a test does to a client of `connections: 3` (five reconnect attempts at most) before
+ * watching its sockets settle, and how many sockets that makes in all.
+ */
+const IN_A_ROW: {
+  name: string;
+  made: number;
+  before?(fixture: Fixture): Promise<void>;
+  run(client: RealmWebSocketClient): Promise<void>[];
+}[] = [
+  {
+    name: "connect() then reconnect() at once",
+    made: 3,
+    run: (client) => [client.connect(), client.reconnect()],
+  },
+  {
+    name: "open, then reconnect() and connect() at once",
+    made: 6,
+    before: ({ client }) => within(5000, client.connect(), "connect()"),
+    run: (client) => [client.reconnect(), client.connect()],
+  },
+  {
+    name: "open, then connect() and reconnect() at once",
+    made: 6,
+    before: ({ client }) => within(5000, client.connect(), "connect()"),
+    run: (client) => [client.connect(), client.reconnect()],
+  },
+  {
+    name: "open, then reconnect() twice at once",
+    made: 6,
+    before: ({ client }) => within(5000, client.connect(), "connect()"),
+    run: (client) => [client.reconnect(), client.reconnect()],
+  },
+  {
+    // Three at first, socket 0's five refused retries, then it and the two dropped ones again.
+    name: "a socket given up, then connect() and reconnect() at once",
+    made: 11,
+    before: oneGaveUp,
+    run: (client) => [client.connect(), client.reconnect()],
+  },
+  {
+    name: "a socket given up, then reconnect() and connect() at once",
+    made: 11,
+    before: oneGaveUp,
+    run: (client) => [client.reconnect(), client.connect()],
+  },
+];
+
+Deno.test({
+  name: "connections: never more sockets than `connections`, also after connect() and " +
+    "reconnect() in a row, and none opened afterwards",
+  ...sanitize,
+  fn: async (t) => {
+    for (const sequence of IN_A_ROW) {
+      await t.step({
+        name: sequence.name,
+        ...sanitize,
+        fn: async () => {
+          await using fixture = await setup(3, {}, { maxReconnectAttempts: 5 });
+          const { server, client, sockets } = fixture;
+          await sequence.before?.(fixture);
+          let most = 0;
+          const counting = setInterval(() => most = Math.max(most, server.connectionCount), 1);
+          try {
+            const settled = await within(
+              5000,
+              Promise.allSettled(sequence.run(client)),
+              "the calls",
+            );
+            assert.deepEqual(settled.map(({ status }) => status), settled.map(() => "fulfilled"));
+            await until(() => server.connectionCount === 3, 3000, "three sockets on the server");
+            // Many backoff steps (10 to 50 ms): a loop still running would open and close more.
+            await delay(300);
+            assert.equal(sockets.length, sequence.made, "sockets made");
+            assert.equal(server.connectionCount, 3);
+            assert.equal(client.stats().openConnections, 3);
+            assert.equal(client.state, "open");
+          } finally {
+            clearInterval(counting);
+          }
+          assert.ok(most <= 3, `the server saw ${most} sockets at once`);
+        },
+      });
+    }
+  },
 });

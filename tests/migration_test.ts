@@ -148,7 +148,13 @@ async function runAgainstStub(
   apiKey: string | undefined,
   program: (url: string) => Promise<void>,
 ): Promise<Printed> {
-  const server = await startStubServer({ tokenDelayMs: 0, ...serverOptions });
+  // The earlier README streams 100 tokens and runs a pipeline: the stub's test extras.
+  const server = await startStubServer({
+    tokenDelayMs: 0,
+    longStreams: true,
+    orchestrator: true,
+    ...serverOptions,
+  });
   const before = Deno.env.get("REALM_API_KEY");
   if (apiKey === undefined) Deno.env.delete("REALM_API_KEY");
   else Deno.env.set("REALM_API_KEY", apiKey);
@@ -369,10 +375,11 @@ Deno.test("earlier examples/basic.ts runs unchanged with an empty REALM_API_KEY=
   assert.deepEqual(printed.error, []);
   const health = printed.log[3];
   assert.equal(health[0], "Health:");
+  // In the server's order (its serde_json map is sorted), then the client's requestId.
   assert.deepEqual(Object.keys(health[1] as object), [
     "status",
-    "version",
     "uptime_seconds",
+    "version",
     "requestId",
   ]);
   assert.deepEqual(printed.log, [

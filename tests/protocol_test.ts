@@ -261,6 +261,16 @@ Deno.test("TENANT_ID_PATTERN: 3 to 64 characters, the whole id", () => {
   }
 });
 
+Deno.test("TENANT_ID_PATTERN: letters and digits of any script, as the server takes them", () => {
+  // The real server serves these tenants (a key's tenant "équipe-1" included).
+  for (const good of ["équipe-1", "ünï", "日本語", "a\u0663b", "é".repeat(32)]) {
+    assert.ok(TENANT_ID_PATTERN.test(good), good);
+  }
+  for (const bad of ["a b", "a😀b", "x\u0301y", "ab", "a".repeat(65)]) {
+    assert.ok(!TENANT_ID_PATTERN.test(bad), bad);
+  }
+});
+
 Deno.test("decodeFrame reads fixed-layout tokens without JSON.parse, and only those", () => {
   const parse = JSON.parse;
   let parses = 0;

@@ -77,6 +77,7 @@ class Servers {
     this.server = await startStubServer({
       port: this.port,
       tokenDelayMs: 1,
+      longStreams: true,
       ...(this.authenticated
         ? { apiKeys: { [API_KEY]: TENANT }, rateLimit: { perMinute: 6000, burst: 5 } }
         : {}),

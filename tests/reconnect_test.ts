@@ -7,16 +7,25 @@ import assert from "node:assert/strict";
 import { type RealmError, RealmWebSocketClient } from "../mod.ts";
 import { startStubServer } from "../testing.ts";
 import {
+  assertNeverOpenWithoutSocket,
+  assertOpensFully,
+  attemptUnderWay,
+  callFromListener,
+  deadUrl,
   delay,
   dropNow,
+  ejectedServers,
   failedWith,
   FAST,
   idleStats,
+  listenerCases,
   outcome,
   recordEvents,
   sanitize,
+  scriptedServer,
   stubAndClientWithStates,
   until,
+  WELCOME,
   within,
   withRandom,
 } from "./_helpers.ts";
@@ -275,5 +284,200 @@ Deno.test({
       await client.disconnect();
       await server.close();
     }
+  },
+});
+
+Deno.test({
+  name: "reconnect() from a listener of every event resolves once a socket is open again",
+  ...sanitize,
+  fn: async (t) => {
+    for (const { name, moment, connections } of listenerCases()) {
+      await t.step({
+        name,
+        ...sanitize,
+        fn: async () => {
+          await using run = await callFromListener(moment, "reconnect", connections);
+          const called = await within(5000, run.called, "the listener's reconnect()");
+          assert.equal(
+            called.error,
+            undefined,
+            `reconnect() from the listener failed: ${called.error}`,
+          );
+          assert.ok(called.openConnections >= 1, "reconnect() resolved with no socket open");
+          if (run.produced) assert.deepEqual(await run.produced, { value: undefined });
+          await assertOpensFully(run);
+          assertNeverOpenWithoutSocket(run.heard);
+        },
+      });
+    }
+  },
+});
+
+/** A scripted server that greets its sockets only once released, while `held` is set. */
+function greetsWhenReleased() {
+  const held: WebSocket[] = [];
+  let holding = false;
+  const server = scriptedServer({
+    open: (socket) => holding ? held.push(socket) : socket.send(WELCOME),
+    frame: () => {},
+  });
+  return {
+    server,
+    hold: () => void (holding = true),
+    /** Greets every socket held: their handshakes succeed. */
+    release() {
+      holding = false;
+      for (const socket of held.splice(0)) socket.send(WELCOME);
+    },
+    /** Closes every socket held before its greeting: their handshakes fail. */
+    refuse() {
+      holding = false;
+      for (const socket of held.splice(0)) socket.close(1011, "not now");
+    },
+    held: () => held.length,
+  };
+}
+
+Deno.test({
+  name: "reconnect() over a list waits for every socket's attempt: one server down does not " +
+    "fail it while another reopens",
+  ...sanitize,
+  fn: () =>
+    withRandom(0.5, async () => {
+      const a = await startStubServer({ tokenDelayMs: 0 });
+      const b = greetsWhenReleased();
+      // A 60 s backoff: only the attempts reconnect() asks for happen during the test.
+      const client = new RealmWebSocketClient({
+        ...FAST,
+        url: [a.url, b.server.url],
+        model: "llama-2-7b",
+        reconnectInterval: 60_000,
+        maxReconnectInterval: 60_000,
+        logger: (message, data) => message === "reconnect failed" && failed.push(data!.socket),
+      });
+      const failed: unknown[] = [];
+      const failuresOf = (socket: number) => failed.filter((s) => s === socket).length;
+      try {
+        await within(5000, client.connect(), "connect()");
+        for (const ending of ["b opens", "b fails too"] as const) {
+          const failedBefore = failuresOf(0);
+          a.faults.rejectConnections(true);
+          b.hold();
+          let settled = false;
+          const reconnected = outcome(client.reconnect(), 5000, `reconnect() (${ending})`);
+          void reconnected.then(() => settled = true);
+          // a's socket was refused (its next attempt waits out the backoff).
+          await until(() => failuresOf(0) === failedBefore + 1, 3000, "a's attempt to fail");
+          await until(() => b.held() === 1, 3000, "b's handshake under way");
+          await delay(20);
+          assert.equal(settled, false, "reconnect() settled before b's attempt had its outcome");
+          if (ending === "b opens") {
+            b.release();
+            assert.deepEqual(await reconnected, { value: undefined });
+            assert.equal(client.state, "open");
+            assert.equal(client.stats().servers![1].openConnections, 1);
+          } else {
+            b.refuse();
+            failedWith(await reconnected, "CONNECTION_CLOSED");
+            assert.equal(client.state, "reconnecting");
+          }
+        }
+      } finally {
+        await within(5000, client.disconnect(), "disconnect()");
+        await a.close();
+        await b.server.close();
+      }
+    }),
+});
+
+Deno.test({
+  name: "reconnect() from a disconnected listener with a server of the list down resolves",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    const client = new RealmWebSocketClient({
+      ...FAST,
+      url: [server.url, deadUrl()],
+      model: "llama-2-7b",
+    });
+    try {
+      await within(5000, client.connect(), "connect() with one server of two down");
+      let reconnected: Promise<{ value: unknown } | { error: unknown }> | undefined;
+      client.on("disconnected", () => {
+        reconnected ??= outcome(client.reconnect(), 5000, "reconnect() from the listener");
+      });
+      dropNow(server);
+      await until(() => reconnected !== undefined, 3000, "the drop");
+      assert.deepEqual(await reconnected, { value: undefined });
+      assert.equal(client.state, "open");
+    } finally {
+      await within(5000, client.disconnect(), "disconnect()");
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "reconnect() or connect() while reconnecting tries every server now, ejected ones " +
+    "included, never after the backoff",
+  ...sanitize,
+  fn: async (t) => {
+    for (const method of ["reconnect", "connect"] as const) {
+      await t.step({
+        name: `${method}()`,
+        ...sanitize,
+        fn: () =>
+          withRandom(0.5, async () => {
+            await using fixture = await ejectedServers();
+            const { a, client } = fixture;
+            // The backoff and the ejections last 60 s: only trying at once opens within seconds.
+            await within(3000, client[method](), `${method}() with both servers ejected`);
+            assert.equal(client.state, "open");
+            await until(() => a.connectionCount === 3, 3000, "a's three sockets back");
+          }),
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "reconnect() or connect() asked while an attempt is under way is not lost when it fails",
+  ...sanitize,
+  fn: async (t) => {
+    for (const method of ["reconnect", "connect"] as const) {
+      await t.step({
+        name: `${method}()`,
+        ...sanitize,
+        fn: () =>
+          withRandom(0.5, async () => {
+            await using fixture = await attemptUnderWay();
+            const { server, client } = fixture;
+            // The server is back; a request comes in the middle of the attempt, which then fails.
+            fixture.serverBack();
+            const second = outcome(client[method](), 5000, `${method}() mid-attempt`);
+            await fixture.failAttempt();
+            assert.deepEqual(await second, { value: undefined });
+            assert.equal(client.state, "open");
+            assert.equal(server.connectionCount, 1);
+          }),
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: 'a drop moves to "reconnecting" with a reason that tells of the reconnect',
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates({}, { connections: 2 });
+    await t.client.connect();
+    dropNow(t.server);
+    await until(() => t.path().includes("reconnecting"), 3000, "reconnecting");
+    const { reason } = t.changes.find(({ to }) => to === "reconnecting")!;
+    assert.ok(reason, "the move has a reason");
+    assert.equal(reason.code, "CONNECTION_CLOSED");
+    assert.doesNotMatch(reason.message, /`reconnect` is off/);
+    assert.match(reason.message, /reconnecting/);
+    await until(() => t.client.state === "open", 3000, "open again");
   },
 });

@@ -370,7 +370,7 @@ Deno.test({
   ...sanitize,
   fn: async () => {
     await using fixture = await setup({}, {
-      reconnectInterval: 5,
+      reconnectInterval: 40,
       maxReconnectInterval: 40,
     });
     const { server, client, events } = fixture;

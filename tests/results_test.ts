@@ -79,7 +79,7 @@ Deno.test({
   name: "whole results equal the stub server's exact answers, read with a bare WebSocket",
   ...sanitize,
   fn: async () => {
-    const server = await startStubServer({ tokenDelayMs: 0 });
+    const server = await startStubServer({ tokenDelayMs: 0, orchestrator: true });
     const client = new RealmWebSocketClient({ url: server.url, model: "llama-2-7b" });
     try {
       await within(5000, client.connect(), "connect()");

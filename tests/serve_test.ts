@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { parseServeFlags } from "../examples/serve.ts";
 
 const serveScript = fileURLToPath(new URL("../examples/serve.ts", import.meta.url));
 
@@ -60,4 +61,14 @@ Deno.test("serve refuses an --api-key whose tenant the real server would refuse"
     'API key "k" maps to tenant "a", which the real server refuses on every call: ' +
       "Tenant ID must be between 3 and 64 characters, got 1.\n",
   );
+});
+
+Deno.test("serve's --long-streams and --orchestrator turn on the stub's extras, and only they", () => {
+  assert.deepEqual(parseServeFlags([]), { port: 8080 });
+  assert.deepEqual(parseServeFlags(["--long-streams", "--orchestrator", "--port", "0"]), {
+    port: 0,
+    longStreams: true,
+    orchestrator: true,
+  });
+  assert.throws(() => parseServeFlags(["--long-streams=yes"]), /--long-streams takes no value/);
 });

@@ -440,3 +440,95 @@ Deno.test({
     }
   },
 });
+
+/** A server of a list that the client does not use, and how it came to be so. */
+interface UnusedServer {
+  name: string;
+  /** The servers to start, and the list's addresses (a dead one may be among them). */
+  servers: StubServerOptions[];
+  urls(servers: StubServer[]): string[];
+  options?: Partial<RealmClientOptions>;
+  /** After the first connect(): makes the second server unusable. */
+  after?(servers: StubServer[], errors: RealmError[]): Promise<void>;
+}
+
+const UNUSED_SERVERS: UnusedServer[] = [
+  { name: "down", servers: [{}], urls: ([live]) => [live.url, deadUrl()] },
+  {
+    name: "given up reconnecting",
+    servers: [{}, {}],
+    urls: (servers) => servers.map((server) => server.url),
+    options: { maxReconnectAttempts: 1 },
+    async after([, b], errors) {
+      await b.close();
+      await until(() => errors.length === 1, 3000, "the socket to b giving up");
+      assert.match(errors[0].message, /^Gave up reconnecting/);
+    },
+  },
+  {
+    name: "of another tenant",
+    servers: [{ apiKeys: { sk_shared: "tenant-a" } }, { apiKeys: { sk_shared: "tenant-b" } }],
+    urls: (servers) => servers.map((server) => server.url),
+    options: { apiKey: "sk_shared" },
+  },
+];
+
+Deno.test({
+  name: "servers: connect() while open resolves, twice at once too, whatever a server of the " +
+    "list that the client does not use is doing",
+  ...sanitize,
+  fn: async (t) => {
+    for (const unused of UNUSED_SERVERS) {
+      await t.step({
+        name: unused.name,
+        ...sanitize,
+        fn: async () => {
+          const servers = await Promise.all(
+            unused.servers.map((options) => startStubServer({ tokenDelayMs: 0, ...options })),
+          );
+          const { client: c, errors } = client(unused.urls(servers), unused.options);
+          try {
+            await within(5000, c.connect(), "the first connect()");
+            await unused.after?.(servers, errors);
+            assert.equal(c.state, "open");
+            assert.equal(c.stats().openConnections, 1, "one server of the two is used");
+            assert.deepEqual(await outcome(c.connect(), 3000, "connect() while open"), {
+              value: undefined,
+            });
+            const twice = [c.connect(), c.connect()].map((p, i) =>
+              outcome(p, 3000, `connect() #${i + 1} at once`)
+            );
+            assert.deepEqual(await Promise.all(twice), [{ value: undefined }, {
+              value: undefined,
+            }]);
+            assert.equal(c.state, "open");
+          } finally {
+            await within(5000, c.disconnect(), "disconnect()");
+            await Promise.all(servers.map((server) => server.close()));
+          }
+        },
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "servers: two connect() at once while open both resolve, and reopen a server of the " +
+    "list that was given up and is back",
+  ...sanitize,
+  fn: async () => {
+    await using fleet = await Fleet.start(2);
+    const { client: c, errors } = client(fleet.urls, { maxReconnectAttempts: 1 });
+    await within(5000, c.connect(), "connect()");
+    await fleet.kill(1);
+    await until(() => errors.length === 1, 3000, "the socket to the killed server giving up");
+    await fleet.restart(1);
+    const both = [c.connect(), c.connect()].map((p, i) =>
+      outcome(p, 3000, `connect() #${i + 1} at once`)
+    );
+    assert.deepEqual(await Promise.all(both), [{ value: undefined }, { value: undefined }]);
+    await until(() => c.stats().servers![1].state === "up", 3000, "the server back in use");
+    assert.deepEqual(fleet.servers.map((server) => server.connectionCount), [1, 1]);
+    await within(5000, c.disconnect(), "disconnect()");
+  },
+});

@@ -131,7 +131,7 @@ Deno.test({
     withServer({}, async (server, client) => {
       assert.equal(
         await client.nextText(),
-        '{"status":"connected","version":"0.1.0","tenant_id":null}',
+        '{"status":"connected","tenant_id":null,"version":"0.1.0"}',
       );
       assert.equal(server.connectionCount, 1);
       assert.match(server.url, /^ws:\/\/127\.0\.0\.1:\d+$/);
@@ -159,13 +159,13 @@ Deno.test({
     withServer({ apiKeys: KEYS }, async (_server, client) => {
       assert.equal(
         await client.nextText(),
-        '{"type":"auth_required","message":"Please send authentication message with your API key"}',
+        '{"message":"Please send authentication message with your API key","type":"auth_required"}',
       );
       client.send({ type: "auth", api_key: "key-b", extra: "ignored" });
-      assert.equal(await client.nextText(), '{"type":"auth_success","tenant_id":"tenant-b"}');
+      assert.equal(await client.nextText(), '{"tenant_id":"tenant-b","type":"auth_success"}');
       assert.equal(
         await client.nextText(),
-        '{"status":"connected","version":"0.1.0","tenant_id":"tenant-b"}',
+        '{"status":"connected","tenant_id":"tenant-b","version":"0.1.0"}',
       );
       client.call("1", "health", {}, { tenant_id: "tenant-b" });
       const health = await client.next();
@@ -194,7 +194,7 @@ async function authFailure(
   }
 }
 
-const failed = (error: string) => JSON.stringify({ type: "auth_failed", error });
+const failed = (error: string) => JSON.stringify({ error, type: "auth_failed" });
 
 Deno.test({
   name: "auth: an authenticated connection outlives authTimeoutMs",
@@ -441,17 +441,11 @@ Deno.test({
   fn: () =>
     withWelcomed({}, async (_server, client) => {
       client.call("1", "generate", { prompt: "What is the CAPITAL of France?", max_tokens: 1 });
-      assert.deepEqual(await client.next(), {
-        id: "1",
-        status: "complete",
-        data: {
-          text: "Paris",
-          tokens_generated: 1,
-          prompt_tokens: 6,
-          cost_usd: 0.00024,
-          time_ms: 150,
-        },
-      });
+      assert.equal(
+        await client.nextText(),
+        '{"id":"1","status":"complete","data":{"cost_usd":0.00024,"prompt_tokens":6,' +
+          '"text":"Paris","time_ms":150,"tokens_generated":1}}',
+      );
       client.call("2", "generate", { prompt: "France: which city is its capital?" });
       const paris = (await client.next()).data as Frame;
       assert.equal(paris.text, "The capital of France is Paris.");
@@ -461,6 +455,9 @@ Deno.test({
       assert.equal(story.text, "Simulated response to: Tell me a story");
       assert.equal(story.tokens_generated, 7);
       assert.equal(story.prompt_tokens, 4);
+      // Words are split as Rust's split_whitespace splits them: at U+0085, not at U+FEFF.
+      client.call("4", "generate", { prompt: "a\u0085b\ufeffc" });
+      assert.equal(((await client.next()).data as Frame).prompt_tokens, 2);
     }),
 });
 
@@ -481,7 +478,7 @@ Deno.test({
         assert.equal(frame.id, "s");
         assert.equal(frame.status, "streaming");
         const data = frame.data as Frame;
-        assert.deepEqual(Object.keys(data), ["text", "index", "is_final"]);
+        assert.deepEqual(Object.keys(data), ["index", "is_final", "text"]);
         assert.equal(data.index, index);
         assert.equal(data.is_final, index === 5);
         texts.push(data.text as string);
@@ -495,10 +492,37 @@ Deno.test({
 });
 
 Deno.test({
-  name: "generate stream: exactly max_tokens tokens, cycling the simulated words",
+  name: "generate stream: at most the 13 simulated words, the last one the prompt's first word",
   ...sanitize,
   fn: () =>
     withWelcomed({ tokenDelayMs: 0 }, async (_server, client) => {
+      client.call("s", "generate", { prompt: "  Hello there", max_tokens: 100, stream: true });
+      const texts: string[] = [];
+      for (let index = 0; index < 13; index++) {
+        const data = (await client.next()).data as Frame;
+        assert.equal(data.is_final, index === 12);
+        texts.push(data.text as string);
+      }
+      assert.equal(
+        texts.join(""),
+        "The capital of France is Paris. This is a simulated response to: Hello ",
+      );
+      assert.equal(
+        await client.nextText(),
+        '{"id":"s","status":"complete","data":{"status":"complete","tokens_generated":13}}',
+      );
+      client.call("e", "generate", { prompt: " ", max_tokens: 13, stream: true });
+      for (let index = 0; index < 12; index++) await client.next();
+      assert.equal(((await client.next()).data as Frame).text, "unknown ");
+      assert.equal(((await client.next()).data as Frame).tokens_generated, 13);
+    }),
+});
+
+Deno.test({
+  name: "generate stream: longStreams sends exactly max_tokens tokens, cycling the words",
+  ...sanitize,
+  fn: () =>
+    withWelcomed({ tokenDelayMs: 0, longStreams: true }, async (_server, client) => {
       client.call("s", "generate", { prompt: "Hello there", max_tokens: 2000, stream: true });
       const texts: string[] = [];
       for (let index = 0; index < 2000; index++) {
@@ -736,60 +760,45 @@ Deno.test({
 // ---------------------------------------------------------------------------------------------
 
 Deno.test({
-  name: "health: healthy, version and whole uptime seconds",
+  name: "health: healthy, uptime 0 (the real server does not count it) and the version",
   ...sanitize,
   fn: () =>
     withWelcomed({}, async (_server, client) => {
+      await new Promise((resolve) => setTimeout(resolve, 1100));
       client.call("h", "health");
-      const data = (await client.next()).data as Frame;
-      assert.deepEqual(Object.keys(data), ["status", "version", "uptime_seconds"]);
-      assert.equal(data.status, "healthy");
-      assert.ok(Number.isInteger(data.uptime_seconds));
+      assert.equal(
+        await client.nextText(),
+        '{"id":"h","status":"complete","data":{"status":"healthy","uptime_seconds":0,"version":"0.1.0"}}',
+      );
     }),
 });
 
+/** The real server's answer to `metadata` (id "m"), byte for byte: its keys sorted. */
+const REAL_METADATA = '{"id":"m","status":"complete","data":{"functions":[' +
+  '{"description":"Generate text completion from a prompt","name":"generate","params":[' +
+  '{"description":"Input text prompt","name":"prompt","required":true,"type":"String"},' +
+  '{"default":100,"description":"Maximum tokens to generate","name":"max_tokens",' +
+  '"required":false,"type":"usize"},' +
+  '{"default":0.7,"description":"Sampling temperature (0.0-2.0)","name":"temperature",' +
+  '"required":false,"type":"f64"},' +
+  '{"default":false,"description":"Enable token streaming","name":"stream","required":false,' +
+  '"type":"bool"}],"returns":"GenerationResult","streaming":true},' +
+  '{"description":"Check server health status","name":"health","params":[],' +
+  '"returns":"HealthStatus","streaming":false},' +
+  '{"description":"Get runtime metadata (available functions)","name":"metadata","params":[],' +
+  '"returns":"RuntimeMetadata","streaming":false},' +
+  '{"description":"Execute a multi-model pipeline","name":"pipeline","params":[' +
+  '{"description":"Pipeline name to execute","name":"pipeline","required":true,"type":"String"},' +
+  '{"description":"Input data for the pipeline","name":"input","required":true,"type":"Object"}' +
+  '],"returns":"PipelineResult","streaming":false}],"version":"0.1.0"}}';
+
 Deno.test({
-  name: "metadata: the four functions with their parameters",
+  name: "metadata: the four functions with their parameters, as the real server writes them",
   ...sanitize,
   fn: () =>
     withWelcomed({}, async (_server, client) => {
       client.call("m", "metadata");
-      const data = (await client.next()).data as {
-        version: string;
-        functions: Array<Record<string, unknown> & { params: Frame[] }>;
-      };
-      assert.equal(data.version, "0.1.0");
-      assert.deepEqual(data.functions.map((f) => f.name), [
-        "generate",
-        "health",
-        "metadata",
-        "pipeline",
-      ]);
-      for (const fn of data.functions) {
-        assert.deepEqual(Object.keys(fn), [
-          "name",
-          "description",
-          "params",
-          "returns",
-          "streaming",
-        ]);
-        assert.equal(fn.streaming, fn.name === "generate");
-        for (const param of fn.params) {
-          assert.deepEqual(
-            Object.keys(param).filter((key) => key !== "default"),
-            ["name", "type", "description", "required"],
-          );
-          assert.equal(param.required, !("default" in param));
-        }
-      }
-      const generate = data.functions[0].params;
-      assert.deepEqual(generate[0], {
-        name: "prompt",
-        type: "String",
-        description: "Input text prompt",
-        required: true,
-      });
-      assert.equal(generate.find((p) => p.name === "max_tokens")?.default, 100);
+      assert.equal(await client.nextText(), REAL_METADATA);
     }),
 });
 
@@ -814,8 +823,12 @@ Deno.test({
         input: { query: "What is the capital of France?", context: ["doc-1"] },
       });
       assert.deepEqual((await client.next()).data, { answer: "Paris", sources: ["doc-1"] });
-      client.call("2", "pipeline", { pipeline: "echo", input: { a: [1, 2] } });
-      assert.deepEqual((await client.next()).data, { echoed: { a: [1, 2] } });
+      client.call("2", "pipeline", { pipeline: "echo", input: { b: [1, { z: 1, y: 2 }], a: 0 } });
+      // The output is a serde_json::Value on the server: its keys come out sorted.
+      assert.equal(
+        await client.nextText(),
+        '{"id":"2","status":"complete","data":{"echoed":{"a":0,"b":[1,{"y":2,"z":1}]}}}',
+      );
       client.call("3", "pipeline", { pipeline: "slow", input: "text" });
       assert.deepEqual(await client.next(), { id: "3", status: "complete", data: "text" });
       client.call("4", "pipeline", { pipeline: "echo" });
@@ -846,16 +859,32 @@ Deno.test({
 });
 
 Deno.test({
-  name: "pipeline: without an orchestrator every pipeline call is refused",
+  name: "pipeline: no orchestrator by default, as the real server in simulation mode",
   ...sanitize,
-  fn: () =>
-    withWelcomed({ orchestrator: false }, async (_server, client) => {
+  fn: async () => {
+    await withWelcomed({}, async (_server, client) => {
       client.call("1", "pipeline", { pipeline: "rag-pipeline", input: { query: "q" } });
-      assert.deepEqual((await client.next()).error, {
-        code: "DISPATCH_ERROR",
-        message: "Orchestrator not available",
+      assert.equal(
+        await client.nextText(),
+        '{"id":"1","status":"error","error":{"code":"DISPATCH_ERROR",' +
+          '"message":"Orchestrator not available"}}',
+      );
+    });
+    await withWelcomed({ orchestrator: false, pipelines: { echo: (input) => input } }, async (
+      _server,
+      client,
+    ) => {
+      client.call("1", "pipeline", { pipeline: "echo", input: {} });
+      assert.equal(((await client.next()).error as Frame).message, "Orchestrator not available");
+    });
+    await withWelcomed({ orchestrator: true }, async (_server, client) => {
+      client.call("1", "pipeline", { pipeline: "rag-pipeline", input: { query: "Hi" } });
+      assert.deepEqual((await client.next()).data, {
+        answer: "Simulated response to: Hi",
+        sources: [],
       });
-    }),
+    });
+  },
 });
 
 // ---------------------------------------------------------------------------------------------

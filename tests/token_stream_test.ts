@@ -334,3 +334,76 @@ Deno.test("TokenStream: reads asked for before their tokens arrive get them in o
     ]);
   });
 });
+
+/**
+ * Asks for a read through `iterator.next()` under `name`, and records in `order` the name when
+ * it settles, with what it got: reads settle in the order they were asked only if `order` does.
+ */
+function asker(iterator: AsyncIterator<string>, order: string[]) {
+  return (name: string) =>
+    iterator.next().then(
+      (result) => void order.push(`${name}:${result.done ? "done" : result.value}`),
+      (error) => void order.push(`${name}:${(error as Error).message}`),
+    );
+}
+
+Deno.test("TokenStream: next() calls settle in the order asked, whatever mix of waiting and buffered reads, return() and errors", async (t) => {
+  await t.step(
+    "a read asked after a token answered the first waits behind the second",
+    async () => {
+      const { stream, sink } = handFed();
+      const order: string[] = [];
+      const read = asker(stream[Symbol.asyncIterator](), order);
+      const reads = [read("A"), read("B")];
+      sink().token("1");
+      // Asked right after the token, before anything else ran: B is still first in line.
+      reads.push(read("C"));
+      sink().token("2");
+      sink().token("3");
+      await within(3000, Promise.all(reads), "the three reads");
+      assert.deepEqual(order, ["A:1", "B:2", "C:3"]);
+    },
+  );
+  await t.step("buffered tokens, then waiting reads, then the end", async () => {
+    const { stream, sink } = handFed();
+    const order: string[] = [];
+    const read = asker(stream[Symbol.asyncIterator](), order);
+    const reads = [read("A")];
+    sink().token("1");
+    sink().token("2");
+    reads.push(read("B"), read("C"), read("D"));
+    sink().token("3");
+    sink().close();
+    reads.push(read("E"));
+    await within(3000, Promise.all(reads), "the reads");
+    assert.deepEqual(order, ["A:1", "B:2", "C:3", "D:done", "E:done"]);
+  });
+  await t.step(
+    "an error after a token: the waiting reads fail in order, the later ones too",
+    async () => {
+      const { stream, sink } = handFed();
+      const order: string[] = [];
+      const read = asker(stream[Symbol.asyncIterator](), order);
+      const reads = [read("A"), read("B")];
+      sink().token("1");
+      reads.push(read("C"));
+      sink().error(new Error("failed"));
+      reads.push(read("D"));
+      await within(3000, Promise.all(reads), "the reads");
+      assert.deepEqual(order, ["A:1", "B:failed", "C:failed", "D:failed"]);
+    },
+  );
+  await t.step("return() ends the waiting reads in order, before its own answer", async () => {
+    const { stream, sink } = handFed();
+    const order: string[] = [];
+    const iterator = stream[Symbol.asyncIterator]();
+    const read = asker(iterator, order);
+    const reads = [read("A"), read("B")];
+    sink().token("1");
+    reads.push(read("C"));
+    reads.push(iterator.return!().then((result) => void order.push(`return:${result.done}`)));
+    sink().token("late");
+    await within(3000, Promise.all(reads), "the reads and return()");
+    assert.deepEqual(order, ["A:1", "B:done", "C:done", "return:true"]);
+  });
+});

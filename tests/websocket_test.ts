@@ -121,7 +121,7 @@ Deno.test({
   name: "a send that throws drops that socket only; the call goes out on another",
   ...sanitize,
   fn: async () => {
-    const server = await startStubServer({ tokenDelayMs: 5 });
+    const server = await startStubServer({ tokenDelayMs: 5, longStreams: true });
     const mute = muteOnFirstHealth();
     const client = new RealmWebSocketClient({
       url: server.url,

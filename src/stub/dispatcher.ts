@@ -14,7 +14,7 @@ import {
   numberKinds,
   SerdeError,
 } from "./serde_json.ts";
-import { complete, errorFrame, streaming } from "./protocol.ts";
+import { complete, completeJson, errorFrame, serdeJson, streaming } from "./protocol.ts";
 import { tenantIdProblem } from "./runtime_manager.ts";
 
 /**
@@ -119,7 +119,9 @@ function readGenerateOptions(call: Call): GenerateOptions {
   };
 }
 
-const wordsOf = (text: string): string[] => text.split(/\s+/u).filter((word) => word !== "");
+/** Rust's `split_whitespace`: Unicode White_Space (U+0085 included, U+FEFF not, unlike `\s`). */
+const wordsOf = (text: string): string[] =>
+  text.split(/\p{White_Space}+/u).filter((word) => word !== "");
 
 /** The simulated non-streaming answer, exactly as the real dispatcher picks it. */
 function simulatedText(prompt: string): string {
@@ -132,9 +134,9 @@ function simulatedText(prompt: string): string {
 }
 
 /**
- * The simulated stream's words: the real simulation streams these 13 words whatever the prompt.
- * The stub then cycles them so that a stream always carries exactly `max_tokens` tokens (the real
- * server stops after the 13th), which lets benchmarks ask for long streams.
+ * The simulated stream's words: the real simulation streams these 13 words whatever the prompt
+ * (the 13th is the prompt's first word), fewer when `max_tokens` is smaller. With the stub's
+ * `longStreams` switch they are cycled to exactly `max_tokens` tokens, for long streams in tests.
  */
 function streamWords(prompt: string): string[] {
   const first = wordsOf(prompt)[0] ?? "unknown";
@@ -158,19 +160,19 @@ export const ragPipeline: StubPipelineHandler = (input) => {
 };
 
 function metadataOf(version: string): unknown {
+  // Keys in the order serde_json writes the server's `to_value` of it: sorted.
   const param = (name: string, type: string, description: string, fallback?: unknown) => ({
-    name,
-    type,
-    description,
-    required: fallback === undefined,
     ...(fallback === undefined ? {} : { default: fallback }),
+    description,
+    name,
+    required: fallback === undefined,
+    type,
   });
   return {
-    version,
     functions: [
       {
-        name: "generate",
         description: "Generate text completion from a prompt",
+        name: "generate",
         params: [
           param("prompt", "String", "Input text prompt"),
           param("max_tokens", "usize", "Maximum tokens to generate", 100),
@@ -181,22 +183,22 @@ function metadataOf(version: string): unknown {
         streaming: true,
       },
       {
-        name: "health",
         description: "Check server health status",
+        name: "health",
         params: [],
         returns: "HealthStatus",
         streaming: false,
       },
       {
-        name: "metadata",
         description: "Get runtime metadata (available functions)",
+        name: "metadata",
         params: [],
         returns: "RuntimeMetadata",
         streaming: false,
       },
       {
-        name: "pipeline",
         description: "Execute a multi-model pipeline",
+        name: "pipeline",
         params: [
           param("pipeline", "String", "Pipeline name to execute"),
           param("input", "Object", "Input data for the pipeline"),
@@ -205,6 +207,7 @@ function metadataOf(version: string): unknown {
         streaming: false,
       },
     ],
+    version,
   };
 }
 
@@ -221,8 +224,9 @@ export type DispatchResult =
 export interface DispatchHost {
   readonly version: string;
   readonly orchestrator: boolean;
+  /** Streams carry exactly `max_tokens` tokens, past the real simulation's 13 (`longStreams`). */
+  readonly longStreams: boolean;
   pipeline(name: string): StubPipelineHandler | undefined;
-  uptimeSeconds(): number;
 }
 
 /** The connection a call came on: a pipeline still running when it closes is not answered. */
@@ -244,9 +248,9 @@ export interface DispatchConnection {
  * if (!parsed.ok) throw new Error(parsed.reason);
  * const host = {
  *   version: "0.1.0",
- *   orchestrator: true,
+ *   orchestrator: false,
+ *   longStreams: false,
  *   pipeline: () => undefined,
- *   uptimeSeconds: () => 0,
  * };
  * const result = await dispatch(parsed.call, host, {
  *   closed: new Promise(() => {}),
@@ -263,12 +267,13 @@ export async function dispatch(
   const single = (frame: string): DispatchResult => ({ kind: "single", frame });
   switch (call.function) {
     case "generate":
-      return generate(call);
+      return generate(call, host.longStreams);
     case "health":
+      // The real server's uptime is always 0: it does not track it.
       return single(complete(call.id, {
         status: "healthy",
+        uptime_seconds: 0,
         version: host.version,
-        uptime_seconds: host.uptimeSeconds(),
       }));
     case "metadata":
       return single(complete(call.id, metadataOf(host.version)));
@@ -282,7 +287,7 @@ export async function dispatch(
 }
 
 /** `handle_generate` in simulation mode. */
-function generate(call: Call): DispatchResult {
+function generate(call: Call, longStreams: boolean): DispatchResult {
   const dispatchError = (message: string): DispatchResult => ({
     kind: "single",
     frame: errorFrame(call.id, "DISPATCH_ERROR", message),
@@ -301,18 +306,19 @@ function generate(call: Call): DispatchResult {
     return {
       kind: "single",
       frame: complete(call.id, {
-        text,
-        tokens_generated: wordsOf(text).length,
-        prompt_tokens: wordsOf(options.prompt).length,
         cost_usd: 0.00024,
+        prompt_tokens: wordsOf(options.prompt).length,
+        text,
         time_ms: 150,
+        tokens_generated: wordsOf(text).length,
       }),
     };
   }
-  const total = options.maxTokens;
+  const words = streamWords(options.prompt);
+  const total = longStreams ? options.maxTokens : Math.min(options.maxTokens, words.length);
   return {
     kind: "stream",
-    tokens: tokenFrames(call.id, streamWords(options.prompt), total),
+    tokens: tokenFrames(call.id, words, total),
     // max_tokens 0 streams nothing, not even `complete`: the call never ends (a real quirk).
     end: total > 0 ? complete(call.id, { status: "complete", tokens_generated: total }) : undefined,
   };
@@ -355,7 +361,7 @@ async function pipeline(
   }
   if (connection.isClosed()) return undefined;
   try {
-    return complete(call.id, output);
+    return completeJson(call.id, serdeJson(output));
   } catch (error) {
     // The real server reports a result it cannot serialize as an error of no call.
     return errorFrame("unknown", "INTERNAL_ERROR", errorMessage(error));

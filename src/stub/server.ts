@@ -5,9 +5,11 @@
  * `lib.rs` of `realm-server` (`ServerConfig`, `RealmServer`); each connection runs in
  * `websocket.ts`, each call in `dispatcher.ts`.
  *
- * The behaviour follows the real `realm-server` 0.1.0, quirks included: one call at a time per
- * connection, `id:"unknown"` errors for frames that are not calls, no `retry_after`, a
- * `max_tokens: 0` stream that never ends, serde_json's error messages (`serde_json.ts`).
+ * The behaviour follows the real `realm-server` 0.1.0 in simulation mode, quirks included: one
+ * call at a time per connection, `id:"unknown"` errors for frames that are not calls, no
+ * `retry_after`, a `max_tokens: 0` stream that never ends, streams of at most 13 tokens,
+ * `uptime_seconds` always 0, no orchestrator, serde_json's error messages (`serde_json.ts`) and
+ * its key order. The extras for tests (long streams, pipelines, fault switches) are opt-in.
  *
  * @module
  */
@@ -28,8 +30,9 @@ import {
 } from "./websocket.ts";
 
 /**
- * Options of {@linkcode startStubServer}. Every option is optional; the defaults reproduce a
- * real server started with `realm serve` in simulation mode and authentication off.
+ * Options of {@linkcode startStubServer}. Every option is optional; the defaults reproduce the
+ * real `realm-server` in simulation mode (no model runtime, no orchestrator) with authentication
+ * off and no rate limit.
  *
  * @example An authenticated server with a tight rate limit and fast tokens
  * ```ts
@@ -71,16 +74,26 @@ export interface StubServerOptions {
    */
   authTimeoutMs?: number;
   /**
-   * Extra pipelines by name, callable with `function: "pipeline"`. The built-in `rag-pipeline`
-   * is always present unless this record replaces it. Default: the built-in one only.
+   * Pipelines by name, callable with `function: "pipeline"`; giving any turns the orchestrator on
+   * (see {@linkcode StubServerOptions.orchestrator}). With the orchestrator on, the built-in
+   * `rag-pipeline` (`{query}` in, `{answer, sources}` out) is there too unless this record
+   * replaces it. Default: none.
    */
   pipelines?: Record<string, StubPipelineHandler>;
   /**
-   * Whether the server has a model orchestrator. `false` answers every `pipeline` call with
-   * `DISPATCH_ERROR` `Orchestrator not available`, like a real server started without one.
-   * Default `true`.
+   * Whether the server has a model orchestrator, which runs pipelines. Without one, every
+   * `pipeline` call is answered with `DISPATCH_ERROR` `Orchestrator not available`, as the real
+   * server in simulation mode answers it. `true` adds one, with the built-in `rag-pipeline`
+   * (a test extra: a real orchestrator starts with no pipeline). Default: `true` when
+   * `pipelines` are given, else `false`.
    */
   orchestrator?: boolean;
+  /**
+   * A test extra: streams carry exactly `max_tokens` tokens (the simulation's 13 words, cycled),
+   * for tests and benchmarks that need long streams. Default `false`: at most 13 tokens, as the
+   * real simulation streams.
+   */
+  longStreams?: boolean;
   /** Version reported by the welcome frame, `health` and `metadata`. Default `"0.1.0"`. */
   version?: string;
   /**
@@ -291,7 +304,6 @@ export class StubEngine {
   readonly #host: ConnectionHost;
   readonly #apiKeys = new ApiKeyStore();
   readonly #pipelines = new Map<string, StubPipelineHandler>();
-  readonly #startedAt = Date.now();
   readonly #connections = new Set<Connection>();
   readonly #received: string[] = [];
   #callCount = 0;
@@ -333,7 +345,8 @@ export class StubEngine {
       authenticated: this.#apiKeys.size > 0,
       tokenDelayMs,
       authTimeoutMs,
-      orchestrator: options.orchestrator ?? true,
+      orchestrator: options.orchestrator ?? options.pipelines !== undefined,
+      longStreams: options.longStreams ?? false,
       version: options.version ?? "0.1.0",
       stallGate: () => this.#stall?.promise,
       record: (text) => {
@@ -345,7 +358,6 @@ export class StubEngine {
       forget: (connection) => this.#connections.delete(connection),
       validateKey: (key) => this.#apiKeys.validate(key),
       pipeline: (name) => this.#pipelines.get(name),
-      uptimeSeconds: () => Math.floor((Date.now() - this.#startedAt) / 1000),
       rateLimitWait: (tenantId) => rateLimiter?.wait(tenantId),
       generationTurn: (gone) => machine.take(gone),
     };
@@ -454,8 +466,8 @@ export class StubEngine {
       case "unknown-id":
         return complete(`stub-orphan-${++this.#orphanCount}`, {
           status: "healthy",
+          uptime_seconds: 0,
           version: this.#host.version,
-          uptime_seconds: this.#host.uptimeSeconds(),
         });
       case "binary-reply":
         return BINARY_REPLY;

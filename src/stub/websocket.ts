@@ -268,7 +268,8 @@ export class Connection implements StubConnection {
     if (this.#framesLeft <= 0) return this.#drop();
     if (!(await this.#unstalled())) return;
     if (this.#host.authenticated && !(await this.#authenticate())) return;
-    const welcome = { status: "connected", version: this.#host.version, tenant_id: this.#tenantId };
+    // Keys sorted, as the server's `serde_json::json!` writes them (so in every handshake frame).
+    const welcome = { status: "connected", tenant_id: this.#tenantId, version: this.#host.version };
     if (!(await this.#emit(JSON.stringify(welcome)))) return;
     // One call at a time: the next frame is not looked at before this one's work is done.
     for (;;) {
@@ -282,8 +283,8 @@ export class Connection implements StubConnection {
   /** The real handshake: auth_required, then the first frame decides. False when it failed. */
   async #authenticate(): Promise<boolean> {
     const required = {
-      type: "auth_required",
       message: "Please send authentication message with your API key",
+      type: "auth_required",
     };
     if (!(await this.#emit(JSON.stringify(required)))) return false;
     const first = await this.#next(this.#host.authTimeoutMs);
@@ -300,11 +301,11 @@ export class Connection implements StubConnection {
       else {
         this.#tenantId = answer.tenantId;
         return await this.#emit(
-          JSON.stringify({ type: "auth_success", tenant_id: answer.tenantId }),
+          JSON.stringify({ tenant_id: answer.tenantId, type: "auth_success" }),
         );
       }
     }
-    if (await this.#emit(JSON.stringify({ type: "auth_failed", error: failure }))) {
+    if (await this.#emit(JSON.stringify({ error: failure, type: "auth_failed" }))) {
       this.closeGently();
     }
     return false;

@@ -31,7 +31,8 @@ const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 const apiKey = "sk-test-browser";
 const tenantId = "tenant-browser";
-const open = await startStubServer({ tokenDelayMs: 5 });
+// The behaviour suite runs the built-in rag-pipeline: the stub's orchestrator, a test extra.
+const open = await startStubServer({ tokenDelayMs: 5, orchestrator: true });
 const auth = await startStubServer({ apiKeys: { [apiKey]: tenantId }, tokenDelayMs: 5 });
 
 const page = `<!doctype html>

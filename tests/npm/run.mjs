@@ -34,7 +34,8 @@ console.log(`# ${runtime}${entry}`);
 
 const apiKey = "sk-test-npm";
 const tenantId = "tenant-npm";
-const open = await startStubServer({ tokenDelayMs: 5 });
+// The behaviour suite runs the built-in rag-pipeline: the stub's orchestrator, a test extra.
+const open = await startStubServer({ tokenDelayMs: 5, orchestrator: true });
 const auth = await startStubServer({ apiKeys: { [apiKey]: tenantId }, tokenDelayMs: 5 });
 try {
   const result = await runBehaviour({

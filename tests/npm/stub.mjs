@@ -14,7 +14,7 @@ import { startStubServer } from "@realm-ai/ws-client/testing";
 const WebSocketImpl = globalThis.WebSocket ?? (await import("ws")).WebSocket;
 const runtime = globalThis.Bun ? `Bun ${globalThis.Bun.version}` : `Node ${process.version}`;
 console.log(`# ${runtime}, raw client: ${globalThis.WebSocket ? "global WebSocket" : "ws"}`);
-const WELCOME = '{"status":"connected","version":"0.1.0","tenant_id":null}';
+const WELCOME = '{"status":"connected","tenant_id":null,"version":"0.1.0"}';
 
 /** A raw socket whose frames can be awaited one by one. */
 function connect(url, protocols) {
