@@ -126,7 +126,12 @@ export class Connector {
   /** Each server of the list, for `stats()`. */
   servers(): ServerStats[] {
     const counts = this.dispatcher.counts;
-    return this.#pool.summary().map((server) => ({ ...server, ...counts.get(server.url) }));
+    return this.#pool.summary().map((server) => ({
+      ...server,
+      resentCalls: 0,
+      retriesWithheld: 0,
+      ...counts.get(server.url),
+    }));
   }
 
   /** See `RealmWebSocketClient.connect()`. */

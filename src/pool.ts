@@ -234,7 +234,7 @@ export class Pool {
   }
 
   /** Each server with its sockets and calls, in the order given, for `stats()`. */
-  summary(): ServerStats[] {
+  summary(): Omit<ServerStats, "resentCalls" | "retriesWithheld">[] {
     const now = performance.now();
     return this.#servers.map((server) => {
       let openConnections = 0, callsOnTheWire = 0;
@@ -250,15 +250,7 @@ export class Pool {
         : server.ejectedUntil > now
         ? "ejected"
         : "down";
-      return {
-        url: server.url,
-        state,
-        openConnections,
-        callsOnTheWire,
-        failures: server.failures,
-        resentCalls: 0,
-        retriesWithheld: 0,
-      };
+      return { url: server.url, state, openConnections, callsOnTheWire, failures: server.failures };
     });
   }
 
