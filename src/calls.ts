@@ -225,9 +225,9 @@ export class Call {
       this.fail(
         new RealmError(
           "TIMEOUT",
-          `The ${this.spec.fn} stream (call ${this.id}) received no token for ` +
-            `${this.spec.idleTimeout} ms and was ended. The server can stop a stream without a ` +
-            "final frame; raise `streamIdleTimeout` if your model is slower than that.",
+          `The ${this.spec.fn} stream (call ${this.id}) got no token for ` +
+            `${this.spec.idleTimeout} ms and was ended (the server can stop a stream without a ` +
+            "final frame). Raise `streamIdleTimeout` for a slower model.",
           { requestId: this.id, sent: true },
         ),
         "abandoned",
@@ -245,8 +245,8 @@ export class Call {
             : waited
             ? "It waited to be sent: every socket carried `pipelining` calls. Raise `timeout`, " +
               "`connections` or `pipelining`."
-            : "The server serves one call at a time per connection, so it may have waited " +
-              "behind other calls: raise `timeout`, or open more sockets with `connections`."),
+            : "It may have waited behind other calls on its socket (the server serves one at a " +
+              "time): raise `timeout`, or open more sockets (`connections`)."),
         { requestId: this.id, sent: this.sent || this.mayHaveRun },
       ),
       "abandoned",

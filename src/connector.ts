@@ -406,9 +406,9 @@ export class Connector {
     if (connection.tenantId === this.tenantId || this.#pool.openCount === 0) return undefined;
     return new RealmError(
       "TENANT_MISMATCH",
-      `The server at ${socket.url} assigned the tenant ${connection.tenantId}, but the ` +
-        `client's other servers use ${this.tenantId}, and every call carries one tenant. ` +
-        "It is not used: give every server the same key-to-tenant map.",
+      `The server at ${socket.url} assigned tenant ${connection.tenantId}, the others ` +
+        `${this.tenantId}: it is not used (every call carries one tenant). Give every server ` +
+        "the same key-to-tenant map.",
       { details: { url: socket.url } },
     );
   }

@@ -239,17 +239,17 @@ export class Dispatcher {
       const closed = `The connection to ${connection.url} closed (code ${code})`;
       let failure: string | undefined;
       if (call.tokens > 0) {
-        failure = `${closed} after ${call.tokens} tokens of the ${what} stream had arrived. A ` +
-          "stream that has begun is not restarted: make the call again for a new answer.";
+        failure = `${closed} after ${call.tokens} tokens of ${what}: a stream that has begun ` +
+          "is not restarted; call again for a new answer.";
       } else if (!resend) {
         failure = `${closed} before ${what} finished.` +
           (call.mayHaveRun ? " It was sent, so the server may have run it." : "");
       } else if (call.resends >= MAX_RESENDS) {
-        failure = `${closed} under ${what} again: it was re-sent ${MAX_RESENDS} times and is ` +
-          "not sent again (it may be what stops the servers).";
+        failure = `${closed} under ${what} ${MAX_RESENDS + 1} times: it is not sent again ` +
+          "(it may be what stops the servers).";
       } else if (mayHaveRun && !READ_ONLY.has(call.spec.fn) && !call.spec.safeToRepeat) {
-        failure = `${closed} while the server may have been running ${what}; it is not re-sent, ` +
-          "as running it twice could act twice. Pass `safeToRepeat: true` if it can.";
+        failure = `${closed} while the server may have been running ${what}: not re-sent, as ` +
+          "it could act twice. Pass `safeToRepeat: true` if it can run twice.";
       } else if (mayHaveRun && !this.#spend(connection.url)) {
         failure = `${closed} before ${what} finished. ${WITHHELD}`;
       }
@@ -267,7 +267,7 @@ export class Dispatcher {
       call.avoid = connection.url;
       call.resetForRetry();
       this.#count(connection.url, "resentCalls");
-      this.#context.log("re-sending a call its closed socket had not answered", {
+      this.#context.log("re-sending a call", {
         requestId: id,
         url: connection.url,
         resends: call.resends,
@@ -281,7 +281,7 @@ export class Dispatcher {
   #spend(url: string): boolean {
     if (this.budget.spend()) return true;
     this.#count(url, "retriesWithheld");
-    this.#context.log("retry withheld: the retry budget is spent", { url });
+    this.#context.log("retry withheld", { url });
     return false;
   }
 

@@ -291,7 +291,7 @@ Deno.test("dispatch: a call is re-sent at most 3 times, then fails", async () =>
   }
   const error = await failure(call);
   assert.equal(error?.code, "CONNECTION_CLOSED");
-  assert.match(error!.message, /re-sent 3 times/);
+  assert.match(error!.message, /under health \(call \d+\) 4 times: it is not sent again/);
   assert.equal(call.attempts, 4);
 });
 
