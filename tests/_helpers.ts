@@ -34,9 +34,27 @@ export function freePort(): number {
   return port;
 }
 
+/**
+ * A loopback port free now and outside the range the OS hands out to `port: 0` and to client
+ * sockets (32768–60999 on Linux): with test files running in parallel, no other socket is given
+ * it meanwhile, so a server that stops and starts again on it finds it free, and an address
+ * where nothing listens stays dead.
+ */
+export function stablePort(): number {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch {
+      // Taken (by another test's server): try another.
+    }
+  }
+}
+
 /** A loopback WebSocket address where nothing listens: a socket to it is refused at once. */
 export function deadUrl(): string {
-  return `ws://127.0.0.1:${freePort()}`;
+  return `ws://127.0.0.1:${stablePort()}`;
 }
 
 /** Drops every open connection of the stub now; connections made afterwards are not affected. */

@@ -21,6 +21,7 @@ import {
   recordEvents,
   sanitize,
   scriptedServer,
+  stablePort,
   until,
   within,
 } from "./_helpers.ts";
@@ -35,7 +36,8 @@ class Fleet {
   }
   async startAll(): Promise<this> {
     for (const [i, options] of this.options.entries()) {
-      this.servers[i] = await startStubServer({ tokenDelayMs: 1, ...options });
+      // A port no other socket is given while the server is down: it restarts on it.
+      this.servers[i] = await startStubServer({ tokenDelayMs: 1, ...options, port: stablePort() });
       this.ports[i] = this.servers[i].port;
     }
     return this;

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
+import { stablePort } from "./_helpers.ts";
 
 const sanitize = { sanitizeOps: true, sanitizeResources: true } as const;
 
@@ -916,7 +917,7 @@ Deno.test({
   name: "close(): closes client sockets with 1005, is idempotent, and frees the port",
   ...sanitize,
   fn: async () => {
-    const server = await startStubServer({ tokenDelayMs: 5 });
+    const server = await startStubServer({ tokenDelayMs: 5, port: stablePort() });
     const client = await RawClient.open(server.url);
     await client.next();
     client.call("s", "generate", { prompt: "hi", max_tokens: 100, stream: true });
