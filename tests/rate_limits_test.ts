@@ -81,7 +81,7 @@ for (const maxRetries of [0, 1, 3]) {
       withScripted(rateLimited(0), {}, async (client, received) => {
         // Waits of [0.5, 1], [1, 2] and [1.5, 3] s: at most 6 s for three retries.
         const error = await rejection(
-          client.generate({ prompt: "p" }, { maxRetries }),
+          client.generate({ prompt: "p" }, { maxRetries, timeout: 10_000 }),
           10_000,
           "the last retry's error",
         );
