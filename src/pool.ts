@@ -138,8 +138,8 @@ export class Pool {
   readonly #connectionHandlers: ConnectionHandlers;
   /** Rounds not settled yet, wherever they wait (on a slot, or on an attempt under way). */
   readonly #rounds = new Set<Round>();
-  /** Sockets still closing, so that `settled()` can wait for them. */
-  readonly #closing = new Set<Promise<void>>();
+  /** Sockets still closing, each with its generation, so that `settled()` can wait for them. */
+  readonly #closing = new Map<Promise<void>, number>();
   #generation = 0;
   /** The implementation sockets are opened with; set by the owner before the first attempt. */
   WebSocket: WebSocketConstructor | undefined;
@@ -341,7 +341,7 @@ export class Pool {
    * sockets have closed (or their close grace ran out).
    */
   closeAll(reason: string, error?: RealmError): Promise<void> {
-    this.#generation++;
+    const ended = this.#generation++;
     for (const slot of this.#slots) {
       const connection = slot.connection;
       slot.looping = slot.opening = slot.now = false;
@@ -349,19 +349,28 @@ export class Pool {
       slot.wakeUp = undefined;
       for (const handshake of slot.handshakes) handshake.abort();
       slot.rounds.clear();
-      if (connection) this.#track(connection.close(1000, reason, undefined, "halt"));
+      if (connection) this.#track(connection.close(1000, reason, undefined, "halt"), ended);
     }
     for (const round of this.#rounds) {
       if (!error) round.promise.catch(() => {});
       round.reject(error ?? cancelledConnect());
     }
     this.#rounds.clear();
-    return this.settled();
+    // Only what this generation closes: the next run's closes (a stalled server's handshakes,
+    // closed one after another) must not keep a disconnect() waiting.
+    return this.settled(ended);
   }
 
-  /** Resolves once every socket the pool closed has finished closing. */
-  async settled(): Promise<void> {
-    while (this.#closing.size > 0) await Promise.all(this.#closing);
+  /**
+   * Resolves once every socket the pool closed has finished closing: of every generation, or of
+   * those up to `generation`.
+   */
+  async settled(generation = Infinity): Promise<void> {
+    for (;;) {
+      const closing = [...this.#closing].filter(([, g]) => g <= generation).map(([p]) => p);
+      if (closing.length === 0) return;
+      await Promise.all(closing);
+    }
   }
 
   /**
@@ -394,13 +403,13 @@ export class Pool {
           abandonedCallTtl: options.streamIdleTimeout,
           signal: handshake.signal,
           log: (message, data) => this.#reports.log(message, data),
-          closing: (closed) => this.#track(closed),
+          closing: (closed) => this.#track(closed, generation),
         },
         this.#connectionHandlers,
       );
       slot.handshakes.delete(handshake);
       if (generation !== this.#generation) {
-        this.#track(connection.close(1000, "client disconnect"));
+        this.#track(connection.close(1000, "client disconnect"), generation);
         throw cancelledConnect();
       }
       const refusal = this.#reports.accept(slot, connection);
@@ -544,8 +553,8 @@ export class Pool {
     for (const slot of this.#slots) slot.rounds.delete(round);
   }
 
-  #track(closed: Promise<void>): void {
-    this.#closing.add(closed);
+  #track(closed: Promise<void>, generation = this.#generation): void {
+    this.#closing.set(closed, generation);
     void closed.then(() => this.#closing.delete(closed));
   }
 
