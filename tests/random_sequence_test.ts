@@ -11,9 +11,9 @@
  * to 5 s, `maxReconnectAttempts`, a heartbeat now and then). It adds up to
  * five listeners, on `connecting`, `connected`, `disconnected`,
  * `reconnecting`, `error` or `statechange` into one state, each calling
- * `connect()`, `disconnect()`, `reconnect()`, `health()`, `generate()` or a
- * stream a few times, some twice in a row; now and then the `logger` calls
- * back too. Then it takes ten random steps: the same calls from the test
+ * `connect()`, `disconnect()`, `reconnect()`, `disconnect()` then
+ * `connect()`, `health()`, `generate()` or a stream a few times, some twice
+ * in a row; now and then the `logger` calls back too. Then it takes ten random steps: the same calls from the test
  * (two or three of connect/disconnect/reconnect at once, now and then),
  * streams read whole or left with `break`, aborted and timed-out calls, a
  * stub server dying (`close()`) or restarting on its port, refusing
@@ -29,6 +29,8 @@
  *   `"idle"` no reconnect wait of the pool (a timer armed by `src/pool.ts`)
  *   is armed. A move to `"reconnecting"` never gives "`reconnect` is off" as
  *   its reason.
+ * - Each socket's `connected` and `disconnected` events alternate, and
+ *   between steps the sockets they leave open are `stats().openConnections`.
  * - The servers' view (a stub server counts its own WebSocket connections,
  *   `connectionCount`), once the closes under way have reached the servers
  *   (a wait of at most {@linkcode SERVER_WAIT} ms): the servers of the list
@@ -350,7 +352,14 @@ type Member = { kind: "stub"; stub: Stub } | { kind: "silent" } | { kind: "dead"
 
 // -- one sequence --------------------------------------------------------------------------------
 
-type Action = "connect" | "disconnect" | "reconnect" | "health" | "generate" | "stream";
+type Action =
+  | "connect"
+  | "disconnect"
+  | "reconnect"
+  | "restart"
+  | "health"
+  | "generate"
+  | "stream";
 const ACTIONS: readonly Action[] = [
   "connect",
   "connect",
@@ -359,6 +368,7 @@ const ACTIONS: readonly Action[] = [
   "reconnect",
   "disconnect",
   "disconnect",
+  "restart",
   "health",
   "generate",
   "stream",
@@ -407,6 +417,8 @@ class Sequence {
   readonly violations: string[] = [];
   readonly disconnects: number[] = [];
   readonly giveUps: number[] = [];
+  /** Sockets whose last event was `connected`. */
+  readonly opened = new Set<number>();
   order = 0;
   ending = false;
   client!: RealmWebSocketClient;
@@ -601,6 +613,10 @@ class Sequence {
         return this.#runCommand(what, () => client.reconnect(), false);
       case "disconnect":
         return this.#disconnect(what);
+      case "restart":
+        // disconnect() then connect() at once: a fresh start.
+        this.#disconnect(what);
+        return this.#runCommand(`connect (${origin}, restart)`, () => client.connect(), false);
       case "health":
         return void this.#call(what, () => client.health());
       case "generate":
@@ -827,6 +843,16 @@ class Sequence {
         this.violations.push(`a move to "reconnecting" because "${reason.message}"`);
       }
     });
+    // Each socket's events alternate: `connected`, then `disconnected`, then `connected`, …
+    client.on("connected", ({ socket }) => {
+      if (this.opened.has(socket)) this.violations.push(`socket ${socket} connected twice`);
+      this.opened.add(socket);
+    });
+    client.on("disconnected", ({ socket }) => {
+      if (!this.opened.delete(socket)) {
+        this.violations.push(`socket ${socket} disconnected, but it had not connected`);
+      }
+    });
     for (const type of ["connecting", "connected", "disconnected", "reconnecting", "error"]) {
       client.on(type as keyof RealmEventMap, () => this.#sync(`at a ${type} event`));
     }
@@ -861,6 +887,12 @@ class Sequence {
       }
     }
     this.#judge();
+    // Between steps every event has gone out: they tell of the sockets open now.
+    assert.equal(
+      this.opened.size,
+      this.client.stats().openConnections,
+      `${label}: sockets open by the events (${[...this.opened]}) and by stats()`,
+    );
     // The servers' view, once closes under way have reached them.
     const onServers = () => this.stubs.reduce((sum, stub) => sum + stub.connectionCount, 0);
     await waitFor(
