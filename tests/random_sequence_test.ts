@@ -85,8 +85,8 @@ import { deadUrl, sanitize, within } from "./_helpers.ts";
 
 /** Seeds of CI's fixed sequences: `FIXED_SEED`, `FIXED_SEED + 1`, … */
 const FIXED_SEED = 1;
-const FIXED_SEQUENCES = 200;
-const RANDOM_SEQUENCES = 150;
+const FIXED_SEQUENCES = 180;
+const RANDOM_SEQUENCES = 120;
 const REPLAY = Deno.env.get("REALM_SEED");
 const COUNT = Deno.env.get("REALM_SEQUENCES");
 const TRACE = Deno.env.get("REALM_TRACE") !== undefined;
