@@ -410,6 +410,7 @@ export class RealmWebSocketClient extends EventTarget {
    * Adds a listener that receives the event's payload (the error itself for
    * `error`).
    *
+   * @typeParam K The event's name: a key of {@linkcode RealmEventMap}.
    * @example
    * ```ts
    * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
@@ -450,6 +451,7 @@ export class RealmWebSocketClient extends EventTarget {
   /**
    * Removes a listener added with {@linkcode RealmWebSocketClient.on}.
    *
+   * @typeParam K The event's name: a key of {@linkcode RealmEventMap}.
    * @example
    * ```ts
    * import type { RealmWebSocketClient } from "@realm-ai/ws-client";

@@ -217,3 +217,70 @@ Deno.test("the README, CONTRIBUTING and docs/ carry no dates and no 'this releas
     `dated statements (history goes in CHANGELOG.md):\n${dated.join("\n")}`,
   );
 });
+
+/** The public entries, whose `deno doc` is the API reference on JSR. */
+const ENTRIES = ["mod.ts", "testing.ts", "ai_sdk.ts", "conformance.ts"];
+
+/** A function or method as `deno doc --json` describes it, with the JSDoc of its declaration. */
+interface Documented {
+  where: string;
+  params: { name?: string; kind: string }[];
+  typeParams: { name: string }[];
+  templates: string[];
+}
+
+/** Every function, method and constructor of the public entries, with its JSDoc's `@typeParam`s. */
+async function documentedFunctions(): Promise<Documented[]> {
+  const { stdout, success } = await new Deno.Command(Deno.execPath(), {
+    args: ["doc", "--json", ...ENTRIES],
+    cwd: root,
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  assert.ok(success, "deno doc --json ran");
+  const found: Documented[] = [];
+  const walk = (node: unknown, where: string, jsDoc: unknown): void => {
+    if (Array.isArray(node)) return node.forEach((item) => walk(item, where, jsDoc));
+    if (typeof node !== "object" || node === null) return;
+    const record = node as Record<string, unknown>;
+    const name = typeof record.name === "string" ? `${where}.${record.name}` : where;
+    const doc = record.jsDoc ?? jsDoc;
+    const fn = (record.functionDef ?? (record.kind === "function" ? record.def : undefined)) as
+      | Record<string, unknown>
+      | undefined;
+    if (fn && Array.isArray(fn.params)) {
+      const tags = (doc as { tags?: { kind: string; name?: string }[] })?.tags ?? [];
+      found.push({
+        where: name,
+        params: fn.params as Documented["params"],
+        typeParams: (fn.typeParams ?? []) as Documented["typeParams"],
+        templates: tags.filter((tag) => tag.kind === "template").map((tag) => tag.name!),
+      });
+    }
+    for (const [key, value] of Object.entries(record)) {
+      if (key !== "jsDoc") {
+        walk(value, name, key === "functionDef" || key === "def" ? doc : undefined);
+      }
+    }
+  };
+  walk(JSON.parse(new TextDecoder().decode(stdout)).nodes, "", undefined);
+  return found;
+}
+
+Deno.test("the API docs name each parameter in the user's words and explain each type parameter", async () => {
+  const functions = await documentedFunctions();
+  assert.ok(functions.some((fn) => fn.where.endsWith("RealmWebSocketClient.on")), "on() is found");
+  const underscored = functions.flatMap((fn) =>
+    fn.params.filter((param) => param.name?.startsWith("_")).map((p) => `${fn.where}(${p.name})`)
+  );
+  assert.deepEqual(underscored, [], "parameters named like unused variables");
+  const unexplained = functions.flatMap((fn) =>
+    fn.typeParams.filter((param) => !fn.templates.includes(param.name))
+      .map((param) => `${fn.where}<${param.name}>`)
+  );
+  assert.deepEqual(
+    unexplained,
+    [],
+    "type parameters without @typeParam (deno doc hides their bounds)",
+  );
+});
