@@ -36,12 +36,15 @@ export interface ResolvedOptions {
   logger?: RealmClientOptions["logger"];
 }
 
+/** Every refusal here comes before anything is sent. */
+const NOT_SENT = { sent: false };
+
 function invalidOption(message: string): RealmError {
-  return new RealmError("INVALID_OPTIONS", message);
+  return new RealmError("INVALID_OPTIONS", message, NOT_SENT);
 }
 
 function invalidParam(message: string): RealmError {
-  return new RealmError("INVALID_PARAMS", message);
+  return new RealmError("INVALID_PARAMS", message, NOT_SENT);
 }
 
 const MS = "a number of milliseconds";
@@ -123,7 +126,9 @@ function numberOption(value: unknown, name: string, fallback: number, rule: stri
 
 function describe(value: unknown): string {
   if (typeof value === "string") {
-    return JSON.stringify(value.length > 40 ? value.slice(0, 40) + "…" : value);
+    // Never what may be a URL's user and password.
+    const text = value.replace(/.*@/, "…@");
+    return JSON.stringify(text.length > 40 ? text.slice(0, 40) + "…" : text);
   }
   if (typeof value === "number" || typeof value === "boolean" || value == null) {
     return String(value);
@@ -131,35 +136,31 @@ function describe(value: unknown): string {
   return typeof value;
 }
 
-const LOOPBACK_HOSTS = new Set(["localhost", "[::1]", "::1"]);
+/**
+ * Hosts that are certainly this machine, as a parsed URL spells them: `localhost`, `127.0.0.0/8`
+ * and `[::1]`. Not a name under `.localhost`: a runtime may resolve it through DNS.
+ */
+const LOOPBACK = /^(localhost|127(\.\d+){3}|\[::1\])$/;
 
-function isLoopback(hostname: string): boolean {
-  return LOOPBACK_HOSTS.has(hostname) || /^127(\.\d{1,3}){3}$/.test(hostname) ||
-    hostname.endsWith(".localhost");
-}
-
-/** Checks one server address. */
+/** Checks one server address: one that every WebSocket accepts, without credentials. */
 function checkUrl(url: unknown): URL {
-  let parsed: URL;
+  let parsed: URL | undefined;
   try {
     parsed = new URL(url as string);
-  } catch {
-    throw invalidOption(`\`url\` must be a ws:// or wss:// URL; got ${describe(url)}.`);
-  }
-  if (typeof url !== "string") {
-    throw invalidOption(`\`url\` must be a ws:// or wss:// URL; got ${describe(url)}.`);
-  }
-  if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
+  } catch { /* refused below */ }
+  const scheme = parsed?.protocol;
+  if (typeof url !== "string" || (scheme !== "ws:" && scheme !== "wss:") || url.includes("#")) {
     throw invalidOption(
-      `\`url\` must use ws:// or wss://; got ${describe(url)}.` +
-        (parsed.protocol === "http:" || parsed.protocol === "https:"
-          ? ` Use ${
-            parsed.protocol === "https:" ? "wss" : "ws"
-          }://${parsed.host}${parsed.pathname}.`
+      `\`url\` must be a ws:// or wss:// URL without a #fragment; got ${describe(url)}.` +
+        (scheme === "http:" || scheme === "https:"
+          ? ` Use ${scheme === "https:" ? "wss" : "ws"}://${parsed!.host}${parsed!.pathname}.`
           : ""),
     );
   }
-  return parsed;
+  if (parsed!.username || parsed!.password) {
+    throw invalidOption("`url` must hold no user:password@: pass the key as `apiKey`.");
+  }
+  return parsed!;
 }
 
 /** Checks the constructor's options and fills in the defaults. */
@@ -192,7 +193,7 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
     }
     seen.add(parsed.href);
     if (
-      apiKey !== undefined && parsed.protocol === "ws:" && !isLoopback(parsed.hostname) &&
+      apiKey !== undefined && parsed.protocol === "ws:" && !LOOPBACK.test(parsed.hostname) &&
       input.allowInsecureAuth !== true
     ) {
       throw invalidOption(

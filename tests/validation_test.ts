@@ -7,8 +7,14 @@
  * nothing refused reaches the server.
  */
 import assert from "node:assert/strict";
+import diagnostics from "node:diagnostics_channel";
 import { resolveOptions } from "../src/validate.ts";
-import { type GenerationOptions, RealmError, RealmWebSocketClient } from "../mod.ts";
+import {
+  CONNECTION_CHANNEL,
+  type GenerationOptions,
+  RealmError,
+  RealmWebSocketClient,
+} from "../mod.ts";
 import {
   failedWith,
   outcome,
@@ -118,9 +124,10 @@ Deno.test("url, apiKey, tenantId, flags and functions are checked", () => {
   );
 });
 
-Deno.test("an API key goes over plain ws:// only to a loopback host", () => {
+Deno.test("an API key goes over plain ws:// only to a host that is certainly this machine", () => {
+  // As a URL spells them: "LOCALHOST" is localhost, "127.1" is 127.0.0.1.
   for (
-    const host of ["localhost", "127.0.0.1", "127.255.0.9", "[::1]", "app.localhost"]
+    const host of ["localhost", "LOCALHOST", "127.0.0.1", "127.1", "127.255.0.9", "[::1]"]
   ) {
     assert.equal(optionsOutcome({ url: `ws://${host}:1`, apiKey: "k" }), undefined, host);
   }
@@ -129,7 +136,11 @@ Deno.test("an API key goes over plain ws:// only to a loopback host", () => {
       "realm.example.com",
       "127.0.0.1.example.com",
       "localhost.example.com",
+      // A name under .localhost may be resolved through DNS by the runtime.
+      "app.localhost",
+      "localhost.",
       "10.0.0.1",
+      "0.0.0.0",
       "127.0.0.1x",
     ]
   ) {
@@ -142,6 +153,81 @@ Deno.test("an API key goes over plain ws:// only to a loopback host", () => {
     undefined,
   );
   assert.equal(optionsOutcome({ url: "ws://realm.example.com" }), undefined, "no key, no risk");
+});
+
+Deno.test("a user or password in url is refused, and never shown", async () => {
+  const secret = "s3cret-pass";
+  const lines: unknown[] = [];
+  const seen: unknown[] = [];
+  const watch = (message: unknown) => seen.push(message);
+  diagnostics.subscribe(CONNECTION_CHANNEL, watch);
+  try {
+    for (
+      const url of [
+        `ws://user:${secret}@127.0.0.1:1`,
+        `wss://user:${secret}@realm.example.com/ws`,
+        `ws://${secret}@127.0.0.1:1`,
+        ["wss://realm-1.example.com", `wss://user:${secret}@realm-2.example.com`],
+        // Refused for another reason first, still without the password in the message.
+        `http://user:${secret}@realm.example.com`,
+        `ws://user:${secret}@realm.example.com:99999`,
+        // Spellings a URL parser takes too.
+        `ws:user:${secret}@127.0.0.1:1`,
+        `ws:\\\\user:${secret}@127.0.0.1:1`,
+        `ws:user:${secret}@realm.example.com:99999`,
+      ]
+    ) {
+      const error = optionsOutcome({
+        url,
+        apiKey: "k",
+        logger: (line: unknown) => lines.push(line),
+      });
+      assert.ok(error, `refused: ${url}`);
+      assert.equal(error.sent, false);
+      assert.ok(!error.message.includes(secret), error.message);
+      assert.ok(!String(error.stack).includes(secret), "nor in its stack");
+    }
+    assert.match(
+      optionsOutcome({ url: `ws://user:${secret}@127.0.0.1:1` })!.message,
+      /^`url` must hold no user:password@: pass the key as `apiKey`\.$/,
+    );
+    // No client was made: nothing logged, nothing published.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.deepEqual(lines, []);
+    assert.deepEqual(seen, []);
+  } finally {
+    diagnostics.unsubscribe(CONNECTION_CHANNEL, watch);
+  }
+});
+
+Deno.test("a url that WebSocket refuses (a #fragment) is refused by the constructor", () => {
+  for (const url of ["ws://127.0.0.1:1/#x", "ws://127.0.0.1:1/#", "wss://h.example/ws#top"]) {
+    // The runtime's own WebSocket throws for it: connect() would only fail later.
+    assert.throws(() => new WebSocket(url), { name: "SyntaxError" });
+    const error = optionsOutcome({ url });
+    assert.match(
+      error?.message ?? "",
+      /^`url` must be a ws:\/\/ or wss:\/\/ URL without a #fragment/,
+    );
+    assert.equal(error!.sent, false);
+  }
+  assert.equal(optionsOutcome({ url: "ws://127.0.0.1:1/path?q=1" }), undefined);
+});
+
+Deno.test("every refusal of a call's input says sent: false", async () => {
+  const client = new RealmWebSocketClient({ model: "m" });
+  const refusals = [
+    client.generate({ prompt: 5 } as never),
+    client.generate({ prompt: "p", max_tokens: 0 }),
+    client.health({ timeout: -1 }),
+    client.executePipeline("", {}),
+    client.executePipeline("p", { n: 1n }),
+  ];
+  for (const refused of refusals) {
+    const error = await rejection(refused);
+    assert.equal(error.code, "INVALID_PARAMS");
+    assert.equal(error.sent, false, error.message);
+  }
 });
 
 /** The code a call on a never-connected client fails with: INVALID_PARAMS or NOT_CONNECTED. */
