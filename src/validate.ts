@@ -47,6 +47,50 @@ function invalidParam(message: string): RealmError {
   return new RealmError("INVALID_PARAMS", message, NOT_SENT);
 }
 
+/** The per-call options, the last argument of every call. */
+export const CALL_OPTIONS = [
+  "signal",
+  "timeout",
+  "streamIdleTimeout",
+  "maxRetries",
+  "safeToRepeat",
+] as const satisfies readonly (keyof CallOptions)[];
+
+/**
+ * Refuses a key of `input` that is not in `known`, naming the known key it most likely meant:
+ * one that differs but for case and one short run of letters (`maxTokens` for `max_tokens`,
+ * `timout` for `timeout`, `maxRetry` for `maxRetries`). TypeScript catches these at compile time, JavaScript only here: the
+ * server ignores fields it does not know, so a misspelt key would change nothing, in silence.
+ */
+function checkKeys(
+  input: object,
+  known: readonly string[],
+  what: string,
+  refuse: (message: string) => RealmError,
+): void {
+  const key = Object.keys(input).find((key) => !known.includes(key));
+  if (key === undefined) return;
+  const near = known.find((name) => isNear(key.toLowerCase(), name.toLowerCase()));
+  throw refuse(
+    `Unknown ${what} \`${key}\`${
+      near ? `: did you mean \`${near}\`?` : `; use ${known.join(", ")}.`
+    }`,
+  );
+}
+
+/**
+ * Whether `a` and `b` differ only in one run of letters, after a common start and before a common
+ * end: two letters long at most, or a third of the longer word.
+ */
+function isNear(a: string, b: string): boolean {
+  const longest = Math.max(a.length, b.length);
+  let start = 0;
+  let end = 0;
+  while (a[start] && a[start] === b[start]) start++;
+  while (end < a.length - start && end < b.length - start && a.at(~end) === b.at(~end)) end++;
+  return longest - start - end <= Math.max(2, longest / 3);
+}
+
 const MS = "a number of milliseconds";
 /** The longest delay timers honour (2^31-1 ms, about 24.8 days); a longer one fires at once. */
 const MAX_DELAY = 2 ** 31 - 1;
@@ -171,6 +215,7 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
     );
   }
   const options = input as unknown as Record<string, unknown>;
+  checkKeys(input, Object.keys(OPTION_DEFAULTS), "option", invalidOption);
   if (typeof input.model !== "string" || input.model.trim() === "") {
     throw invalidOption(
       '`model` is required: a model name, file path or URL, e.g. `{ model: "llama-2-7b" }`.',
@@ -271,6 +316,7 @@ export function checkCallOptions(opts: CallOptions | undefined): CallOptions {
   if (typeof opts !== "object" || opts === null) {
     throw invalidParam("The call options must be an object like `{ signal, timeout }`.");
   }
+  checkKeys(opts, CALL_OPTIONS, "option", invalidParam);
   if (opts.signal !== undefined && !isAbortSignal(opts.signal)) {
     throw invalidParam(
       `\`signal\` must be an AbortSignal (e.g. from an AbortController); got ${
@@ -326,6 +372,22 @@ const GENERATION_RANGES: Range[] = [
 ];
 
 /**
+ * Every parameter of `generate`. Any other key is refused: the server ignores fields it does not
+ * know, so one passed on would only hide a typo.
+ */
+export const GENERATION_PARAMS = [
+  "prompt",
+  "model",
+  "max_tokens",
+  "temperature",
+  "top_p",
+  "top_k",
+  "repetition_penalty",
+  "stream",
+  "onToken",
+] as const satisfies readonly (keyof GenerationOptions)[];
+
+/**
  * Checks `generate` options and returns the wire `params`: only the fields
  * the server knows, with the client's `model` when the call names none.
  */
@@ -337,6 +399,7 @@ export function generationParams(
   if (typeof options !== "object" || options === null) {
     throw invalidParam('generate needs an options object, e.g. `{ prompt: "Hello" }`.');
   }
+  checkKeys(options, GENERATION_PARAMS, "parameter", invalidParam);
   if (typeof options.prompt !== "string") {
     throw invalidParam(`\`prompt\` must be a string; got ${describe(options.prompt)}.`);
   }

@@ -8,8 +8,14 @@
  */
 import assert from "node:assert/strict";
 import diagnostics from "node:diagnostics_channel";
-import { resolveOptions } from "../src/validate.ts";
 import {
+  CALL_OPTIONS,
+  GENERATION_PARAMS,
+  OPTION_DEFAULTS,
+  resolveOptions,
+} from "../src/validate.ts";
+import {
+  type CallOptions,
   CONNECTION_CHANNEL,
   type GenerationOptions,
   RealmError,
@@ -212,6 +218,106 @@ Deno.test("a url that WebSocket refuses (a #fragment) is refused by the construc
     assert.equal(error!.sent, false);
   }
   assert.equal(optionsOutcome({ url: "ws://127.0.0.1:1/path?q=1" }), undefined);
+});
+
+Deno.test("an unknown option is refused with the one it most likely meant", () => {
+  const cases: [Record<string, unknown>, string][] = [
+    [{ timout: 5000 }, "Unknown option `timout`: did you mean `timeout`?"],
+    [{ Timeout: 5000 }, "Unknown option `Timeout`: did you mean `timeout`?"],
+    [{ apikey: "k" }, "Unknown option `apikey`: did you mean `apiKey`?"],
+    [{ URL: "ws://127.0.0.1:1" }, "Unknown option `URL`: did you mean `url`?"],
+    [{ maxRetry: 2 }, "Unknown option `maxRetry`: did you mean `maxRetries`?"],
+    [{ reconect: false }, "Unknown option `reconect`: did you mean `reconnect`?"],
+    // Refused even when undefined: the key itself is the mistake.
+    [{ tenant: undefined }, "Unknown option `tenant`: did you mean `tenantId`?"],
+  ];
+  for (const [extra, message] of cases) {
+    const error = optionsOutcome(extra);
+    assert.equal(error?.message, message);
+    assert.equal(error!.sent, false);
+  }
+  // Nothing close: the message lists every option.
+  assert.equal(
+    optionsOutcome({ debug: true })?.message,
+    `Unknown option \`debug\`; use ${Object.keys(OPTION_DEFAULTS).join(", ")}.`,
+  );
+});
+
+Deno.test("the known keys are exactly the typed ones: options, call options, generate parameters", () => {
+  // The compiler fails these objects when a key is missing or unknown.
+  const callOptions: Record<keyof CallOptions, true> = {
+    signal: true,
+    timeout: true,
+    streamIdleTimeout: true,
+    maxRetries: true,
+    safeToRepeat: true,
+  };
+  const generateParams: Record<keyof GenerationOptions, true> = {
+    prompt: true,
+    model: true,
+    max_tokens: true,
+    temperature: true,
+    top_p: true,
+    top_k: true,
+    repetition_penalty: true,
+    stream: true,
+    onToken: true,
+  };
+  assert.deepEqual([...CALL_OPTIONS].sort(), Object.keys(callOptions).sort());
+  assert.deepEqual([...GENERATION_PARAMS].sort(), Object.keys(generateParams).sort());
+  // Every option of the one table is accepted, and nothing else.
+  const everyOption = Object.fromEntries(
+    Object.keys(OPTION_DEFAULTS).map((name) => [name, undefined]),
+  );
+  assert.equal(optionsOutcome({ ...everyOption, model: "m" }), undefined);
+});
+
+Deno.test("an unknown call option or generate parameter is refused, before anything is sent", async () => {
+  const cases: [(client: RealmWebSocketClient) => Promise<unknown>, string][] = [
+    [(c) => c.health({ timout: 5 } as never), "Unknown option `timout`: did you mean `timeout`?"],
+    [
+      (c) => c.generate({ prompt: "p" }, { abortSignal: 1 } as never),
+      `Unknown option \`abortSignal\`; use ${CALL_OPTIONS.join(", ")}.`,
+    ],
+    [
+      (c) => c.generate({ prompt: "p", maxTokens: 5 } as never),
+      "Unknown parameter `maxTokens`: did you mean `max_tokens`?",
+    ],
+    [
+      (c) => c.generate({ prompt: "p", temprature: 1 } as never),
+      "Unknown parameter `temprature`: did you mean `temperature`?",
+    ],
+    [
+      (c) => c.generate({ prompt: "p", topP: 0.5 } as never),
+      "Unknown parameter `topP`: did you mean `top_p`?",
+    ],
+    [
+      (c) => c.executePipeline("p", {}, { safe_to_repeat: true } as never),
+      "Unknown option `safe_to_repeat`: did you mean `safeToRepeat`?",
+    ],
+    // A field the server would ignore in silence: refused, with the parameters listed.
+    [
+      (c) => c.generate({ prompt: "p", stop: ["\n"] } as never),
+      `Unknown parameter \`stop\`; use ${GENERATION_PARAMS.join(", ")}.`,
+    ],
+    [
+      async (c) => {
+        for await (const _ of c.generateStream({ prompt: "p", max_token: 5 } as never)) { /* */ }
+      },
+      "Unknown parameter `max_token`: did you mean `max_tokens`?",
+    ],
+  ];
+  await withClient({}, {}, async (client, server) => {
+    await client.connect();
+    for (const [call, message] of cases) {
+      const error = await rejection(call(client));
+      assert.equal(error.code, "INVALID_PARAMS");
+      assert.equal(error.message, message);
+      assert.equal(error.sent, false);
+    }
+    assert.deepEqual(sentCalls(server), []);
+    assert.equal(client.stats().pendingCalls, 0);
+  });
 });
 
 Deno.test("every refusal of a call's input says sent: false", async () => {
