@@ -10,7 +10,8 @@
  *    Chromium served from loopback; runs the CommonJS round trip on both Nodes; checks the
  *    stub server's frames, close codes and fault switches on Node and Bun (`tests/npm/stub.mjs`);
  *    the diagnostics channels on Node 20, Node 22 and Bun (`tests/npm/telemetry.mjs`);
- *    bundles the package for the browser (no `ws` inside) and type-checks a strict consumer;
+ *    bundles the package for the browser (no `ws` inside) and type-checks a strict consumer, with
+ *    the DOM library and as a Node project without it (`node16` and `bundler` resolution);
  * 5. drives the `./ai-sdk` entry with the real AI SDK on Node 22 (`tests/npm/ai_sdk.mjs`), with
  *    `ai` 7 and with `ai` 6 (installed as `ai6`), which both take its `LanguageModelV3` models.
  * 6. checks the tarball's file list (builds, shipped sources, README, CHANGELOG, both licenses),
@@ -43,6 +44,8 @@ const PINS = {
   playwright: "1.65.1",
   esbuild: "0.28.2",
   typescript: "5.9.3",
+  // Node's own types, for the type check of a Node project without the DOM library.
+  typesNode: "22.20.7",
   publint: "0.3.25",
   attw: "0.18.5",
   // The AI SDK for the ./ai-sdk entry: the current major, the previous one, and ai's zod peer.
@@ -327,6 +330,7 @@ async function main(): Promise<number> {
           `playwright-core@${PINS.playwright}`,
           `esbuild@${PINS.esbuild}`,
           `typescript@${PINS.typescript}`,
+          `@types/node@${PINS.typesNode}`,
           `publint@${PINS.publint}`,
           `@arethetypeswrong/cli@${PINS.attw}`,
           `ai@${PINS.ai}`,
@@ -379,6 +383,26 @@ async function main(): Promise<number> {
       "es2022,dom,dom.iterable",
       "types_check.mts",
     ], { cwd: project });
+    // A Node project without the DOM library: the declarations must name no DOM-only type.
+    for (const [module, resolution] of [["node16", "node16"], ["esnext", "bundler"]]) {
+      await step(`types (tsc, Node without DOM, ${resolution})`, bin("tsc"), [
+        "--noEmit",
+        "--strict",
+        "--skipLibCheck",
+        "false",
+        "--module",
+        module,
+        "--moduleResolution",
+        resolution,
+        "--target",
+        "es2022",
+        "--lib",
+        "es2023",
+        "--types",
+        "node",
+        "types_check.mts",
+      ], { cwd: project });
+    }
     await step("browser bundle (esbuild)", node20, ["bundle_check.mjs"], { cwd: project });
 
     // --- the behaviour suite on every runtime -------------------------------------------------
