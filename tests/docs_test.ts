@@ -284,3 +284,40 @@ Deno.test("the API docs name each parameter in the user's words and explain each
     "type parameters without @typeParam (deno doc hides their bounds)",
   );
 });
+
+Deno.test({
+  name: "the doc examples that deno task test runs print nothing",
+  // The examples start stub servers of their own; the run below owns and closes them.
+  sanitizeResources: false,
+  fn: async () => {
+    const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
+    // The task's permissions, on every file with examples but the test files (which print none).
+    const permissions = (config.tasks.test as string).split(" ").filter((arg) =>
+      arg.startsWith("--allow-") || arg.startsWith("--lock=")
+    );
+    const { stdout, stderr, success } = await new Deno.Command(Deno.execPath(), {
+      // Not --quiet, as the task is: it would hide what the examples print.
+      args: [
+        "test",
+        "--doc",
+        "--parallel",
+        ...permissions,
+        ...ENTRIES,
+        "src/",
+        "examples/",
+        "README.md",
+        "docs/",
+      ],
+      cwd: root,
+      env: { DENO_JOBS: "2", NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const output = new TextDecoder().decode(stdout);
+    assert.ok(success, output.slice(-2000) + new TextDecoder().decode(stderr).slice(-2000));
+    const printed = [...output.matchAll(/post-test output -+\n([\s\S]*?)-+ post-test output end/g)]
+      .map((match) => match[1]);
+    assert.deepEqual(printed, [], "examples that print when the suite runs them");
+    assert.match(output, /^ok \| \d+ passed \| 0 failed/m);
+  },
+});
