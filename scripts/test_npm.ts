@@ -9,16 +9,18 @@
  *    Node 20 (the `ws` fallback), Node 22 and Bun (the global `WebSocket`), and in a headless
  *    Chromium served from loopback; runs the CommonJS round trip on both Nodes; checks the
  *    stub server's frames, close codes and fault switches on Node and Bun (`tests/npm/stub.mjs`);
- *    the diagnostics channels on Node 20, Node 22 and Bun (`tests/npm/telemetry.mjs`);
+ *    the diagnostics channels on Node 20, Node 22 and Bun (`tests/npm/telemetry.mjs`), and the
+ *    OpenTelemetry recipe the package ships, copied out of it and run on Node 22 with the real
+ *    OpenTelemetry SDK (`tests/npm/opentelemetry.mjs`);
  *    bundles the package for the browser (no `ws` inside) and type-checks a strict consumer, with
  *    the DOM library and as a Node project without it (`node16` and `bundler` resolution);
  * 5. drives the `./ai-sdk` entry with the real AI SDK on Node 22 (`tests/npm/ai_sdk.mjs`), with
  *    `ai` 7 and with `ai` 6 (installed as `ai6`), which both take its `LanguageModelV3` models;
  *    runs the README's AI SDK snippet as written on Node 22 (a stub on 127.0.0.1:8080 for its
  *    default provider), which must end by itself.
- * 6. checks the tarball's file list (builds, shipped sources, README, CHANGELOG, both licenses),
- *    and that the runs on Node 20, Node 22 and Bun leave stderr empty, pools of 16 to 64 sockets
- *    included (`tests/npm/quiet.mjs`).
+ * 6. checks the tarball's file list (builds, shipped sources, README, CHANGELOG, both licenses,
+ *    the OpenTelemetry recipe), and that the runs on Node 20, Node 22 and Bun leave stderr
+ *    empty, pools of 16 to 64 sockets included (`tests/npm/quiet.mjs`).
  * 7. runs the package's `realm-conformance` command, as installed from the tarball, against a
  *    stub server (open; authenticated with a rate limit) on Node 20 (ws), Node 22 and Bun.
  *
@@ -55,6 +57,9 @@ const PINS = {
   ai: "7.0.173",
   ai6: "6.0.326",
   zod: "4.6.7",
+  // OpenTelemetry, for the recipe the package ships.
+  otelApi: "1.9.1",
+  otelSdk: "2.12.1",
 };
 const CHROMIUM_APT = "apt-get update && apt-get install -y chromium";
 
@@ -199,8 +204,17 @@ interface PackResult {
   files: { path: string }[];
 }
 
-/** Files the tarball must hold besides the builds: npm adds only a README by itself. */
-const PACKED_DOCUMENTS = ["README.md", "CHANGELOG.md", "LICENSE-MIT", "LICENSE-APACHE"];
+/**
+ * Files the tarball must hold besides the builds: npm adds only a README by itself. The
+ * OpenTelemetry recipe is there for a user to copy.
+ */
+const PACKED_DOCUMENTS = [
+  "README.md",
+  "CHANGELOG.md",
+  "LICENSE-MIT",
+  "LICENSE-APACHE",
+  "examples/opentelemetry.ts",
+];
 /** Each entry's code and declarations, in both builds. */
 const PACKED_ENTRIES = ["mod", "node", "testing", "testing_node"].flatMap((name) =>
   ["esm", "cjs"].flatMap((build) => [`${build}/${name}.js`, `${build}/${name}.d.ts`])
@@ -386,6 +400,9 @@ async function main(): Promise<number> {
           `ai@${PINS.ai}`,
           `ai6@npm:ai@${PINS.ai6}`,
           `zod@${PINS.zod}`,
+          `@opentelemetry/api@${PINS.otelApi}`,
+          `@opentelemetry/sdk-trace-base@${PINS.otelSdk}`,
+          `@opentelemetry/sdk-metrics@${PINS.otelSdk}`,
         ],
         project,
         600_000,
@@ -479,6 +496,17 @@ async function main(): Promise<number> {
       cwd: project,
     });
     await readmeAiSdkSnippet(project, node22, node22Version);
+    // The recipe as a user takes it: copied out of the installed package, run as it is.
+    await Deno.copyFile(
+      join(project, "node_modules", "@realm-ai", "ws-client", "examples", "opentelemetry.ts"),
+      join(project, "opentelemetry.ts"),
+    );
+    await step(
+      `OpenTelemetry recipe, Node ${node22Version}`,
+      node22,
+      ["opentelemetry.mjs"],
+      quiet,
+    );
     await step(`telemetry, Node ${node20Version}`, node20, ["telemetry.mjs"], quiet);
     await step(`telemetry, Node ${node22Version}`, node22, ["telemetry.mjs"], quiet);
     await step(`telemetry, Bun ${bunVersion}`, bun, ["telemetry.mjs"], quiet);
