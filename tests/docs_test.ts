@@ -6,6 +6,7 @@
  * CHANGELOG).
  */
 import assert from "node:assert/strict";
+import type { RealmEventMap } from "../mod.ts";
 
 const root = new URL("../", import.meta.url);
 
@@ -320,4 +321,70 @@ Deno.test({
     assert.deepEqual(printed, [], "examples that print when the suite runs them");
     assert.match(output, /^ok \| \d+ passed \| 0 failed/m);
   },
+});
+
+/** Number words as the docs write counts. */
+const NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+
+Deno.test("the migration guide's count of events is the events it lists, and the client's", () => {
+  // The compiler fails this object when an event is added or removed.
+  const events: Record<keyof RealmEventMap, true> = {
+    statechange: true,
+    connecting: true,
+    connected: true,
+    disconnected: true,
+    reconnecting: true,
+    error: true,
+  };
+  const row = texts.get("docs/migration.md")!.split("\n").find((line) =>
+    /\| \w+ events: /i.test(line)
+  );
+  assert.ok(row, "the migration guide's row about events");
+  const [, count, list] = /\| (\w+) events: ([^;]*);/i.exec(row)!;
+  const listed = [...list.matchAll(/`(\w+)`/g)].map((match) => match[1]);
+  assert.deepEqual(listed.sort(), Object.keys(events).sort());
+  assert.equal(NUMBERS.indexOf(count.toLowerCase()), listed.length, `"${count} events"`);
+  for (const [, word] of row.matchAll(/one of the (\w+)/gi)) {
+    assert.equal(NUMBERS.indexOf(word.toLowerCase()), listed.length, `"One of the ${word}"`);
+  }
+});
+
+Deno.test("the README and CONTRIBUTING name the examples the demo runs, and only those", async () => {
+  const demo = await Deno.readTextFile(new URL("examples/demo.ts", root));
+  const runs = [...demo.matchAll(/from "\.\/([\w-]+)\.ts"/g)].map((match) => match[1]).sort();
+  assert.ok(runs.length > 1, "demo.ts imports the examples it runs");
+  const readme = texts.get("README.md")!;
+  // The sentence ends at a full stop followed by a space or a line's end.
+  const sentence = /The demo runs ([\s\S]*?)\.\s/.exec(readme)?.[1];
+  assert.ok(sentence, "the README says which examples the demo runs");
+  const named = [...sentence.matchAll(/\(examples\/([\w-]+)\.ts\)/g)].map((match) => match[1]);
+  assert.deepEqual(named.sort(), runs);
+  // Where a count is given: "runs four examples".
+  for (const path of ["README.md", "CONTRIBUTING.md"]) {
+    const counted = /runs (\w+) examples/.exec(texts.get(path)!);
+    assert.ok(counted, `${path} says how many examples the demo runs`);
+    assert.equal(NUMBERS.indexOf(counted[1]), runs.length, `${path}: "${counted[0]}"`);
+  }
+});
+
+/** Commands that install the package from a registry, or run it from one. */
+const REGISTRY_COMMAND =
+  /\b(?:(?:npm|pnpm|yarn|bun) (?:install|i|add)|npx(?: -y)? -p|deno (?:add|install|run)[^`\n]*?) (?:jsr:|npm:)?@realm-ai\/ws-client\b/;
+
+Deno.test("while the package is unpublished, no document offers a registry command for it", () => {
+  assert.match("npm install @realm-ai/ws-client", REGISTRY_COMMAND);
+  assert.match("deno run --allow-net jsr:@realm-ai/ws-client/conformance", REGISTRY_COMMAND);
+  assert.doesNotMatch(
+    "npx -p ./npm/realm-ai-ws-client-0.1.0.tgz realm-conformance",
+    REGISTRY_COMMAND,
+  );
+  if (!texts.get("README.md")!.includes("**Not published yet.**")) return;
+  const offered: string[] = [];
+  for (const path of documents) {
+    if (path === "CHANGELOG.md") continue;
+    texts.get(path)!.split("\n").forEach((line, index) => {
+      if (REGISTRY_COMMAND.test(line)) offered.push(`${path}:${index + 1}: ${line.trim()}`);
+    });
+  }
+  assert.deepEqual(offered, [], "registry commands that fail today");
 });
