@@ -59,8 +59,9 @@ export const CALL_OPTIONS = [
 /**
  * Refuses a key of `input` that is not in `known`, naming the known key it most likely meant:
  * one that differs but for case and one short run of letters (`maxTokens` for `max_tokens`,
- * `timout` for `timeout`, `maxRetry` for `maxRetries`). TypeScript catches these at compile time, JavaScript only here: the
- * server ignores fields it does not know, so a misspelt key would change nothing, in silence.
+ * `timout` for `timeout`, `maxRetry` for `maxRetries`). TypeScript catches these at compile
+ * time, JavaScript only here: the server ignores fields it does not know, so a misspelt key
+ * would change nothing, in silence.
  */
 function checkKeys(
   input: object,
@@ -171,7 +172,7 @@ function numberOption(value: unknown, name: string, fallback: number, rule: stri
 function describe(value: unknown): string {
   if (typeof value === "string") {
     // Never what may be a URL's user and password.
-    const text = value.replace(/.*@/, "…@");
+    const text = value.replace(/.*@/s, "…@");
     return JSON.stringify(text.length > 40 ? text.slice(0, 40) + "…" : text);
   }
   if (typeof value === "number" || typeof value === "boolean" || value == null) {

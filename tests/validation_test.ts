@@ -181,6 +181,7 @@ Deno.test("a user or password in url is refused, and never shown", async () => {
         `ws:user:${secret}@127.0.0.1:1`,
         `ws:\\\\user:${secret}@127.0.0.1:1`,
         `ws:user:${secret}@realm.example.com:99999`,
+        `ws://user:s3cret\n-pass@realm.example.com:99999`,
       ]
     ) {
       const error = optionsOutcome({
@@ -190,8 +191,8 @@ Deno.test("a user or password in url is refused, and never shown", async () => {
       });
       assert.ok(error, `refused: ${url}`);
       assert.equal(error.sent, false);
-      assert.ok(!error.message.includes(secret), error.message);
-      assert.ok(!String(error.stack).includes(secret), "nor in its stack");
+      assert.ok(!/s3cret/.test(error.message), error.message);
+      assert.ok(!/s3cret/.test(String(error.stack)), "nor in its stack");
     }
     assert.match(
       optionsOutcome({ url: `ws://user:${secret}@127.0.0.1:1` })!.message,
