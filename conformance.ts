@@ -26,9 +26,8 @@
  *
  * const server = await startStubServer({ tokenDelayMs: 0 });
  * try {
- *   const report = await runConformance({ url: server.url });
- *   console.log(report.mode, report.failed); // "open", 0
- *   for (const check of report.checks) console.log(check.name, check.status, check.detail);
+ *   const { mode, failed, checks } = await runConformance({ url: server.url });
+ *   // mode: "open", failed: 0, checks: [{ name, status, detail, ms }, ...], one per check
  * } finally {
  *   await server.close();
  * }

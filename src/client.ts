@@ -410,6 +410,7 @@ export class RealmWebSocketClient extends EventTarget {
    * Adds a listener that receives the event's payload (the error itself for
    * `error`).
    *
+   * @typeParam K The event's name: a key of {@linkcode RealmEventMap}.
    * @example
    * ```ts
    * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
@@ -450,6 +451,7 @@ export class RealmWebSocketClient extends EventTarget {
   /**
    * Removes a listener added with {@linkcode RealmWebSocketClient.on}.
    *
+   * @typeParam K The event's name: a key of {@linkcode RealmEventMap}.
    * @example
    * ```ts
    * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
@@ -486,8 +488,15 @@ export class RealmWebSocketClient extends EventTarget {
    */
   override addEventListener(
     type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | AddEventListenerOptions,
+    // Spelt out: the DOM library's names for these types (`EventListenerOrEventListenerObject`,
+    // `AddEventListenerOptions`) are unknown to a Node project without that library.
+    listener: ((event: Event) => void) | { handleEvent(event: Event): void } | null,
+    options?: boolean | {
+      capture?: boolean;
+      once?: boolean;
+      passive?: boolean;
+      signal?: AbortSignal;
+    },
   ): void {
     if (listener === null) return;
     const key = guardKey(type, options);
@@ -522,8 +531,8 @@ export class RealmWebSocketClient extends EventTarget {
    */
   override removeEventListener(
     type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | EventListenerOptions,
+    listener: ((event: Event) => void) | { handleEvent(event: Event): void } | null,
+    options?: boolean | { capture?: boolean },
   ): void {
     if (listener === null) return;
     const guarded = this.#guards.get(listener)?.get(guardKey(type, options));
@@ -601,7 +610,7 @@ const NO_PARAMS = { json: "{}" };
 const noParams = () => EMPTY as Record<string, unknown>;
 
 /** Listeners are told apart by type and capture, as `EventTarget` does. */
-function guardKey(type: string, options: boolean | EventListenerOptions | undefined): string {
+function guardKey(type: string, options: boolean | { capture?: boolean } | undefined): string {
   const capture = typeof options === "boolean" ? options : options?.capture === true;
   return `${capture ? "c" : "b"}:${type}`;
 }

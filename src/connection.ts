@@ -380,7 +380,7 @@ export function openConnection(
         new RealmError(
           "INVALID_OPTIONS",
           `Cannot open a WebSocket to ${params.url}: ${(cause as Error)?.message ?? cause}`,
-          { cause },
+          { cause, sent: false },
         ),
       );
       return;
@@ -404,11 +404,11 @@ export function openConnection(
       }
       reject(error === ABORTED ? cancelledConnect() : error);
     };
-    const unreachable = (detail: string) =>
+    const unreachable = (detail: string, event?: ErrorEvent) =>
       new RealmError(
         "CONNECTION_CLOSED",
         `Could not connect to ${params.url}${detail}. Is the server running at that address?`,
-        { sent: false },
+        { sent: false, cause: event?.error ?? event },
       );
     const timer = Number.isFinite(params.connectTimeout)
       ? setTimeout(() =>
@@ -435,12 +435,16 @@ export function openConnection(
     };
     if (params.signal?.aborted) return fail(ABORTED);
 
-    socket.onerror = () => {
+    socket.onerror = (event) => {
       // Node 22's WebSocket fires `error` and never `close` when it cannot
       // connect, so an error before the handshake ends the attempt now.
       dead = true;
       if (authFailure) return fail(authFailure);
-      fail(unreachable(""));
+      // Something that is no WebSocket server may have answered. Only the error's message tells,
+      // where the runtime tells at all: "Unexpected server response: 404" (`ws`), "… status code:
+      // 404" (Deno, Bun); Node 22's WebSocket and browsers say nothing.
+      const status = /(?:response|code): (\d{3})/.exec((event as ErrorEvent)?.message)?.[1];
+      fail(unreachable(status ? ` (an HTTP server answered ${status})` : "", event as ErrorEvent));
     };
     socket.onclose = (event) => {
       dead = true;

@@ -36,12 +36,60 @@ export interface ResolvedOptions {
   logger?: RealmClientOptions["logger"];
 }
 
+/** Every refusal here comes before anything is sent. */
+const NOT_SENT = { sent: false };
+
 function invalidOption(message: string): RealmError {
-  return new RealmError("INVALID_OPTIONS", message);
+  return new RealmError("INVALID_OPTIONS", message, NOT_SENT);
 }
 
 function invalidParam(message: string): RealmError {
-  return new RealmError("INVALID_PARAMS", message);
+  return new RealmError("INVALID_PARAMS", message, NOT_SENT);
+}
+
+/** The per-call options, the last argument of every call. */
+export const CALL_OPTIONS = [
+  "signal",
+  "timeout",
+  "streamIdleTimeout",
+  "maxRetries",
+  "safeToRepeat",
+] as const satisfies readonly (keyof CallOptions)[];
+
+/**
+ * Refuses a key of `input` that is not in `known`, naming the known key it most likely meant:
+ * one that differs but for case and one short run of letters (`maxTokens` for `max_tokens`,
+ * `timout` for `timeout`, `maxRetry` for `maxRetries`). TypeScript catches these at compile
+ * time, JavaScript only here: the server ignores fields it does not know, so a misspelt key
+ * would change nothing, in silence.
+ */
+function checkKeys(
+  input: object,
+  known: readonly string[],
+  what: string,
+  refuse: (message: string) => RealmError,
+): void {
+  const key = Object.keys(input).find((key) => !known.includes(key));
+  if (key === undefined) return;
+  const near = known.find((name) => isNear(key.toLowerCase(), name.toLowerCase()));
+  throw refuse(
+    `Unknown ${what} \`${key}\`${
+      near ? `: did you mean \`${near}\`?` : `; use ${known.join(", ")}.`
+    }`,
+  );
+}
+
+/**
+ * Whether `a` and `b` differ only in one run of letters, after a common start and before a common
+ * end: two letters long at most, or a third of the longer word.
+ */
+function isNear(a: string, b: string): boolean {
+  const longest = Math.max(a.length, b.length);
+  let start = 0;
+  let end = 0;
+  while (a[start] && a[start] === b[start]) start++;
+  while (end < a.length - start && end < b.length - start && a.at(~end) === b.at(~end)) end++;
+  return longest - start - end <= Math.max(2, longest / 3);
 }
 
 const MS = "a number of milliseconds";
@@ -123,7 +171,9 @@ function numberOption(value: unknown, name: string, fallback: number, rule: stri
 
 function describe(value: unknown): string {
   if (typeof value === "string") {
-    return JSON.stringify(value.length > 40 ? value.slice(0, 40) + "…" : value);
+    // Never what may be a URL's user and password.
+    const text = value.replace(/.*@/s, "…@");
+    return JSON.stringify(text.length > 40 ? text.slice(0, 40) + "…" : text);
   }
   if (typeof value === "number" || typeof value === "boolean" || value == null) {
     return String(value);
@@ -131,35 +181,31 @@ function describe(value: unknown): string {
   return typeof value;
 }
 
-const LOOPBACK_HOSTS = new Set(["localhost", "[::1]", "::1"]);
+/**
+ * Hosts that are certainly this machine, as a parsed URL spells them: `localhost`, `127.0.0.0/8`
+ * and `[::1]`. Not a name under `.localhost`: a runtime may resolve it through DNS.
+ */
+const LOOPBACK = /^(localhost|127(\.\d+){3}|\[::1\])$/;
 
-function isLoopback(hostname: string): boolean {
-  return LOOPBACK_HOSTS.has(hostname) || /^127(\.\d{1,3}){3}$/.test(hostname) ||
-    hostname.endsWith(".localhost");
-}
-
-/** Checks one server address. */
+/** Checks one server address: one that every WebSocket accepts, without credentials. */
 function checkUrl(url: unknown): URL {
-  let parsed: URL;
+  let parsed: URL | undefined;
   try {
     parsed = new URL(url as string);
-  } catch {
-    throw invalidOption(`\`url\` must be a ws:// or wss:// URL; got ${describe(url)}.`);
-  }
-  if (typeof url !== "string") {
-    throw invalidOption(`\`url\` must be a ws:// or wss:// URL; got ${describe(url)}.`);
-  }
-  if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
+  } catch { /* refused below */ }
+  const scheme = parsed?.protocol;
+  if (typeof url !== "string" || (scheme !== "ws:" && scheme !== "wss:") || url.includes("#")) {
     throw invalidOption(
-      `\`url\` must use ws:// or wss://; got ${describe(url)}.` +
-        (parsed.protocol === "http:" || parsed.protocol === "https:"
-          ? ` Use ${
-            parsed.protocol === "https:" ? "wss" : "ws"
-          }://${parsed.host}${parsed.pathname}.`
+      `\`url\` must be a ws:// or wss:// URL without a #fragment; got ${describe(url)}.` +
+        (scheme === "http:" || scheme === "https:"
+          ? ` Use ${scheme === "https:" ? "wss" : "ws"}://${parsed!.host}${parsed!.pathname}.`
           : ""),
     );
   }
-  return parsed;
+  if (parsed!.username || parsed!.password) {
+    throw invalidOption("`url` must hold no user:password@: pass the key as `apiKey`.");
+  }
+  return parsed!;
 }
 
 /** Checks the constructor's options and fills in the defaults. */
@@ -170,6 +216,7 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
     );
   }
   const options = input as unknown as Record<string, unknown>;
+  checkKeys(input, Object.keys(OPTION_DEFAULTS), "option", invalidOption);
   if (typeof input.model !== "string" || input.model.trim() === "") {
     throw invalidOption(
       '`model` is required: a model name, file path or URL, e.g. `{ model: "llama-2-7b" }`.',
@@ -192,7 +239,7 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
     }
     seen.add(parsed.href);
     if (
-      apiKey !== undefined && parsed.protocol === "ws:" && !isLoopback(parsed.hostname) &&
+      apiKey !== undefined && parsed.protocol === "ws:" && !LOOPBACK.test(parsed.hostname) &&
       input.allowInsecureAuth !== true
     ) {
       throw invalidOption(
@@ -270,6 +317,7 @@ export function checkCallOptions(opts: CallOptions | undefined): CallOptions {
   if (typeof opts !== "object" || opts === null) {
     throw invalidParam("The call options must be an object like `{ signal, timeout }`.");
   }
+  checkKeys(opts, CALL_OPTIONS, "option", invalidParam);
   if (opts.signal !== undefined && !isAbortSignal(opts.signal)) {
     throw invalidParam(
       `\`signal\` must be an AbortSignal (e.g. from an AbortController); got ${
@@ -325,6 +373,22 @@ const GENERATION_RANGES: Range[] = [
 ];
 
 /**
+ * Every parameter of `generate`. Any other key is refused: the server ignores fields it does not
+ * know, so one passed on would only hide a typo.
+ */
+export const GENERATION_PARAMS = [
+  "prompt",
+  "model",
+  "max_tokens",
+  "temperature",
+  "top_p",
+  "top_k",
+  "repetition_penalty",
+  "stream",
+  "onToken",
+] as const satisfies readonly (keyof GenerationOptions)[];
+
+/**
  * Checks `generate` options and returns the wire `params`: only the fields
  * the server knows, with the client's `model` when the call names none.
  */
@@ -336,6 +400,7 @@ export function generationParams(
   if (typeof options !== "object" || options === null) {
     throw invalidParam('generate needs an options object, e.g. `{ prompt: "Hello" }`.');
   }
+  checkKeys(options, GENERATION_PARAMS, "parameter", invalidParam);
   if (typeof options.prompt !== "string") {
     throw invalidParam(`\`prompt\` must be a string; got ${describe(options.prompt)}.`);
   }

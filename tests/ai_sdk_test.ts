@@ -16,7 +16,13 @@ import {
 import { NoSuchModelError } from "@ai-sdk/provider";
 import type { LanguageModelV3CallOptions, LanguageModelV3StreamPart } from "@ai-sdk/provider";
 import { RealmError } from "../mod.ts";
-import { createRealm, type RealmProvider, type RealmProviderSettings } from "../ai_sdk.ts";
+import {
+  createRealm,
+  DEFAULT_PROVIDER_IDLE_MS,
+  realm as defaultRealm,
+  type RealmProvider,
+  type RealmProviderSettings,
+} from "../ai_sdk.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
 import { dropNow, idleStats, sanitize, until } from "./_helpers.ts";
 
@@ -583,6 +589,62 @@ Deno.test({
       assert.deepEqual(realm.client.stats(), idleStats(0));
       assert.equal((await generateText({ model, prompt: FRANCE })).text, "Paris");
     }),
+});
+
+Deno.test("ai-sdk: createRealm refuses a misspelt option, and `model`, at once", () => {
+  const refused = (settings: Record<string, unknown>) => {
+    try {
+      createRealm(settings as RealmProviderSettings);
+    } catch (error) {
+      assert.ok(error instanceof RealmError);
+      assert.equal(error.code, "INVALID_OPTIONS");
+      assert.equal(error.sent, false);
+      return error.message;
+    }
+    assert.fail("createRealm accepted it");
+  };
+  assert.equal(refused({ timout: 5000 }), "Unknown option `timout`: did you mean `timeout`?");
+  assert.equal(refused({ apikey: "k" }), "Unknown option `apikey`: did you mean `apiKey`?");
+  assert.match(refused({ model: "llama-2-7b" }), /^createRealm takes no `model`/);
+});
+
+Deno.test({
+  name:
+    "ai-sdk: the default provider closes its socket once idle, so a script ends; the next call opens it again",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 60, longStreams: true });
+    const Native = globalThis.WebSocket;
+    // The default provider talks to ws://localhost:8080; here, to the stub.
+    globalThis.WebSocket = class extends Native {
+      constructor(url: string | URL, protocols?: ConstructorParameters<typeof Native>[1]) {
+        super(String(url).startsWith("ws://localhost:8080") ? server.url : url, protocols);
+      }
+    };
+    let connected = 0;
+    const onConnected = () => connected++;
+    defaultRealm.client.on("connected", onConnected);
+    try {
+      const model = defaultRealm("llama-2-7b");
+      // A stream that lasts longer than the idle time is not cut: idle counts from a call's end.
+      const streamed = streamText({ model, prompt: "Hi", maxOutputTokens: 25 });
+      assert.equal((await streamed.text).split(" ").length - 1, 25);
+      assert.equal((await generateText({ model, prompt: FRANCE })).text, "Paris");
+      assert.equal(connected, 1, "calls close together share one socket");
+      const lastCall = performance.now();
+      await until(() => defaultRealm.client.state === "idle", DEFAULT_PROVIDER_IDLE_MS + 3000);
+      const idle = performance.now() - lastCall;
+      assert.ok(idle >= DEFAULT_PROVIDER_IDLE_MS - 20, `closed after ${idle.toFixed(0)} ms`);
+      await until(() => server.connectionCount === 0, 3000, "the socket to close");
+      assert.equal((await generateText({ model, prompt: FRANCE })).text, "Paris");
+      assert.equal(connected, 2);
+    } finally {
+      globalThis.WebSocket = Native;
+      defaultRealm.client.off("connected", onConnected);
+      await defaultRealm.close();
+      await server.close();
+    }
+  },
 });
 
 Deno.test({

@@ -72,6 +72,43 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "a timeout says what the call waited for: a server to reach, room on a socket, or its answer",
+  ...timers,
+  fn: async () => {
+    const { create } = registry();
+    const timedOut = async (setUp: (call: Call) => void) => {
+      const call = create(spec({ timeout: 5 }));
+      setUp(call);
+      return (await rejection(call.result, 1000, "the 5 ms timeout")).message;
+    };
+    const see = "could be reached to send it (see the `error` and `statechange` events).";
+    // Queued while no server could be reached: more time or sockets would not have helped.
+    const unreachable = await timedOut((call) => call.waitingFor = "a connection");
+    assert.equal(unreachable, `No answer to health (call 1) within 5 ms. No server ${see}`);
+    const droppedThenUnreachable = await timedOut((call) => {
+      call.attempts = 1;
+      call.waitingFor = "a connection";
+    });
+    assert.match(
+      droppedThenUnreachable,
+      new RegExp(`Its connection closed, and no server ${see.replace(/[()`.]/g, "\\$&")}$`),
+    );
+    for (const message of [unreachable, droppedThenUnreachable]) {
+      assert.doesNotMatch(message, /raise|connections/, "no advice that cannot help");
+    }
+    assert.match(
+      await timedOut((call) => call.waitingFor = "room on a socket"),
+      /every socket carried `pipelining` calls\. Raise `timeout`, `connections` or `pipelining`\.$/,
+    );
+    assert.match(
+      await timedOut((call) => call.sent = true),
+      /one call at a time per connection, .* raise `timeout`, or open more sockets/,
+    );
+  },
+});
+
+Deno.test({
   name: "an abort rejects at once with ABORTED, also when the signal was aborted before",
   ...timers,
   fn: async () => {

@@ -489,3 +489,27 @@ Deno.test({
     await until(() => t.client.state === "open", 3000, "open again");
   },
 });
+
+Deno.test({
+  name: "a call that times out while no server can be reached says so, not to raise its timeout",
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates({}, {});
+    await t.client.connect();
+    dropNow(t.server);
+    // From now on every attempt is answered with HTTP 503: no server can be reached.
+    t.server.faults.rejectConnections(true);
+    await until(() => t.client.state === "reconnecting", 3000, "reconnecting");
+    const error = failedWith(
+      await outcome(t.client.health({ timeout: 300 }), 2000, "a call while no server answers"),
+      "TIMEOUT",
+    );
+    assert.equal(
+      error.message,
+      `No answer to health (call ${error.requestId}) within 300 ms. No server could be reached ` +
+        "to send it (see the `error` and `statechange` events).",
+    );
+    assert.equal(error.sent, false);
+    t.server.faults.rejectConnections(false);
+  },
+});

@@ -167,6 +167,31 @@ Deno.test("realm:call: errors publish error with error.type, the RealmError code
   });
 });
 
+Deno.test("realm:call: a call refused before it is made is not published; the next call is", async () => {
+  using traces = subscribe();
+  await withClient({}, {}, async (client) => {
+    await client.connect();
+    const refused = [
+      client.generate({ prompt: "p", maxTokens: 5 } as never),
+      client.generate({ prompt: "p", temperature: 3 }),
+      client.health({ timout: 5 } as never),
+      client.executePipeline("rag-pipeline", { n: 1n }),
+      (async () => {
+        for await (const _ of client.generateStream({ prompt: "p", top_P: 1 } as never)) { /* */ }
+      })(),
+    ];
+    for (const call of refused) {
+      const error = await rejection(call);
+      assert.equal(error.code, "INVALID_PARAMS");
+      assert.equal(error.sent, false);
+      assert.equal(error.requestId, undefined, "it never got an id");
+    }
+    assert.deepEqual(traces.calls, []);
+    const { requestId } = await client.health();
+    assert.deepEqual(traces.of(requestId), ["start", "end", "asyncStart", "asyncEnd"]);
+  });
+});
+
 Deno.test("realm:call: nothing is published without a subscriber, and a late one sees only new calls", async () => {
   await withClient({}, {}, async (client) => {
     await client.connect();
