@@ -103,7 +103,7 @@ Deno.test({
     );
     assert.match(
       await timedOut((call) => call.sent = true),
-      /one call at a time per connection, .* raise `timeout`, or open more sockets/,
+      /waited behind other calls on its socket .* raise `timeout`, or open more sockets/,
     );
   },
 });
