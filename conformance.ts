@@ -306,7 +306,7 @@ export async function conformanceMain(
     if (!(error instanceof RealmError && error.code === "INVALID_OPTIONS")) throw error;
     // The client names its option; on the command line it is a flag.
     const message = error.message.replace(
-      "set `allowInsecureAuth: true`",
+      "`allowInsecureAuth: true`",
       "pass --allow-insecure-auth",
     );
     output.writeError(`${message}\n`);

@@ -58,8 +58,8 @@ export class Call {
   mayHaveRun = false;
   /** The server it should not go back to on its next try (its socket closed under it). */
   avoid: string | undefined;
-  /** What it waits for while queued: an open socket, or room on one. */
-  waitingFor: "a connection" | "room on a socket" | undefined;
+  /** Queued while no socket was open (not merely while every socket was full). */
+  waitsForServer = false;
   readonly result: Promise<unknown>;
   /**
    * When the call was made, when its first token arrived (0: none yet) and
@@ -226,27 +226,23 @@ export class Call {
         new RealmError(
           "TIMEOUT",
           `The ${this.spec.fn} stream (call ${this.id}) got no token for ` +
-            `${this.spec.idleTimeout} ms and was ended (the server can stop a stream without a ` +
-            "final frame). Raise `streamIdleTimeout` for a slower model.",
+            `${this.spec.idleTimeout} ms: raise \`streamIdleTimeout\` for a slower model.`,
           { requestId: this.id, sent: true },
         ),
         "abandoned",
       );
       return;
     }
-    const waited = this.waitingFor;
+
     this.fail(
       new RealmError(
         "TIMEOUT",
         `No answer to ${this.spec.fn} (call ${this.id}) within ${this.spec.timeout} ms. ` +
-          (waited === "a connection"
+          (this.waitsForServer
             ? (this.attempts ? "Its connection closed, and no server" : "No server") +
-              " could be reached to send it (see the `error` and `statechange` events)."
-            : waited
-            ? "It waited to be sent: every socket carried `pipelining` calls. Raise `timeout`, " +
-              "`connections` or `pipelining`."
-            : "It may have waited behind other calls on its socket (the server serves one at a " +
-              "time): raise `timeout`, or open more sockets (`connections`)."),
+              " could be reached to send it (see the `error` events)."
+            : "It may have waited behind other calls: raise `timeout`, `connections` or " +
+              "`pipelining`."),
         { requestId: this.id, sent: this.sent || this.mayHaveRun },
       ),
       "abandoned",

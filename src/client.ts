@@ -509,7 +509,7 @@ export class RealmWebSocketClient extends EventTarget {
           if (typeof listener === "function") listener.call(this, event);
           else listener.handleEvent(event);
         } catch (error) {
-          this.#log(`a "${type}" listener threw; the client went on`, { error: String(error) });
+          this.#log(`a "${type}" listener threw`, { error: String(error) });
         }
       };
       guards.set(key, guarded);
@@ -577,8 +577,8 @@ export class RealmWebSocketClient extends EventTarget {
     if ("problem" in encoded) {
       throw new RealmError(
         "INVALID_PARAMS",
-        `The ${fn} call's parameters cannot be sent as JSON (${encoded.problem}). Pass only ` +
-          "strings, finite numbers, booleans, null, arrays and plain objects, without cycles.",
+        `The ${fn} call's parameters are not JSON (${encoded.problem}): pass only JSON ` +
+          "values, without cycles.",
         { sent: false },
       );
     }

@@ -270,7 +270,7 @@ export class Connection {
     }
     this.#heartbeatTimer = setTimeout(() => {
       this.#heartbeatTimer = undefined;
-      this.#params.log?.("heartbeat unanswered; closing the socket", {
+      this.#params.log?.("heartbeat unanswered", {
         timeoutMs: this.#params.heartbeatTimeout,
       });
       void this.close(4000, "heartbeat timeout", 0, "dropped");
@@ -407,7 +407,7 @@ export function openConnection(
     const unreachable = (detail: string, event?: ErrorEvent) =>
       new RealmError(
         "CONNECTION_CLOSED",
-        `Could not connect to ${params.url}${detail}. Is the server running at that address?`,
+        `Could not connect to ${params.url}${detail}: is a server running there?`,
         { sent: false, cause: event?.error ?? event },
       );
     const timer = Number.isFinite(params.connectTimeout)
@@ -415,9 +415,8 @@ export function openConnection(
         fail(
           new RealmError(
             "TIMEOUT",
-            `The server at ${params.url} accepted no handshake within ${params.connectTimeout} ` +
-              "ms. Check that it is a Realm server and that it is answering, or raise " +
-              "`connectTimeout`.",
+            `No handshake from ${params.url} within ${params.connectTimeout} ms: is it a Realm ` +
+              "server, and answering? Else raise `connectTimeout`.",
             { sent: false },
           ),
         ), params.connectTimeout)
@@ -472,8 +471,7 @@ export function openConnection(
             return fail(
               new RealmError(
                 "UNAUTHORIZED",
-                `The server at ${params.url} requires an API key: pass \`apiKey\` to ` +
-                  "RealmWebSocketClient.",
+                `The server at ${params.url} requires an API key: pass \`apiKey\`.`,
               ),
             );
           }
@@ -515,7 +513,6 @@ function badTenant(url: string, tenantId: string): RealmError {
     "PROTOCOL_ERROR",
     `The server at ${url} assigned the tenant id ${
       JSON.stringify(tenantId.slice(0, 80))
-    }, which breaks the server's own rule (3 to 64 letters, digits, '-' or '_'). ` +
-      "Check that it is a Realm server.",
+    }, against its own rule (3 to 64 letters, digits, '-', '_'): is it a Realm server?`,
   );
 }

@@ -313,27 +313,18 @@ export class Connector {
       if (!error) continue;
       const fatal = FATAL.has(error.code);
       const retry = this.#options.reconnect && !fatal;
-      if (!reached.has(socket.url)) {
-        // A server nobody reached is reported once.
-        if (!reported.has(socket.url)) {
-          reported.add(socket.url);
-          this.emit(
-            "error",
-            new RealmError(
-              error.code,
-              `The server at ${socket.url} could not be used: ${error.message}` +
-                (retry ? " It is retried in the background." : ""),
-              { details: { url: socket.url }, cause: error },
-            ),
-          );
-        }
-      } else if (fatal) {
-        // Others reached its server, but this socket never will: say so.
+      const used = reached.has(socket.url);
+      // A server nobody reached is reported once; a socket that cannot open where others did,
+      // only when retrying cannot help.
+      if (used ? fatal : !reported.has(socket.url)) {
+        reported.add(socket.url);
         this.emit(
           "error",
           new RealmError(
             error.code,
-            `Socket ${socket.index} to ${socket.url} could not be opened: ${error.message}`,
+            `The server at ${socket.url} could not be used${
+              used ? ` by socket ${socket.index}` : ""
+            }: ${error.message}${retry ? " Retried in the background." : ""}`,
             { details: { url: socket.url, socket: socket.index }, cause: error },
           ),
         );
@@ -345,8 +336,7 @@ export class Connector {
       return this.#giveUp(
         new RealmError(
           "CONNECTION_CLOSED",
-          "The connection closed while connect() was opening the others, and `reconnect` is " +
-            "off. Call connect() again.",
+          "The sockets closed while connect() ran, and `reconnect` is off: call connect() again.",
           { sent: false },
         ),
       );
@@ -357,7 +347,7 @@ export class Connector {
       sockets,
       new RealmError(
         "CONNECTION_CLOSED",
-        "The connection closed while connect() was opening the others; reconnecting.",
+        "The sockets closed while connect() ran; reconnecting.",
         { sent: false },
       ),
     );
@@ -407,8 +397,7 @@ export class Connector {
     return new RealmError(
       "TENANT_MISMATCH",
       `The server at ${socket.url} assigned tenant ${connection.tenantId}, the others ` +
-        `${this.tenantId}: it is not used (every call carries one tenant). Give every server ` +
-        "the same key-to-tenant map.",
+        `${this.tenantId}: not used. Map the key to one tenant on every server.`,
       { details: { url: socket.url } },
     );
   }

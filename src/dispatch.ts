@@ -89,7 +89,7 @@ export class Dispatcher {
       return call.fail(
         new RealmError(
           "NOT_CONNECTED",
-          `Cannot call ${call.spec.fn}: the client is not connected. Call \`await client.connect()\` first.`,
+          `Cannot call ${call.spec.fn}: not connected. Call \`await client.connect()\` first.`,
           { requestId: call.id, sent: false },
         ),
       );
@@ -98,13 +98,13 @@ export class Dispatcher {
       return call.fail(
         new RealmError(
           "QUEUE_FULL",
-          `${this.queue.length} calls are already waiting for a connection (maxQueuedCalls). ` +
-            "Wait for the client to reconnect, or raise `maxQueuedCalls`.",
+          `${this.queue.length} calls already wait for a connection: raise ` +
+            "`maxQueuedCalls`, or wait.",
           { requestId: call.id, sent: false },
         ),
       );
     }
-    call.waitingFor = connected ? "room on a socket" : "a connection";
+    call.waitsForServer = !connected;
     this.queue.push(call);
   }
 
@@ -161,7 +161,8 @@ export class Dispatcher {
     }
     call.sent = true;
     call.connection = connection;
-    call.waitingFor = call.avoid = undefined;
+    call.waitsForServer = false;
+    call.avoid = undefined;
     call.attempts++;
   }
 
@@ -176,7 +177,7 @@ export class Dispatcher {
         return call.fail(
           new RealmError(
             "PROTOCOL_ERROR",
-            `The server sent a token for call ${frame.id} whose text is not a string.`,
+            `The server sent call ${frame.id} a token that is not a string.`,
             { requestId: call.id, sent: true },
           ),
           "abandoned",
@@ -239,8 +240,8 @@ export class Dispatcher {
       const closed = `The connection to ${connection.url} closed (code ${code})`;
       let failure: string | undefined;
       if (call.tokens > 0) {
-        failure = `${closed} after ${call.tokens} tokens of ${what}: a stream that has begun ` +
-          "is not restarted; call again for a new answer.";
+        failure = `${closed} after ${call.tokens} tokens of ${what}: a stream is not ` +
+          "restarted; call again for a new answer.";
       } else if (!resend) {
         failure = `${closed} before ${what} finished.` +
           (call.mayHaveRun ? " It was sent, so the server may have run it." : "");
@@ -248,8 +249,8 @@ export class Dispatcher {
         failure = `${closed} under ${what} ${MAX_RESENDS + 1} times: it is not sent again ` +
           "(it may be what stops the servers).";
       } else if (mayHaveRun && !READ_ONLY.has(call.spec.fn) && !call.spec.safeToRepeat) {
-        failure = `${closed} while the server may have been running ${what}: not re-sent, as ` +
-          "it could act twice. Pass `safeToRepeat: true` if it can run twice.";
+        failure = `${closed} while the server may have been running ${what}: not re-sent ` +
+          "(pass `safeToRepeat: true` if it may run twice).";
       } else if (mayHaveRun && !this.#spend(connection.url)) {
         failure = `${closed} before ${what} finished. ${WITHHELD}`;
       }
@@ -311,7 +312,7 @@ export class Dispatcher {
       return;
     }
     if (this.#calls.issued(id)) return;
-    this.#protocolError(`Ignored a frame for call id ${JSON.stringify(id)}, which is not pending.`);
+    this.#protocolError(`Ignored a frame for call id ${JSON.stringify(id)}, not pending.`);
   }
 
   /**
@@ -371,7 +372,7 @@ export class Dispatcher {
   }
 }
 
-const WITHHELD = "A retry was withheld: too many retries lately (the client's retry budget).";
+const WITHHELD = "A retry was withheld: too many retries lately (the retry budget).";
 
 /** The same error for one call: its request id and whether it was sent. */
 export function withRequest(error: RealmError, call: Call): RealmError {

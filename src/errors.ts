@@ -131,11 +131,10 @@ export class RealmError extends Error {
     super(message, init.cause === undefined ? undefined : { cause: init.cause });
     this.name = "RealmError";
     this.code = code;
-    if (init.requestId !== undefined) this.requestId = init.requestId;
-    if (init.retryAfter !== undefined) this.retryAfter = init.retryAfter;
-    if (init.details !== undefined) this.details = init.details;
-    if (init.sent !== undefined) this.sent = init.sent;
-    if (init.delivered !== undefined) this.delivered = init.delivered;
+    // Only the facts given: an absent one is no property at all.
+    for (const key of ["requestId", "retryAfter", "details", "sent", "delivered"] as const) {
+      if (init[key] !== undefined) (this as Record<typeof key, unknown>)[key] = init[key];
+    }
   }
 }
 

@@ -176,11 +176,6 @@ export class Pool {
     };
   }
 
-  /** How many servers the pool spreads its sockets over. */
-  get serverCount(): number {
-    return this.#servers.length;
-  }
-
   /** Sockets open and handshaken. */
   get openCount(): number {
     let open = 0;

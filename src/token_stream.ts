@@ -178,7 +178,7 @@ export class TokenStream implements AsyncIterable<string> {
       this.#settle.reject(
         new RealmError(
           "ABORTED",
-          "The token stream was cancelled before its end: it has no result.",
+          "The stream was cancelled before its end: it has no result.",
           { requestId: this.requestId, sent: this.#started },
         ),
       );

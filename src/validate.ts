@@ -47,6 +47,19 @@ function invalidParam(message: string): RealmError {
   return new RealmError("INVALID_PARAMS", message, NOT_SENT);
 }
 
+/** Refuses `value` unless `ok`: "`name` must be RULE; got VALUE." (an option by default). */
+function must(
+  ok: boolean,
+  name: string,
+  rule: string,
+  value: unknown,
+  refuse: (message: string) => RealmError = invalidOption,
+): void {
+  if (!ok) throw refuse(`\`${name}\` must be ${rule}; got ${describe(value)}.`);
+}
+
+const BOOLEAN = "true or false";
+
 /** The per-call options, the last argument of every call. */
 export const CALL_OPTIONS = [
   "signal",
@@ -96,7 +109,7 @@ const MS = "a number of milliseconds";
 /** The longest delay timers honour (2^31-1 ms, about 24.8 days); a longer one fires at once. */
 const MAX_DELAY = 2 ** 31 - 1;
 const UP_TO = `up to ${MAX_DELAY}`;
-const OR_NO_LIMIT = `${UP_TO}, or Infinity for no limit`;
+const OR_NO_LIMIT = `${UP_TO}, or Infinity`;
 const delay = (v: number) => v <= MAX_DELAY;
 const delayOrNoLimit = (v: number) => v <= MAX_DELAY || v === Infinity;
 const integerOrInfinity = (v: number) => v === Infinity || Number.isInteger(v);
@@ -138,7 +151,7 @@ const NUMERIC_OPTIONS: [name: NumericOption, rule: string, ok: Check][] = [
   ["timeout", `${MS} > 0, ${OR_NO_LIMIT}`, (v) => v > 0 && delayOrNoLimit(v)],
   ["streamIdleTimeout", `${MS} > 0, ${OR_NO_LIMIT}`, (v) => v > 0 && delayOrNoLimit(v)],
   ["connectTimeout", `${MS} > 0, ${OR_NO_LIMIT}`, (v) => v > 0 && delayOrNoLimit(v)],
-  ["heartbeatInterval", `${MS} ≥ 0 (0 turns it off), ${UP_TO}`, (v) => v >= 0 && delay(v)],
+  ["heartbeatInterval", `${MS} ≥ 0, ${UP_TO}`, (v) => v >= 0 && delay(v)],
   ["heartbeatTimeout", `${MS} > 0, ${UP_TO}`, (v) => v > 0 && delay(v)],
   ["maxRetries", "an integer ≥ 0", (v) => v >= 0 && Number.isInteger(v)],
   ["maxQueuedCalls", "an integer ≥ 0 or Infinity", (v) => v >= 0 && integerOrInfinity(v)],
@@ -163,10 +176,8 @@ type Check = (value: number) => boolean;
 
 function numberOption(value: unknown, name: string, fallback: number, rule: string, ok: Check) {
   if (value === undefined) return fallback;
-  if (typeof value !== "number" || Number.isNaN(value) || !ok(value)) {
-    throw invalidOption(`\`${name}\` must be ${rule}; got ${describe(value)}.`);
-  }
-  return value;
+  must(typeof value === "number" && !Number.isNaN(value) && ok(value), name, rule, value);
+  return value as number;
 }
 
 function describe(value: unknown): string {
@@ -208,29 +219,33 @@ function checkUrl(url: unknown): URL {
   return parsed!;
 }
 
+/** Options checked by their type alone: name, type, the rule as the error states it. */
+const TYPED_OPTIONS = [
+  ["reconnect", "boolean", BOOLEAN],
+  ["allowInsecureAuth", "boolean", BOOLEAN],
+  ["WebSocket", "function", "a WebSocket constructor"],
+  ["logger", "function", "a function `(message, data) => void`"],
+] as const;
+
+const MODEL_REQUIRED =
+  '`model` is required: a model name, file path or URL, e.g. `{ model: "llama-2-7b" }`.';
+
 /** Checks the constructor's options and fills in the defaults. */
 export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
-  if (typeof input !== "object" || input === null) {
-    throw invalidOption(
-      'RealmWebSocketClient needs an options object, e.g. `{ model: "llama-2-7b" }`.',
-    );
-  }
+  // No options object at all gets the same answer as one without `model`.
+  if (typeof input !== "object" || input === null) throw invalidOption(MODEL_REQUIRED);
   const options = input as unknown as Record<string, unknown>;
   checkKeys(input, Object.keys(OPTION_DEFAULTS), "option", invalidOption);
   if (typeof input.model !== "string" || input.model.trim() === "") {
-    throw invalidOption(
-      '`model` is required: a model name, file path or URL, e.g. `{ model: "llama-2-7b" }`.',
-    );
+    throw invalidOption(MODEL_REQUIRED);
   }
   const urls = Array.isArray(input.url) ? input.url : [input.url ?? OPTION_DEFAULTS.url];
   if (urls.length === 0) {
-    throw invalidOption("`url` must name at least one server: a ws:// or wss:// URL, or a list.");
+    throw invalidOption("`url` must name a server at least.");
   }
   // `""` is what an empty environment variable (`REALM_API_KEY=`) gives: no key, as before.
   const apiKey = input.apiKey === "" ? undefined : input.apiKey;
-  if (apiKey !== undefined && typeof apiKey !== "string") {
-    throw invalidOption('`apiKey` must be a string when given ("" counts as no key).');
-  }
+  must(apiKey === undefined || typeof apiKey === "string", "apiKey", "a string", apiKey);
   const seen = new Set<string>();
   for (const url of urls) {
     const parsed = checkUrl(url);
@@ -243,32 +258,20 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
       input.allowInsecureAuth !== true
     ) {
       throw invalidOption(
-        `Refusing to send the API key over unencrypted ws:// to ${parsed.hostname}: anyone on ` +
-          "the network could read it. Use a wss:// URL, or set `allowInsecureAuth: true` if you " +
-          "accept the risk.",
+        `Refusing to send the API key to ${parsed.hostname} over plain ws:// (anyone on the ` +
+          "network could read it): use wss://, or `allowInsecureAuth: true`.",
       );
     }
   }
-  if (
-    input.tenantId !== undefined &&
-    (typeof input.tenantId !== "string" || !TENANT_ID_PATTERN.test(input.tenantId))
-  ) {
-    throw invalidOption(
-      `\`tenantId\` must be 3 to 64 letters, digits, '-' or '_' (the server's rule); got ${
-        describe(input.tenantId)
-      }.`,
-    );
-  }
-  for (const flag of ["reconnect", "allowInsecureAuth"] as const) {
-    if (input[flag] !== undefined && typeof input[flag] !== "boolean") {
-      throw invalidOption(`\`${flag}\` must be true or false; got ${describe(input[flag])}.`);
-    }
-  }
-  if (input.WebSocket !== undefined && typeof input.WebSocket !== "function") {
-    throw invalidOption("`WebSocket` must be a WebSocket constructor.");
-  }
-  if (input.logger !== undefined && typeof input.logger !== "function") {
-    throw invalidOption("`logger` must be a function `(message, data) => void`.");
+  const tenantId = input.tenantId;
+  must(
+    tenantId === undefined || (typeof tenantId === "string" && TENANT_ID_PATTERN.test(tenantId)),
+    "tenantId",
+    "3 to 64 letters, digits, '-' or '_'",
+    tenantId,
+  );
+  for (const [name, type, rule] of TYPED_OPTIONS) {
+    must(options[name] === undefined || typeof options[name] === type, name, rule, options[name]);
   }
   const resolved = {
     model: input.model,
@@ -288,8 +291,8 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
   }
   if (resolved.connections < urls.length) {
     throw invalidOption(
-      `\`connections\` (${resolved.connections}) is less than the number of servers in \`url\` ` +
-        `(${urls.length}): each server needs at least one socket. Leave it out for one per server.`,
+      `\`connections\` (${resolved.connections}) is below the ${urls.length} servers in \`url\`: ` +
+        "leave it out for one per server.",
     );
   }
   const floor = resolved.reconnectInterval;
@@ -318,33 +321,28 @@ export function checkCallOptions(opts: CallOptions | undefined): CallOptions {
     throw invalidParam("The call options must be an object like `{ signal, timeout }`.");
   }
   checkKeys(opts, CALL_OPTIONS, "option", invalidParam);
-  if (opts.signal !== undefined && !isAbortSignal(opts.signal)) {
-    throw invalidParam(
-      `\`signal\` must be an AbortSignal (e.g. from an AbortController); got ${
-        describe(opts.signal)
-      }.`,
-    );
-  }
+  const { signal, safeToRepeat, maxRetries } = opts;
+  const param = invalidParam;
+  must(signal === undefined || isAbortSignal(signal), "signal", "an AbortSignal", signal, param);
   for (const name of ["timeout", "streamIdleTimeout"] as const) {
     const value = opts[name];
-    if (
-      value !== undefined && (typeof value !== "number" || !(value > 0) || !delayOrNoLimit(value))
-    ) {
-      throw invalidParam(`\`${name}\` must be ${MS} > 0, ${OR_NO_LIMIT}; got ${describe(value)}.`);
-    }
+    const ok = value === undefined || (typeof value === "number" && value > 0);
+    must(ok && delayOrNoLimit(value ?? 1), name, `${MS} > 0, ${OR_NO_LIMIT}`, value, param);
   }
-  if (opts.safeToRepeat !== undefined && typeof opts.safeToRepeat !== "boolean") {
-    throw invalidParam(
-      `\`safeToRepeat\` must be true or false; got ${describe(opts.safeToRepeat)}.`,
-    );
-  }
-  const retries = opts.maxRetries;
-  if (
-    retries !== undefined &&
-    (typeof retries !== "number" || !Number.isInteger(retries) || retries < 0)
-  ) {
-    throw invalidParam(`\`maxRetries\` must be an integer ≥ 0; got ${describe(retries)}.`);
-  }
+  must(
+    safeToRepeat === undefined || typeof safeToRepeat === "boolean",
+    "safeToRepeat",
+    BOOLEAN,
+    safeToRepeat,
+    param,
+  );
+  must(
+    maxRetries === undefined || (Number.isInteger(maxRetries) && maxRetries >= 0),
+    "maxRetries",
+    "an integer ≥ 0",
+    maxRetries,
+    param,
+  );
   return opts;
 }
 
@@ -365,7 +363,7 @@ const GENERATION_RANGES: Range[] = [
   [
     "top_k",
     (v) => v >= 0 && v <= MAX_INT,
-    "an integer from 0 to 2^53-1 (0 turns it off)",
+    "an integer from 0 to 2^53-1",
     true,
   ],
   // The server's f32: a larger number would become infinity there.
@@ -401,9 +399,7 @@ export function generationParams(
     throw invalidParam('generate needs an options object, e.g. `{ prompt: "Hello" }`.');
   }
   checkKeys(options, GENERATION_PARAMS, "parameter", invalidParam);
-  if (typeof options.prompt !== "string") {
-    throw invalidParam(`\`prompt\` must be a string; got ${describe(options.prompt)}.`);
-  }
+  must(typeof options.prompt === "string", "prompt", "a string", options.prompt, invalidParam);
   const params: Record<string, unknown> = { prompt: options.prompt };
   if (options.model !== undefined) {
     if (typeof options.model !== "string" || options.model.trim() === "") {
@@ -414,20 +410,20 @@ export function generationParams(
   for (const [name, ok, rule, int] of GENERATION_RANGES) {
     const value = options[name];
     if (value === undefined) continue;
-    if (
-      typeof value !== "number" || !Number.isFinite(value) || !ok(value) ||
-      (int && !Number.isInteger(value))
-    ) {
-      throw invalidParam(`\`${name}\` must be ${rule}; got ${describe(value)}.`);
-    }
+    const fits = Number.isFinite(value) && ok(value as number);
+    must(fits && (!int || Number.isInteger(value)), name, rule, value, invalidParam);
     params[name] = value;
   }
-  if (options.stream !== undefined && typeof options.stream !== "boolean") {
-    throw invalidParam(`\`stream\` must be true or false; got ${describe(options.stream)}.`);
-  }
-  if (options.onToken !== undefined && typeof options.onToken !== "function") {
-    throw invalidParam("`onToken` must be a function `(token: string) => void`.");
-  }
+  const { stream: flag, onToken } = options;
+  must(flag === undefined || typeof flag === "boolean", "stream", BOOLEAN, flag, invalidParam);
+  const fn = "a function `(token: string) => void`";
+  must(
+    onToken === undefined || typeof onToken === "function",
+    "onToken",
+    fn,
+    onToken,
+    invalidParam,
+  );
   params.stream = stream;
   return params;
 }
@@ -436,12 +432,12 @@ export function generationParams(
 export function pipelineParams(name: string, input: unknown): Record<string, unknown> {
   if (typeof name !== "string" || name.trim() === "") {
     throw invalidParam(
-      `The pipeline name must be a non-empty string, e.g. "rag-pipeline"; got ${describe(name)}.`,
+      `The pipeline name must be a non-empty string; got ${describe(name)}.`,
     );
   }
   if (typeof input !== "object" || input === null || Array.isArray(input)) {
     throw invalidParam(
-      `The pipeline input must be a JSON object, e.g. \`{ query: "..." }\`; got ${
+      `The pipeline input must be a JSON object; got ${
         Array.isArray(input) ? "an array" : describe(input)
       }.`,
     );
@@ -455,11 +451,11 @@ export function pipelineParams(name: string, input: unknown): Record<string, unk
  */
 export function randomTenantId(): string {
   if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  bytes[6] = (bytes[6] & 0x0f) | 0x40;
-  bytes[8] = (bytes[8] & 0x3f) | 0x80;
-  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${
-    hex.slice(20)
-  }`;
+  // Each x a random hex digit, y one of 8, 9, a, b: the version and variant bits of a v4 UUID.
+  const random = crypto.getRandomValues(new Uint8Array(32));
+  let i = 0;
+  return "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx".replace(
+    /[xy]/g,
+    (c) => (c === "x" ? random[i++] & 15 : (random[i++] & 3) | 8).toString(16),
+  );
 }

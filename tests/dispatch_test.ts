@@ -188,7 +188,7 @@ Deno.test("dispatch: frames are routed by id and socket; late and foreign ones",
     assert.deepEqual(d.reports.map((e) => [e.code, e.message]), [
       ["PROTOCOL_ERROR", "Ignored a frame the client cannot use (not JSON: x)."],
       ["PROTOCOL_ERROR", "Ignored an unexpected welcome frame after the handshake."],
-      ["PROTOCOL_ERROR", 'Ignored a frame for call id "99", which is not pending.'],
+      ["PROTOCOL_ERROR", 'Ignored a frame for call id "99", not pending.'],
     ]);
   });
 });

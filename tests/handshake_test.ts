@@ -183,8 +183,8 @@ Deno.test("handshake: a tenant id that breaks the server's rule is refused, quot
   assert.equal(error.code, "PROTOCOL_ERROR");
   assert.equal(
     error.message,
-    `The server at ${URL} assigned the tenant id "${"x".repeat(80)}", which breaks the ` +
-      "server's own rule (3 to 64 letters, digits, '-' or '_'). Check that it is a Realm server.",
+    `The server at ${URL} assigned the tenant id "${"x".repeat(80)}", against its own rule ` +
+      "(3 to 64 letters, digits, '-', '_'): is it a Realm server?",
   );
   await microtasks();
   assert.deepEqual(made[0].closes, [[1000, ""]], "the socket is closed");
@@ -226,7 +226,7 @@ Deno.test("handshake: a close before the handshake is CONNECTION_CLOSED with its
       assert.equal(error.code, "CONNECTION_CLOSED");
       assert.equal(
         error.message,
-        `Could not connect to ${URL} (close code ${said}). Is the server running at that address?`,
+        `Could not connect to ${URL} (close code ${said}): is a server running there?`,
       );
       assert.equal(error.sent, false);
       // A socket that closed by itself has nothing left to close or wait for.
@@ -237,7 +237,7 @@ Deno.test("handshake: a close before the handshake is CONNECTION_CLOSED with its
 });
 
 Deno.test("handshake: an error names the HTTP status where the runtime tells it, and is the cause", async (t) => {
-  const plain = `Could not connect to ${URL}. Is the server running at that address?`;
+  const plain = `Could not connect to ${URL}: is a server running there?`;
   const cases: [runtime: string, message: string | undefined, said: string][] = [
     ["ws (Node 20)", "Unexpected server response: 404", " (an HTTP server answered 404)"],
     [
@@ -262,7 +262,7 @@ Deno.test("handshake: an error names the HTTP status where the runtime tells it,
       made[0].onerror?.(new ErrorEvent("error", { message, error: underlying }));
       const error = await rejection(opening, 1000);
       assert.equal(error.code, "CONNECTION_CLOSED");
-      assert.equal(error.message, plain.replace(". Is", `${said}. Is`));
+      assert.equal(error.message, plain.replace(": is", `${said}: is`));
       assert.equal(error.cause, underlying);
       assert.equal(error.sent, false);
     });
@@ -296,8 +296,7 @@ Deno.test({
       );
       assert.equal(
         error.message,
-        `Could not connect to ${url} (an HTTP server answered 404). Is the server running at ` +
-          "that address?",
+        `Could not connect to ${url} (an HTTP server answered 404): is a server running there?`,
       );
       assert.equal(error.sent, false);
       assert.match(String((error.cause as Error)?.message), /404/, "the runtime's own error");
@@ -337,8 +336,8 @@ Deno.test("handshake: a key that cannot be sent is CONNECTION_CLOSED, not a thro
   assert.equal(error.code, "CONNECTION_CLOSED");
   assert.equal(
     error.message,
-    `Could not connect to ${URL} (the socket closed during the handshake). Is the server ` +
-      "running at that address?",
+    `Could not connect to ${URL} (the socket closed during the handshake): is a server ` +
+      "running there?",
   );
   assert.equal(error.sent, false);
 });
@@ -406,8 +405,8 @@ Deno.test("handshake: connectTimeout ends a silent attempt; its socket is closed
     assert.equal(failed()?.code, "TIMEOUT");
     assert.equal(
       failed()?.message,
-      `The server at ${URL} accepted no handshake within 100 ms. Check that it is a Realm ` +
-        "server and that it is answering, or raise `connectTimeout`.",
+      `No handshake from ${URL} within 100 ms: is it a Realm server, and answering? Else ` +
+        "raise `connectTimeout`.",
     );
     assert.equal(failed()?.sent, false, "nothing was sent: safe to retry");
     // The socket never opened: closing it now would leave Deno's server end open.

@@ -226,8 +226,7 @@ function watch(promise: Promise<unknown>) {
   return seen;
 }
 
-const unreachable = (url: string) =>
-  `Could not connect to ${url}. Is the server running at that address?`;
+const unreachable = (url: string) => `Could not connect to ${url}: is a server running there?`;
 
 // -- ejection ------------------------------------------------------------------------------------
 

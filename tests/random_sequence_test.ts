@@ -561,7 +561,7 @@ class Sequence {
       "reconnecting",
       "reconnect failed",
       "server ejected",
-      "heartbeat unanswered; closing the socket",
+      "heartbeat unanswered",
     ]);
     const action = rng.pick(ACTIONS);
     let budget = 1 + rng.int(2);

@@ -507,7 +507,7 @@ Deno.test({
     assert.equal(
       error.message,
       `No answer to health (call ${error.requestId}) within 300 ms. No server could be reached ` +
-        "to send it (see the `error` and `statechange` events).",
+        "to send it (see the `error` events).",
     );
     assert.equal(error.sent, false);
     t.server.faults.rejectConnections(false);

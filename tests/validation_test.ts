@@ -126,7 +126,7 @@ Deno.test("url, apiKey, tenantId, flags and functions are checked", () => {
       }
       return "";
     })(),
-    /needs an options object/,
+    /`model` is required/,
   );
 });
 
@@ -534,7 +534,7 @@ Deno.test({
         await outcome(t.client.executePipeline("rag-pipeline", input), 1000, "bad input"),
         "INVALID_PARAMS",
       );
-      assert.match(error.message, /cannot be sent as JSON/);
+      assert.match(error.message, /parameters are not JSON/);
       assert.equal(error.sent, false);
     }
     assert.equal(t.client.stats().pendingCalls, 1, "only the good call is held");
