@@ -94,6 +94,11 @@ class Child {
     this.port = Number(/ws:\/\/127\.0\.0\.1:(\d+)/.exec(text)![1]);
   }
 
+  /** Sends `signal` to the running process. */
+  signal(signal: Deno.Signal): void {
+    this.#child?.kill(signal);
+  }
+
   /** Sends `signal` and waits for the process to end (SIGKILL after 5 s). */
   async stop(signal: Deno.Signal = "SIGKILL"): Promise<void> {
     const child = this.#child;
@@ -301,48 +306,52 @@ const DEPTHS = [1, 2, 4, 8, 16, Infinity];
 const LATENCIES = [0, 10, 50];
 const CONCURRENT = 1000;
 /** A batch of 1,000 calls is stopped after this long (at 50 ms and depth 1 it would take 100 s). */
-const BATCH_LIMIT_MS = 3000;
+const BATCH_LIMIT_MS = 2000;
 
-/** Calls per second of 1,000 concurrent `health()` on one socket: the median of 3 batches. */
+/** Calls per second of 1,000 concurrent `health()` on one socket: one warm-up, the median of 5. */
 async function concurrentThroughput(url: string, pipelining: number): Promise<number> {
   const rates: number[] = [];
-  for (let batch = 0; batch < 3; batch++) {
-    const client = new RealmWebSocketClient({
-      url,
-      model: "llama-2-7b",
-      pipelining,
-      timeout: 60_000,
-    });
-    await client.connect();
-    let done = 0;
-    const start = performance.now();
-    const all = Promise.allSettled(
-      Array.from({ length: CONCURRENT }, () => client.health().then(() => done++)),
-    );
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      all,
-      new Promise((resolve) => (timer = setTimeout(resolve, BATCH_LIMIT_MS))),
-    ]);
-    clearTimeout(timer);
-    const elapsed = performance.now() - start;
-    rates.push(done / (elapsed / 1000));
+  const client = new RealmWebSocketClient({
+    url,
+    model: "llama-2-7b",
+    pipelining,
+    timeout: 60_000,
+  });
+  await client.connect();
+  try {
+    for (let batch = -1; batch < 5; batch++) {
+      let done = 0;
+      const start = performance.now();
+      const calls = Array.from({ length: CONCURRENT }, () => client.health().then(() => done++));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const limit = new Promise((resolve) => (timer = setTimeout(resolve, BATCH_LIMIT_MS)));
+      await Promise.race([Promise.all(calls), limit]);
+      clearTimeout(timer);
+      if (batch >= 0) rates.push(done / ((performance.now() - start) / 1000));
+      // What is left of a stopped batch drains before the next one starts.
+      await Promise.allSettled(calls);
+    }
+  } finally {
     await client.disconnect();
-    await all;
   }
   return median(rates);
 }
 
 const LONG_STREAMS = 3;
 const LONG_TOKENS = 100;
-const SHORT_CALLS = 100;
+const SHORT_CALLS = 60;
 const SHORT_EVERY_MS = 10;
 
 /**
  * Short calls while long streams hold sockets: one server (10 ms a token), 4 sockets, 3 streams of
- * 100 tokens (about 1 s), then a `health()` every 10 ms. Its latencies, in ms.
+ * 100 tokens (about 1 s), then 60 `health()`, one every 10 ms (`paced`) or all at once. Their
+ * latencies, in ms.
  */
-async function shortCallLatency(url: string, pipelining: number): Promise<number[]> {
+async function shortCallLatency(
+  url: string,
+  pipelining: number,
+  paced: boolean,
+): Promise<number[]> {
   const client = new RealmWebSocketClient({
     url,
     model: "llama-2-7b",
@@ -351,31 +360,88 @@ async function shortCallLatency(url: string, pipelining: number): Promise<number
     timeout: 60_000,
   });
   await client.connect();
-  for (let i = 0; i < 200 && client.stats().openConnections < 4; i++) await sleep(10);
-  const streams = Array.from(
-    { length: LONG_STREAMS },
-    () => client.generate({ prompt: "long", max_tokens: LONG_TOKENS, stream: true }),
-  );
-  await sleep(50);
-  const latencies: number[] = [];
-  const calls: Promise<unknown>[] = [];
-  for (let i = 0; i < SHORT_CALLS; i++) {
-    const start = performance.now();
-    calls.push(client.health().then(() => latencies.push(performance.now() - start)));
-    await sleep(SHORT_EVERY_MS);
+  try {
+    for (let i = 0; i < 200 && client.stats().openConnections < 4; i++) await sleep(10);
+    const streams = Array.from(
+      { length: LONG_STREAMS },
+      () => client.generate({ prompt: "long", max_tokens: LONG_TOKENS, stream: true }),
+    );
+    // The streams are on their sockets, and under way.
+    await sleep(100);
+    const latencies: number[] = [];
+    const calls: Promise<unknown>[] = [];
+    for (let i = 0; i < SHORT_CALLS; i++) {
+      const start = performance.now();
+      calls.push(client.health().then(() => latencies.push(performance.now() - start)));
+      if (paced) await sleep(SHORT_EVERY_MS);
+    }
+    await Promise.allSettled([...calls, ...streams]);
+    return latencies;
+  } finally {
+    await client.disconnect();
   }
-  await Promise.allSettled([...calls, ...streams]);
-  await client.disconnect();
-  return latencies;
+}
+
+const HANG_MS = 2000;
+
+/**
+ * A server that hangs: the churn run's fleet and callers for 4 s, one server stopped (SIGSTOP:
+ * its sockets stay open, nothing answers) for {@linkcode HANG_MS} from the first second. How many
+ * calls took longer than 3/4 of the hang (they waited on it), and the calls per second.
+ */
+function hungServer(latency: number, pipelining: number) {
+  return withFleet(latency, async (servers, urls) => {
+    const client = clientFor(urls, pipelining);
+    await client.connect();
+    try {
+      for (
+        let i = 0;
+        i < 200 && client.stats().openConnections < urls.length * SOCKETS_PER_SERVER;
+        i++
+      ) {
+        await sleep(10);
+      }
+      let completed = 0;
+      let held = 0;
+      const end = performance.now() + 4000;
+      const caller = async (index: number) => {
+        for (let turn = index; performance.now() < end; turn++) {
+          const start = performance.now();
+          try {
+            if (turn % 3 === 0) {
+              for await (
+                const _ of client.generateStream({ prompt: "h", max_tokens: STREAM_TOKENS })
+              ) {
+                // read whole
+              }
+            } else if (turn % 3 === 1) await client.generate({ prompt: "h", max_tokens: 16 });
+            else await client.health();
+            completed++;
+          } catch { /* counted as not completed */ }
+          if (performance.now() - start > 0.75 * HANG_MS) held++;
+        }
+      };
+      const hang = async () => {
+        await sleep(1000);
+        servers[0].signal("SIGSTOP");
+        await sleep(HANG_MS);
+        servers[0].signal("SIGCONT");
+      };
+      await Promise.all([...Array.from({ length: CALLERS }, (_, i) => caller(i)), hang()]);
+      return { held, perSecond: completed / 4 };
+    } finally {
+      await client.disconnect();
+    }
+  });
 }
 
 interface StudyRow {
   latency: number;
   pipelining: number;
   concurrentPerSecond: number;
-  shortP50: number;
-  shortP90: number;
-  shortMax: number;
+  paced: number[];
+  burst: number[];
+  hung: { held: number; perSecond: number };
   churn: ReturnType<typeof churnSummary> & { failed: number; resent: number; withheld: number };
 }
 
@@ -391,16 +457,18 @@ async function pipeliningStudy(): Promise<StudyRow[]> {
         for (const pipelining of DEPTHS) {
           console.error(`latency ${latency} ms, pipelining ${pipelining}`);
           const concurrentPerSecond = await concurrentThroughput(front.urls[0], pipelining);
-          const short = await shortCallLatency(front.urls[1], pipelining);
+          const paced = await shortCallLatency(front.urls[1], pipelining, true);
+          const burst = await shortCallLatency(front.urls[1], pipelining, false);
+          const hung = await hungServer(latency, pipelining);
           const runs = await churnRounds(1, latency, pipelining);
           const churned = runs.find((run) => run.churn)!;
           rows.push({
             latency,
             pipelining,
             concurrentPerSecond,
-            shortP50: quantile(short, 0.5),
-            shortP90: quantile(short, 0.9),
-            shortMax: Math.max(...short),
+            paced,
+            burst,
+            hung,
             churn: {
               ...churnSummary(runs),
               failed: churned.failed,
@@ -408,7 +476,8 @@ async function pipeliningStudy(): Promise<StudyRow[]> {
               withheld: churned.withheld,
             },
           });
-          console.error(`  ${JSON.stringify(rows.at(-1))}`);
+          const last = rows.at(-1)!;
+          console.error(`  ${row(last)}`);
         }
       } finally {
         await front.stop();
@@ -418,6 +487,18 @@ async function pipeliningStudy(): Promise<StudyRow[]> {
     await Promise.all([fast.stop(), slow.stop()]);
   }
   return rows;
+}
+
+const ms = (values: number[]) =>
+  `${quantile(values, 0.5).toFixed(0)} / ${quantile(values, 0.9).toFixed(0)} / ${
+    Math.max(...values).toFixed(0)
+  }`;
+
+function row(r: StudyRow): string {
+  return `| ${r.latency} ms | ${r.pipelining} | ${r.concurrentPerSecond.toFixed(0)} | ` +
+    `${ms(r.paced)} | ${ms(r.burst)} | ${r.hung.held} (${r.hung.perSecond.toFixed(0)}/s) | ` +
+    `${r.churn.steady.toFixed(0)} → ${r.churn.churn.toFixed(0)} (${r.churn.ratio.toFixed(2)}) | ` +
+    `${r.churn.failed} / ${r.churn.resent} |`;
 }
 
 // --- Report -------------------------------------------------------------------------------------
@@ -431,21 +512,10 @@ if (Deno.args.includes("--pipelining-study")) {
         "through a proxy in its own process (0: no proxy).\n",
     );
     console.log(
-      "| latency | pipelining | 1,000 concurrent health(), calls/s | short calls beside streams: p50 / p90 / max (ms) | churn: calls/s steady → churn (ratio) | churn: failed / re-sent |",
+      "| latency | pipelining | 1,000 concurrent health() on 1 socket, calls/s | short calls beside 3 streams, paced: p50 / p90 / max ms | the same, all at once | calls held by a hung server (calls/s) | churn calls/s: steady → one down (ratio) | churn: failed / re-sent |",
     );
-    console.log("| --- | --- | --- | --- | --- | --- |");
-    for (const row of rows) {
-      console.log(
-        `| ${row.latency} ms | ${row.pipelining} | ${row.concurrentPerSecond.toFixed(0)} | ` +
-          `${row.shortP50.toFixed(0)} / ${row.shortP90.toFixed(0)} / ${
-            row.shortMax.toFixed(0)
-          } | ` +
-          `${row.churn.steady.toFixed(0)} → ${row.churn.churn.toFixed(0)} (${
-            row.churn.ratio.toFixed(2)
-          }) | ` +
-          `${row.churn.failed} / ${row.churn.resent} |`,
-      );
-    }
+    console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (const r of rows) console.log(row(r));
   }
 } else {
   console.error(
