@@ -58,6 +58,21 @@ const quantile = (values: number[], q: number) => {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 };
 
+/**
+ * A loopback port free now and below the range the OS hands out to client sockets (32768–60999 on
+ * Linux), so that a server restarts on it: no socket is given it while the server is down.
+ */
+function portToRestartOn(): number {
+  for (let tries = 0; tries < 1000; tries++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch { /* taken: try another */ }
+  }
+  throw new Error("no free port in 20000–31999");
+}
+
 /** A process that prints its `ws://` address on its first line. */
 class Child {
   port = 0;
@@ -118,8 +133,8 @@ class Child {
   }
 }
 
-const stub = (tokenDelay: number, generations?: number) =>
-  new Child((port) => [
+const stub = (tokenDelay: number, generations?: number) => {
+  const child = new Child((port) => [
     SERVE,
     "--port",
     String(port),
@@ -127,8 +142,11 @@ const stub = (tokenDelay: number, generations?: number) =>
     String(tokenDelay),
     ...(generations ? ["--max-generations", String(generations)] : []),
   ], "null");
+  child.port = portToRestartOn();
+  return child;
+};
 
-/** A proxy with `latency` in front of `target`; `undefined` for none (the target itself). */
+/** Proxies with `latency` in front of `targets`; at 0, the targets themselves. */
 async function proxied(
   targets: Child[],
   latency: number,

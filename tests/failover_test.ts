@@ -28,16 +28,32 @@ const TOKEN_DELAY_MS = 5;
 const KILLS = 4;
 const KILL_EVERY_MS = 500;
 
-/** One stub server in a child process; restartable on the port it first got. */
+/**
+ * A loopback port free now and below the range the OS hands out to client sockets (32768–60999 on
+ * Linux), so that while its server is down no socket (the client's own reconnects included) is
+ * given it, and the server restarts on it.
+ */
+function portToRestartOn(): number {
+  for (let tries = 0; tries < 1000; tries++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch { /* taken: try another */ }
+  }
+  throw new Error("no free port in 20000–31999");
+}
+
+/** One stub server in a child process, restartable on its port. */
 class ServerProcess {
-  port = 0;
+  readonly port = portToRestartOn();
   #child: Deno.ChildProcess | undefined;
 
   get url(): string {
     return `ws://127.0.0.1:${this.port}`;
   }
 
-  /** Starts it (on its port once it has one) and waits, at most 20 s, until it listens. */
+  /** Starts it and waits, at most 20 s, until it listens. */
   async start(): Promise<void> {
     const child = new Deno.Command(Deno.execPath(), {
       args: [
@@ -70,7 +86,6 @@ class ServerProcess {
         }
       };
       await within(20_000, read(), "a stub server process to listen");
-      this.port = Number(/ws:\/\/127\.0\.0\.1:(\d+)/.exec(text)![1]);
     } finally {
       // It prints one line and nothing more.
       await reader.cancel();
