@@ -12,9 +12,11 @@
  *
  * `deno task bench:failover --pipelining-study`: for `pipelining` 1, 2, 4, 8, 16 and Infinity,
  * with the servers behind a proxy that delays each chunk 0, 10 or 50 ms each way
- * (`bench/_delay_proxy.ts`): the throughput of 1,000 concurrent `health()` on one socket (the main
- * benchmark's shape), the latency of short calls made while long streams hold sockets, and the
- * churn run above (calls failed and re-sent).
+ * (`bench/_delay_proxy.ts`, in its own process; 0: no proxy): the throughput of 1,000 concurrent
+ * `health()` on one socket (the main benchmark's shape), the latency of short calls made while
+ * long streams hold sockets (paced, and all at once), the calls a hung server holds (SIGSTOP),
+ * streams of uneven length over three servers, and the churn run above (calls failed and
+ * re-sent). `--depths 1,4,Infinity` and `--latencies 0,10` pick fewer.
  *
  * Flags: `--rounds N` (churn runs, default 3), `--pipelining N` and `--latency MS` (for the churn
  * runs), `--json`.
@@ -320,8 +322,9 @@ function churnSummary(runs: ChurnResult[]) {
 
 // --- The pipelining study ----------------------------------------------------------------------
 
-const DEPTHS = [1, 2, 4, 8, 16, Infinity];
-const LATENCIES = [0, 10, 50];
+const list = (name: string, fallback: number[]) => flag(name)?.split(",").map(Number) ?? fallback;
+const DEPTHS = list("--depths", [1, 2, 4, 8, 16, Infinity]);
+const LATENCIES = list("--latencies", [0, 10, 50]);
 const CONCURRENT = 1000;
 /** A batch of 1,000 calls is stopped after this long (at 50 ms and depth 1 it would take 100 s). */
 const BATCH_LIMIT_MS = 2000;
@@ -450,6 +453,44 @@ function hungServer(latency: number, pipelining: number) {
   });
 }
 
+const UNEVEN_STREAMS = 60;
+
+/**
+ * Streams of uneven length over the three servers: 60 at once, 5 to 200 tokens (the same lengths
+ * for every depth), 6 sockets. With a small depth the calls wait in the client and go to whichever
+ * socket frees first; with a large one each socket gets its share up front, long or short. The time
+ * until every stream has ended, and the mean time to a stream's end, in ms.
+ */
+function unevenStreams(latency: number, pipelining: number) {
+  return withFleet(latency, async (_servers, urls) => {
+    const client = clientFor(urls, pipelining);
+    await client.connect();
+    try {
+      for (
+        let i = 0;
+        i < 200 && client.stats().openConnections < urls.length * SOCKETS_PER_SERVER;
+        i++
+      ) {
+        await sleep(10);
+      }
+      // A fixed sequence (a linear congruential generator), the same for every depth.
+      let seed = 7;
+      const lengths = Array.from({ length: UNEVEN_STREAMS }, () => {
+        seed = (seed * 1103515245 + 12345) % 2 ** 31;
+        return 5 + (seed % 196);
+      });
+      const start = performance.now();
+      const ends = await Promise.all(lengths.map(async (tokens) => {
+        await client.generate({ prompt: "u", max_tokens: tokens, stream: true });
+        return performance.now() - start;
+      }));
+      return { makespan: Math.max(...ends), mean: ends.reduce((a, b) => a + b, 0) / ends.length };
+    } finally {
+      await client.disconnect();
+    }
+  });
+}
+
 interface StudyRow {
   latency: number;
   pipelining: number;
@@ -457,6 +498,7 @@ interface StudyRow {
   paced: number[];
   burst: number[];
   hung: { held: number; perSecond: number };
+  uneven: { makespan: number; mean: number };
   churn: ReturnType<typeof churnSummary> & { failed: number; resent: number; withheld: number };
 }
 
@@ -475,6 +517,7 @@ async function pipeliningStudy(): Promise<StudyRow[]> {
           const paced = await shortCallLatency(front.urls[1], pipelining, true);
           const burst = await shortCallLatency(front.urls[1], pipelining, false);
           const hung = await hungServer(latency, pipelining);
+          const uneven = await unevenStreams(latency, pipelining);
           const runs = await churnRounds(1, latency, pipelining);
           const churned = runs.find((run) => run.churn)!;
           rows.push({
@@ -484,6 +527,7 @@ async function pipeliningStudy(): Promise<StudyRow[]> {
             paced,
             burst,
             hung,
+            uneven,
             churn: {
               ...churnSummary(runs),
               failed: churned.failed,
@@ -512,6 +556,7 @@ const ms = (values: number[]) =>
 function row(r: StudyRow): string {
   return `| ${r.latency} ms | ${r.pipelining} | ${r.concurrentPerSecond.toFixed(0)} | ` +
     `${ms(r.paced)} | ${ms(r.burst)} | ${r.hung.held} (${r.hung.perSecond.toFixed(0)}/s) | ` +
+    `${r.uneven.makespan.toFixed(0)} / ${r.uneven.mean.toFixed(0)} | ` +
     `${r.churn.steady.toFixed(0)} → ${r.churn.churn.toFixed(0)} (${r.churn.ratio.toFixed(2)}) | ` +
     `${r.churn.failed} / ${r.churn.resent} |`;
 }
@@ -527,9 +572,9 @@ if (Deno.args.includes("--pipelining-study")) {
         "through a proxy in its own process (0: no proxy).\n",
     );
     console.log(
-      "| latency | pipelining | 1,000 concurrent health() on 1 socket, calls/s | short calls beside 3 streams, paced: p50 / p90 / max ms | the same, all at once | calls held by a hung server (calls/s) | churn calls/s: steady → one down (ratio) | churn: failed / re-sent |",
+      "| latency | pipelining | 1,000 concurrent health() on 1 socket, calls/s | short calls beside 3 streams, paced: p50 / p90 / max ms | the same, all at once | calls held by a hung server (calls/s) | 60 uneven streams: all ended / mean end (ms) | churn calls/s: steady → one down (ratio) | churn: failed / re-sent |",
     );
-    console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (const r of rows) console.log(row(r));
   }
 } else {
