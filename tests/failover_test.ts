@@ -22,8 +22,9 @@ const CALLS = 300;
  * `pipelining` calls and a kill finds calls behind the one being served.
  */
 const CALL_EVERY_MS = 8;
-const STREAM_TOKENS = 20;
-const TOKEN_DELAY_MS = 5;
+/** The real server's simulated stream: 13 words, the last the prompt's first word. */
+const STREAM_TOKENS = 13;
+const TOKEN_DELAY_MS = 8;
 /** Kills over a run, one server at a time, round robin; each restarts at once on its port. */
 const KILLS = 4;
 const KILL_EVERY_MS = 500;
@@ -110,12 +111,12 @@ class ServerProcess {
   }
 }
 
-/** The stub streams the real simulation's 13 words, the last the prompt's first, cycled. */
+/** The stream's tokens: each of the real simulation's 13 words and a space. */
 function expectedTokens(prompt: string): string[] {
   const words = `The capital of France is Paris. This is a simulated response to: ${
     prompt.split(" ")[0]
   }`.split(" ");
-  return Array.from({ length: STREAM_TOKENS }, (_, i) => `${words[i % words.length]} `);
+  return words.map((word) => `${word} `);
 }
 
 type Kind = "stream" | "generate" | "health";
