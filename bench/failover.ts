@@ -142,6 +142,8 @@ const stub = (tokenDelay: number, generations?: number) => {
     String(port),
     "--token-delay",
     String(tokenDelay),
+    // Streams of exactly max_tokens (the real simulation stops at 13).
+    "--long-streams",
     ...(generations ? ["--max-generations", String(generations)] : []),
   ], "null");
   child.port = portToRestartOn();

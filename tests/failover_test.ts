@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import diagnostics from "node:diagnostics_channel";
 import { type CallTraceContext, RealmError, RealmWebSocketClient } from "../mod.ts";
-import { delay, within } from "./_helpers.ts";
+import { delay, stablePort, within } from "./_helpers.ts";
 
 const SERVE = new URL("../examples/serve.ts", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -29,25 +29,10 @@ const TOKEN_DELAY_MS = 8;
 const KILLS = 4;
 const KILL_EVERY_MS = 500;
 
-/**
- * A loopback port free now and below the range the OS hands out to client sockets (32768–60999 on
- * Linux), so that while its server is down no socket (the client's own reconnects included) is
- * given it, and the server restarts on it.
- */
-function portToRestartOn(): number {
-  for (let tries = 0; tries < 1000; tries++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000);
-    try {
-      Deno.listen({ hostname: "127.0.0.1", port }).close();
-      return port;
-    } catch { /* taken: try another */ }
-  }
-  throw new Error("no free port in 20000–31999");
-}
-
 /** One stub server in a child process, restartable on its port. */
 class ServerProcess {
-  readonly port = portToRestartOn();
+  // A port no other socket is given while the server is down: it restarts on it.
+  readonly port = stablePort();
   #child: Deno.ChildProcess | undefined;
 
   get url(): string {
