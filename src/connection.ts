@@ -108,7 +108,8 @@ export class Connection {
     socket.onmessage = (event) => this.#onMessage(event.data);
     socket.onclose = (event) => {
       this.#socketClosed = true;
-      this.#finish(event.code, event.reason);
+      // Deno says 0 for a connection that died; the standard's code for it is 1006.
+      this.#finish(event.code || 1006, event.reason);
       this.#onSocketClosed?.();
     };
     socket.onerror = ignore;

@@ -240,7 +240,7 @@ export class Dispatcher {
       const closed = `The connection to ${connection.url} closed (code ${code})`;
       let failure: string | undefined;
       if (call.tokens > 0) {
-        failure = `${closed} after ${call.tokens} tokens of ${what}: a stream is not ` +
+        failure = `${closed} after ${call.tokens} token(s) of ${what}: a stream is not ` +
           "restarted; call again for a new answer.";
       } else if (!resend) {
         failure = `${closed} before ${what} finished.` +

@@ -138,7 +138,7 @@ export const OPTION_DEFAULTS = {
   maxRetries: 0,
   maxQueuedCalls: 1000,
   connections: undefined,
-  pipelining: 4,
+  pipelining: Infinity,
   allowInsecureAuth: false,
   WebSocket: undefined,
   logger: undefined,
