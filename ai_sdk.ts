@@ -20,8 +20,11 @@
  *   as an `unsupported` warning. HTTP `headers` have no meaning over a WebSocket and are ignored.
  * - Every failure of a call is an `APICallError` whose `cause` is the {@linkcode RealmError}. Its
  *   `isRetryable` is `true` for `RATE_LIMIT_EXCEEDED`, and for `CONNECTION_CLOSED` and `TIMEOUT`
- *   when the call was never sent (`sent: false`), so the AI SDK's `maxRetries` retries exactly
- *   those. An abort rejects with the signal's reason, as `fetch` does.
+ *   before any of the answer was delivered (generating again changes nothing on the server), so
+ *   the AI SDK's `maxRetries` retries exactly those; never when the client's retry budget
+ *   withheld a retry (the servers are failing: the AI SDK must not pile on). After text started,
+ *   a stream ends with an `error` part and `finishReason: "error"`. An abort rejects with the
+ *   signal's reason, as `fetch` does.
  *
  * @example Generate and stream with the AI SDK (here against the stub server)
  * ```ts
@@ -35,11 +38,11 @@
  *   const { text } = await generateText({
  *     model: realm("llama-2-7b"),
  *     prompt: "What is the capital of France?",
- *   });
- *   console.log(text); // "Paris"
+ *   }); // text: "Paris"
  *
  *   const result = streamText({ model: realm("llama-2-7b"), prompt: "Hi", maxOutputTokens: 5 });
- *   for await (const delta of result.textStream) console.log(delta);
+ *   let story = "";
+ *   for await (const delta of result.textStream) story += delta; // "The capital of France is "
  * } finally {
  *   await realm.close();
  *   await server.close();
@@ -193,7 +196,11 @@ export interface RealmLanguageModel extends SpecLanguageModel {
  *
  * It owns one {@linkcode RealmWebSocketClient}, shared by all its models: the client connects on
  * the first call (and again on a call after {@linkcode RealmProvider.close} or after the client
- * gave up reconnecting).
+ * gave up reconnecting). An open socket keeps Node, Deno and Bun running, and a web-standard
+ * `WebSocket` cannot be told not to: a provider from `createRealm` keeps its socket until
+ * `close()`, so a program that ends closes it (a server never needs to); the default
+ * {@linkcode realm} closes its socket after {@linkcode DEFAULT_PROVIDER_IDLE_MS} ms without a
+ * call, so a script that uses it ends by itself.
  *
  * @example
  * ```ts
@@ -238,11 +245,13 @@ export interface RealmProvider extends SpecProvider {
 }
 
 /**
- * Creates a Realm provider for the AI SDK. Nothing is opened until the first call.
+ * Creates a Realm provider for the AI SDK. Nothing is opened until the first call. The provider
+ * keeps its socket open until {@linkcode RealmProvider.close}: close it when your program is done
+ * (a long-running server never needs to).
  *
  * @param settings The client's options without `model` (see {@linkcode RealmProviderSettings}).
  * @returns A provider: call it with a model id.
- * @throws {RealmError} `INVALID_OPTIONS` naming a bad option, at once.
+ * @throws {RealmError} `INVALID_OPTIONS` naming a bad or unknown option (or `model`), at once.
  *
  * @example
  * ```ts
@@ -258,17 +267,31 @@ export interface RealmProvider extends SpecProvider {
  * ```
  */
 export function createRealm(settings: RealmProviderSettings = {}): RealmProvider {
+  return makeProvider(settings);
+}
+
+/** A provider; with `idleMs`, one whose client disconnects after that long without a call. */
+function makeProvider(settings: RealmProviderSettings, idleMs?: number): RealmProvider {
+  if (Object.hasOwn(settings ?? {}, "model")) {
+    throw new RealmError(
+      "INVALID_OPTIONS",
+      'createRealm takes no `model`: each call names its own, as in realm("llama-2-7b").',
+      { sent: false },
+    );
+  }
   // The client needs a default model; every call names its own, so this one is never sent.
   const client = new RealmWebSocketClient({ ...settings, model: "(named by each call)" });
-  const url = [settings.url ?? DEFAULT_URL].flat().join(", ");
+  const url = [settings?.url ?? DEFAULT_URL].flat().join(", ");
+  const calls = idleMs === undefined ? undefined : closeWhenIdle(client, idleMs);
   const languageModel = (modelId: string): RealmLanguageModel => {
     if (typeof modelId !== "string" || modelId.trim() === "") {
       throw new RealmError(
         "INVALID_PARAMS",
         'A Realm model id must be a non-empty string, e.g. realm("llama-2-7b").',
+        { sent: false },
       );
     }
-    return new RealmChatModel(modelId, client, url);
+    return new RealmChatModel(modelId, client, url, calls);
   };
   const noSuchModel = (modelType: "embeddingModel" | "imageModel") => (modelId: string) => {
     throw new NoSuchModelError({
@@ -284,13 +307,64 @@ export function createRealm(settings: RealmProviderSettings = {}): RealmProvider
     embeddingModel: noSuchModel("embeddingModel"),
     imageModel: noSuchModel("imageModel"),
     client,
-    close: () => client.disconnect(),
+    close: () => {
+      calls?.stop();
+      return client.disconnect();
+    },
   });
 }
 
 /**
- * The default provider: a client for `ws://localhost:8080` without an API key. Use
- * {@linkcode createRealm} for another server, a key or other options.
+ * How long the default provider {@linkcode realm} keeps its socket open without a call, in ms.
+ * Then it closes it, so that a script ends by itself; the next call opens it again.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_PROVIDER_IDLE_MS } from "@realm-ai/ws-client/ai-sdk";
+ * const secondsToExit = DEFAULT_PROVIDER_IDLE_MS / 1000; // after a script's last call
+ * ```
+ */
+export const DEFAULT_PROVIDER_IDLE_MS = 1000;
+
+/**
+ * Counts the calls running on `client`, and disconnects it once none has run for `idleMs`. The
+ * timer itself never keeps a program running (it is unreferenced where the runtime can).
+ * Returns what a call runs through.
+ */
+function closeWhenIdle(client: RealmWebSocketClient, idleMs: number): CallCounter {
+  let running = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return {
+    async run(call) {
+      running++;
+      clearTimeout(timer);
+      try {
+        return await call();
+      } finally {
+        if (--running === 0) {
+          timer = setTimeout(() => void client.disconnect(), idleMs);
+          if (typeof timer === "object") (timer as { unref?(): void }).unref?.();
+          else {(globalThis as { Deno?: { unrefTimer?(id: number): void } }).Deno?.unrefTimer?.(
+              timer,
+            );}
+        }
+      }
+    },
+    stop: () => clearTimeout(timer),
+  };
+}
+
+/** Keeps count of a provider's calls running: `run` runs one, `stop` forgets the idle timer. */
+interface CallCounter {
+  run<T>(call: () => Promise<T>): Promise<T>;
+  stop(): void;
+}
+
+/**
+ * The default provider: a client for `ws://localhost:8080` without an API key. It closes its
+ * socket after {@linkcode DEFAULT_PROVIDER_IDLE_MS} ms without a call (and opens it again on the
+ * next one), so that a script that uses it ends by itself. Use {@linkcode createRealm} for another
+ * server, a key or other options.
  *
  * @example
  * ```ts
@@ -303,7 +377,7 @@ export function createRealm(settings: RealmProviderSettings = {}): RealmProvider
  * }
  * ```
  */
-export const realm: RealmProvider = createRealm();
+export const realm: RealmProvider = makeProvider({}, DEFAULT_PROVIDER_IDLE_MS);
 
 /** The model object behind {@linkcode RealmLanguageModel}. */
 class RealmChatModel implements RealmLanguageModel {
@@ -314,11 +388,18 @@ class RealmChatModel implements RealmLanguageModel {
   readonly supportedUrls: Record<string, RegExp[]> = {};
   readonly #client: RealmWebSocketClient;
   readonly #url: string;
+  readonly #calls: CallCounter | undefined;
 
-  constructor(modelId: string, client: RealmWebSocketClient, url: string) {
+  constructor(
+    modelId: string,
+    client: RealmWebSocketClient,
+    url: string,
+    calls: CallCounter | undefined,
+  ) {
     this.modelId = modelId;
     this.#client = client;
     this.#url = url;
+    this.#calls = calls;
   }
 
   async doGenerate(options: LanguageModelV3CallOptions): Promise<LanguageModelV3GenerateResult> {
@@ -424,14 +505,17 @@ class RealmChatModel implements RealmLanguageModel {
    * Runs a call, connecting first when the client is not running (the first call, or after
    * `close()`): such a call fails with `NOT_CONNECTED` before anything is sent.
    */
-  async #call<T>(signal: AbortSignal | undefined, start: () => Promise<T>): Promise<T> {
-    try {
+  #call<T>(signal: AbortSignal | undefined, start: () => Promise<T>): Promise<T> {
+    const call = async () => {
+      try {
+        return await start();
+      } catch (error) {
+        if (!(error instanceof RealmError && error.code === "NOT_CONNECTED")) throw error;
+      }
+      await untilAborted(this.#client.connect(), signal);
       return await start();
-    } catch (error) {
-      if (!(error instanceof RealmError && error.code === "NOT_CONNECTED")) throw error;
-    }
-    await untilAborted(this.#client.connect(), signal);
-    return await start();
+    };
+    return this.#calls ? this.#calls.run(call) : call();
   }
 
   /** What a failed call throws: the abort reason, or a RealmError as the spec's APICallError. */
@@ -439,13 +523,16 @@ class RealmChatModel implements RealmLanguageModel {
     if (signal?.aborted) return signal.reason;
     if (!(error instanceof RealmError)) return error;
     const rateLimited = error.code === "RATE_LIMIT_EXCEEDED";
-    const unsent = (error.code === "CONNECTION_CLOSED" || error.code === "TIMEOUT") &&
-      error.sent === false;
+    // Nothing of the answer arrived: generating again is safe. Not when the client's retry
+    // budget withheld a retry: the servers are failing, and the AI SDK must not pile on.
+    const undelivered = (error.code === "CONNECTION_CLOSED" || error.code === "TIMEOUT") &&
+      error.delivered !== true;
+    const withheld = error.message.includes("retry was withheld");
     return new APICallError({
       message: `${error.code}: ${error.message}`,
       url: this.#url,
       requestBodyValues: params,
-      isRetryable: rateLimited || unsent,
+      isRetryable: (rateLimited || undelivered) && !withheld,
       // The server rounds its wait down to whole seconds (often to 0): a retry after N + 1 s
       // finds the tenant's bucket refilled, where one after N s may be refused again.
       responseHeaders: rateLimited

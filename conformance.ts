@@ -26,9 +26,8 @@
  *
  * const server = await startStubServer({ tokenDelayMs: 0 });
  * try {
- *   const report = await runConformance({ url: server.url });
- *   console.log(report.mode, report.failed); // "open", 0
- *   for (const check of report.checks) console.log(check.name, check.status, check.detail);
+ *   const { mode, failed, checks } = await runConformance({ url: server.url });
+ *   // mode: "open", failed: 0, checks: [{ name, status, detail, ms }, ...], one per check
  * } finally {
  *   await server.close();
  * }
@@ -307,7 +306,7 @@ export async function conformanceMain(
     if (!(error instanceof RealmError && error.code === "INVALID_OPTIONS")) throw error;
     // The client names its option; on the command line it is a flag.
     const message = error.message.replace(
-      "set `allowInsecureAuth: true`",
+      "`allowInsecureAuth: true`",
       "pass --allow-insecure-auth",
     );
     output.writeError(`${message}\n`);

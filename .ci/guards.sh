@@ -46,7 +46,7 @@ unexplained_ignores() {
 
 # The npm suites' counts. scripts/test_npm.ts runs each suite as a step between "=== NAME" and
 # "=== NAME: ok|FAILED (S s)"; every runtime suite must print its own "N passed, N failed"
-# with 0 failed, and the closing "npm package, all runtimes ...: N passed, N failed" must be there.
+# (the conformance command's "N passed, N failed, N skipped (T ms)" counts too) with 0 failed, and the closing "npm package, all runtimes ...: N passed, N failed" must be there.
 npm_counts() {
   local log
   log=$(strip_colours)
@@ -70,7 +70,7 @@ npm_counts() {
       name = ""; next
     }
     /^=== / { name = substr($0, 5); counts = ""; suite = (name ~ /ESM|CJS|Bun|stub server|Chromium/); next }
-    name != "" && /(^|[] ])[0-9]+ passed, [0-9]+ failed$/ {
+    name != "" && /(^|[] ])[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped \([0-9.]+ m?s\))?$/ {
       match($0, /[0-9]+ passed, [0-9]+ failed/); counts = substr($0, RSTART, RLENGTH)
     }
   ' <<<"$log")

@@ -1,7 +1,9 @@
 /**
  * The main job: starts the stub Realm server on a free port (with an API
- * key, so the demo shows authentication and tenant adoption) and runs every
- * example against it. `deno task demo`.
+ * key, so the demo shows authentication and tenant adoption) and runs four
+ * examples against it: basic, streaming, error handling and the AI SDK.
+ * `deno task demo` (with its own lockfile, `examples/deno.lock`: a first run
+ * downloads only the AI SDK).
  *
  * @module
  */

@@ -1,37 +1,62 @@
-// OpenTelemetry is imported inline, not mapped in deno.json: every `deno task` (the demo's
-// too) fetches what deno.json maps, and the demo never runs this.
-// deno-lint-ignore-file no-import-prefix
 /**
- * OpenTelemetry: spans and metrics for every call, from the client's
- * `realm:call` diagnostics channel, named per OpenTelemetry's GenAI semantic
- * conventions. The client itself depends on nothing: this recipe brings
- * `@opentelemetry/api` (and whatever SDK your app already sets up). Copy
- * `instrumentRealm` into your app and call it once at start-up.
+ * OpenTelemetry: a span and the GenAI metrics for every call, from the client's `realm:call`
+ * diagnostics channel, named per OpenTelemetry's GenAI semantic conventions. Copy this file into
+ * your app and call {@linkcode instrumentRealm} once at start-up, with the tracer and the meter
+ * of the OpenTelemetry SDK your app sets up:
  *
- *     REALM_URL=ws://localhost:8080 deno run --allow-net --allow-env examples/opentelemetry.ts
+ * ```ts ignore
+ * import { metrics, trace } from "@opentelemetry/api";
+ * import { instrumentRealm } from "./opentelemetry.ts";
+ *
+ * const stop = instrumentRealm({
+ *   tracer: trace.getTracer("my-app"),
+ *   meter: metrics.getMeter("my-app"),
+ * });
+ * ```
+ *
+ * It imports nothing but `node:diagnostics_channel` (and the client's types), so the same file
+ * runs on Node (22.18 and later run a `.ts` file as it is; older ones through your TypeScript
+ * build), Deno and Bun; the client itself still depends on nothing. Its types are the few
+ * members it uses of `@opentelemetry/api`'s `Tracer` and `Meter`, which the real ones fit.
  *
  * @module
  */
 import diagnostics from "node:diagnostics_channel";
-import {
-  type Attributes,
-  type Meter,
-  metrics,
-  type Span,
-  SpanKind,
-  SpanStatusCode,
-  trace,
-  type Tracer,
-} from "npm:@opentelemetry/api@1.9.1";
-import {
-  BasicTracerProvider,
-  ConsoleSpanExporter,
-  SimpleSpanProcessor,
-} from "npm:@opentelemetry/sdk-trace-base@2.12.1";
-import { RealmWebSocketClient } from "@realm-ai/ws-client";
+import type { CallTraceContext } from "@realm-ai/ws-client";
 
-/** What the client publishes for one call: GenAI attributes, plus `error`, `result`, `durationMs`. */
-type CallContext = Record<string, unknown>;
+/** Attribute values as OpenTelemetry takes them. */
+export type Attributes = Record<string, string | number | boolean>;
+
+/** What the recipe uses of an OpenTelemetry `Span`. */
+export interface Span {
+  /** Adds attributes. */
+  setAttributes(attributes: Attributes): unknown;
+  /** Records the error of a failed call. */
+  recordException(exception: Error): unknown;
+  /** Marks the span failed. */
+  setStatus(status: { code: number; message?: string }): unknown;
+  /** Ends the span. */
+  end(): void;
+}
+
+/** What the recipe uses of an OpenTelemetry `Tracer` (`trace.getTracer(name)`). */
+export interface Tracer {
+  /** Starts a span. */
+  startSpan(name: string, options?: { kind?: number; attributes?: Attributes }): Span;
+}
+
+/** What the recipe uses of an OpenTelemetry `Meter` (`metrics.getMeter(name)`). */
+export interface Meter {
+  /** Makes a histogram. */
+  createHistogram(
+    name: string,
+    options?: { description?: string; unit?: string },
+  ): { record(value: number, attributes?: Attributes): void };
+}
+
+/** `SpanKind.CLIENT` and `SpanStatusCode.ERROR` of `@opentelemetry/api`: fixed by its API. */
+const SPAN_KIND_CLIENT = 2;
+const SPAN_STATUS_ERROR = 2;
 
 /** The attributes the GenAI metrics carry, when the call has them. */
 const METRIC_ATTRIBUTES = [
@@ -43,10 +68,11 @@ const METRIC_ATTRIBUTES = [
 ];
 
 /** The context's attributes: its dotted names with a string, number or boolean value. */
-function attributesOf(context: CallContext, names?: string[]): Attributes {
+function attributesOf(context: CallTraceContext, names?: string[]): Attributes {
+  const fields = context as unknown as Record<string, unknown>;
   const attributes: Attributes = {};
-  for (const name of names ?? Object.keys(context)) {
-    const value = context[name];
+  for (const name of names ?? Object.keys(fields)) {
+    const value = fields[name];
     const kind = typeof value;
     if (name.includes(".") && (kind === "string" || kind === "number" || kind === "boolean")) {
       attributes[name] = value as string | number | boolean;
@@ -56,20 +82,13 @@ function attributesOf(context: CallContext, names?: string[]): Attributes {
 }
 
 /**
- * Subscribes to `realm:call`: a span per call, named `{operation} {model}`
- * (the pipeline's name for a pipeline), kind CLIENT, ended when the call
- * settles (for a stream: at its end, its `break` or its abort), with status
- * ERROR and the `RealmError` code as `error.type` when it fails; and the
- * metrics `gen_ai.client.operation.duration` (s) and
- * `gen_ai.client.token.usage` (by `gen_ai.token.type`). Returns the function
- * that unsubscribes.
+ * Subscribes to `realm:call`: a span per call, named `{operation} {model}` (the pipeline's name
+ * for a pipeline), kind CLIENT, ended when the call settles (for a stream: at its end, its
+ * `break` or its abort), with status ERROR and the `RealmError` code as `error.type` when it
+ * fails; and the metrics `gen_ai.client.operation.duration` (s) and `gen_ai.client.token.usage`
+ * (by `gen_ai.token.type`). Returns the function that unsubscribes.
  */
-export function instrumentRealm(
-  {
-    tracer = trace.getTracer("@realm-ai/ws-client"),
-    meter = metrics.getMeter("@realm-ai/ws-client"),
-  }: { tracer?: Tracer; meter?: Meter } = {},
-): () => void {
+export function instrumentRealm({ tracer, meter }: { tracer: Tracer; meter: Meter }): () => void {
   const duration = meter.createHistogram("gen_ai.client.operation.duration", {
     description: "GenAI operation duration",
     unit: "s",
@@ -79,15 +98,15 @@ export function instrumentRealm(
     unit: "{token}",
   });
   const spans = new WeakMap<object, Span>();
-  const channel = diagnostics.tracingChannel<unknown, CallContext>("realm:call");
+  const channel = diagnostics.tracingChannel<unknown, CallTraceContext>("realm:call");
   const handlers = {
-    start(context: CallContext) {
-      const operation = String(context["gen_ai.operation.name"]);
+    start(context: CallTraceContext) {
+      const operation = context["gen_ai.operation.name"];
       const target = context["gen_ai.request.model"] ?? context["realm.pipeline.name"];
       spans.set(
         context,
         tracer.startSpan(target === undefined ? operation : `${operation} ${target}`, {
-          kind: SpanKind.CLIENT,
+          kind: SPAN_KIND_CLIENT,
           attributes: attributesOf(context),
         }),
       );
@@ -95,7 +114,7 @@ export function instrumentRealm(
     end() {},
     asyncStart() {},
     error() {},
-    asyncEnd(context: CallContext) {
+    asyncEnd(context: CallTraceContext) {
       const span = spans.get(context);
       if (!span) return;
       spans.delete(context);
@@ -104,7 +123,7 @@ export function instrumentRealm(
       if (error !== undefined) {
         if (error instanceof Error) span.recordException(error);
         span.setStatus({
-          code: SpanStatusCode.ERROR,
+          code: SPAN_STATUS_ERROR,
           message: error instanceof Error ? error.message : String(error),
         });
       }
@@ -114,7 +133,7 @@ export function instrumentRealm(
         ...common,
         ...attributesOf(context, ["error.type"]),
       });
-      for (const type of ["input", "output"]) {
+      for (const type of ["input", "output"] as const) {
         const tokens = context[`gen_ai.usage.${type}_tokens`];
         if (typeof tokens === "number") {
           usage.record(tokens, { ...common, "gen_ai.token.type": type });
@@ -124,29 +143,4 @@ export function instrumentRealm(
   };
   channel.subscribe(handlers);
   return () => channel.unsubscribe(handlers);
-}
-
-/** Runs a few calls against the server at `url`, printing their spans. */
-export async function main(url: string, apiKey?: string): Promise<void> {
-  const provider = new BasicTracerProvider({
-    spanProcessors: [new SimpleSpanProcessor(new ConsoleSpanExporter())],
-  });
-  const stop = instrumentRealm({ tracer: provider.getTracer("example") });
-  const client = new RealmWebSocketClient({ url, model: "llama-2-7b", apiKey });
-  try {
-    await client.connect();
-    await client.generate({ prompt: "What is the capital of France?", max_tokens: 6 });
-    const stream = client.generateStream({ prompt: "Tell me a story", max_tokens: 5 });
-    for await (const _token of stream) { /* the span ends with the stream */ }
-    const { requestId, timeToFirstTokenMs } = await stream.result;
-    console.log(`stream ${requestId}: first token after ${timeToFirstTokenMs?.toFixed(1)} ms`);
-  } finally {
-    await client.disconnect();
-    stop();
-    await provider.shutdown();
-  }
-}
-
-if (import.meta.main) {
-  await main(Deno.env.get("REALM_URL") ?? "ws://localhost:8080", Deno.env.get("REALM_API_KEY"));
 }

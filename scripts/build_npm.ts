@@ -1,8 +1,8 @@
 /**
  * Builds the npm package into `npm/`: ES modules, CommonJS, `.d.ts`
- * declarations and source maps for each, `package.json`, README, CHANGELOG
- * and both licenses (a missing one fails the build). The version comes from
- * `deno.json`.
+ * declarations and source maps for each, `package.json`, README, CHANGELOG,
+ * both licenses (a missing one fails the build) and the OpenTelemetry recipe
+ * (`examples/opentelemetry.ts`, to copy). The version comes from `deno.json`.
  *
  * The sources are copied to `npm/ts` with their `.ts` import specifiers
  * rewritten to `.js`, then compiled twice with the TypeScript compiler API:
@@ -42,6 +42,12 @@ import { fileURLToPath } from "node:url";
 
 /** Files shipped beside the code; the build fails when one is missing. */
 const DOCUMENTS = ["README.md", "CHANGELOG.md", "LICENSE-MIT", "LICENSE-APACHE"] as const;
+
+/**
+ * Recipes shipped as they are, for a user to copy into an app (no entry imports them): the
+ * OpenTelemetry one runs on Node, Deno and Bun alike.
+ */
+const RECIPES = ["examples/opentelemetry.ts"] as const;
 
 /** The one runtime dependency, used on Node < 22 only. */
 const WS_VERSION = "^8.18.0";
@@ -348,7 +354,7 @@ function packageJson(deno: DenoJson): Record<string, unknown> {
     exports,
     typesVersions: { "*": typesVersions },
     // npm adds a README by itself but a license only when named exactly LICENSE: list them all.
-    files: ["esm/", "cjs/", "ts/", ...DOCUMENTS],
+    files: ["esm/", "cjs/", "ts/", ...DOCUMENTS, ...RECIPES],
     // The Node entries register ws when they are evaluated: a bundler must keep them.
     sideEffects: nodeFiles,
     engines: { node: NODE_ENGINE },
@@ -408,7 +414,10 @@ async function main(): Promise<void> {
       join(outDir, "package.json"),
       JSON.stringify(packageJson(deno), null, 2) + "\n",
     );
-    for (const name of DOCUMENTS) await Deno.copyFile(join(root, name), join(outDir, name));
+    for (const name of [...DOCUMENTS, ...RECIPES]) {
+      await Deno.mkdir(dirname(join(outDir, name)), { recursive: true });
+      await Deno.copyFile(join(root, name), join(outDir, name));
+    }
     console.log(
       `Built ${deno.name}@${deno.version} into npm/ (esm + cjs) from ${sources.length} sources.`,
     );

@@ -54,12 +54,13 @@ export async function measure(entry: string): Promise<BundleSize> {
 }
 
 /**
- * The client entry's budget, minified and gzipped: 14.5 KiB. It was 9.5 KiB before the lifecycle
- * state machine, several servers and tracing landed (they took it to 14.2 KiB; see the README's
- * Performance section); it now guards against growth that nobody chose. A size is the same on
- * every run, so unlike a time it can fail CI.
+ * The client entry's budget, minified and gzipped: 16 KiB, the most it may ever take. It was 9.5
+ * KiB before the lifecycle state machine, several servers and tracing (14.5 KiB); the connection
+ * run in its own module, failover with its retry budget and `pipelining`, and the checks of unknown
+ * keys and credentials in URLs took it to 16 KiB, paid for in part by shorter messages (see
+ * docs/performance.md#size). A size is the same on every run, so unlike a time it can fail CI.
  */
-export const BUDGET = 14.5 * 1024;
+export const BUDGET = 16 * 1024;
 
 function kb(bytes: number): string {
   return `${(bytes / 1024).toFixed(2)} KiB`;

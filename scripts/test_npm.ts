@@ -9,17 +9,23 @@
  *    Node 20 (the `ws` fallback), Node 22 and Bun (the global `WebSocket`), and in a headless
  *    Chromium served from loopback; runs the CommonJS round trip on both Nodes; checks the
  *    stub server's frames, close codes and fault switches on Node and Bun (`tests/npm/stub.mjs`);
- *    the diagnostics channels on Node 20, Node 22 and Bun (`tests/npm/telemetry.mjs`);
- *    bundles the package for the browser (no `ws` inside) and type-checks a strict consumer;
+ *    the diagnostics channels on Node 20, Node 22 and Bun (`tests/npm/telemetry.mjs`), and the
+ *    OpenTelemetry recipe the package ships, copied out of it and run on Node 22 with the real
+ *    OpenTelemetry SDK (`tests/npm/opentelemetry.mjs`);
+ *    bundles the package for the browser (no `ws` inside) and type-checks a strict consumer, with
+ *    the DOM library and as a Node project without it (`node16` and `bundler` resolution);
  * 5. drives the `./ai-sdk` entry with the real AI SDK on Node 22 (`tests/npm/ai_sdk.mjs`), with
- *    `ai` 7 and with `ai` 6 (installed as `ai6`), which both take its `LanguageModelV3` models.
- * 6. checks the tarball's file list (builds, shipped sources, README, CHANGELOG, both licenses),
- *    and that the runs on Node 20, Node 22 and Bun leave stderr empty, pools of 16 to 64 sockets
- *    included (`tests/npm/quiet.mjs`).
+ *    `ai` 7 and with `ai` 6 (installed as `ai6`), which both take its `LanguageModelV3` models;
+ *    runs the README's AI SDK snippet as written on Node 22 (a stub on 127.0.0.1:8080 for its
+ *    default provider), which must end by itself.
+ * 6. checks the tarball's file list (builds, shipped sources, README, CHANGELOG, both licenses,
+ *    the OpenTelemetry recipe), and that the runs on Node 20, Node 22 and Bun leave stderr
+ *    empty, pools of 16 to 64 sockets included (`tests/npm/quiet.mjs`).
  * 7. runs the package's `realm-conformance` command, as installed from the tarball, against a
  *    stub server (open; authenticated with a rate limit) on Node 20 (ws), Node 22 and Bun.
  *
- * Needs `node` and `npm` on PATH, the npm registry, and Chromium at `/usr/bin/chromium` (or
+ * Needs `node` and `npm` on PATH, the npm registry, port 8080 free on 127.0.0.1 (the README's
+ * AI SDK snippet talks to ws://localhost:8080), and Chromium at `/usr/bin/chromium` (or
  * `CHROMIUM=/path`). On Debian or Ubuntu: `apt-get update && apt-get install -y chromium`.
  * Node 22 and Bun are fetched from npm (`REALM_NODE22` and `REALM_BUN` override the versions);
  * when the machine's Node is not 20, Node 20 is fetched too (`REALM_NODE20`).
@@ -43,12 +49,17 @@ const PINS = {
   playwright: "1.65.1",
   esbuild: "0.28.2",
   typescript: "5.9.3",
+  // Node's own types, for the type check of a Node project without the DOM library.
+  typesNode: "22.20.7",
   publint: "0.3.25",
   attw: "0.18.5",
   // The AI SDK for the ./ai-sdk entry: the current major, the previous one, and ai's zod peer.
   ai: "7.0.173",
   ai6: "6.0.326",
   zod: "4.6.7",
+  // OpenTelemetry, for the recipe the package ships.
+  otelApi: "1.9.1",
+  otelSdk: "2.12.1",
 };
 const CHROMIUM_APT = "apt-get update && apt-get install -y chromium";
 
@@ -193,8 +204,17 @@ interface PackResult {
   files: { path: string }[];
 }
 
-/** Files the tarball must hold besides the builds: npm adds only a README by itself. */
-const PACKED_DOCUMENTS = ["README.md", "CHANGELOG.md", "LICENSE-MIT", "LICENSE-APACHE"];
+/**
+ * Files the tarball must hold besides the builds: npm adds only a README by itself. The
+ * OpenTelemetry recipe is there for a user to copy.
+ */
+const PACKED_DOCUMENTS = [
+  "README.md",
+  "CHANGELOG.md",
+  "LICENSE-MIT",
+  "LICENSE-APACHE",
+  "examples/opentelemetry.ts",
+];
 /** Each entry's code and declarations, in both builds. */
 const PACKED_ENTRIES = ["mod", "node", "testing", "testing_node"].flatMap((name) =>
   ["esm", "cjs"].flatMap((build) => [`${build}/${name}.js`, `${build}/${name}.d.ts`])
@@ -240,6 +260,53 @@ function checkPackedFiles(paths: string[]): void {
     failed: problems.length,
     seconds: 0,
   });
+}
+
+/** The first code block of the README section headed `heading`. */
+async function readmeSnippet(heading: string): Promise<string> {
+  const readme = await Deno.readTextFile(join(root, "README.md"));
+  const section = readme.slice(readme.indexOf(`\n## ${heading}\n`));
+  const block = /```ts[^\n]*\n([\s\S]*?)```/.exec(section);
+  if (!block) throw new Error(`README.md: no code block under "## ${heading}"`);
+  return block[1];
+}
+
+/**
+ * Runs the README's AI SDK snippet as written, from the installed package on Node 22, and checks
+ * that it ends by itself (an open socket would keep it running until the step's time limit). Its
+ * default provider talks to ws://localhost:8080: a stub listens there; its `createRealm` server
+ * and key become a second stub's.
+ */
+async function readmeAiSdkSnippet(project: string, node22: string, node22Version: string) {
+  const name = `README's AI SDK snippet ends by itself, Node ${node22Version}`;
+  const snippet = await readmeSnippet("Use with the AI SDK");
+  const key = /apiKey: "([^"]+)"/.exec(snippet)?.[1];
+  const local = await startStubServer({ port: 8080, tokenDelayMs: 5 }).catch((error) => {
+    console.log(`\n=== ${name}\n  [${name}] not ok - cannot listen on 127.0.0.1:8080: ${error}`);
+    results.push({ name, ok: false, passed: 0, failed: 1, seconds: 0 });
+  });
+  if (!local || !key) return;
+  const remote = await startStubServer({ tokenDelayMs: 5, apiKeys: { [key]: "tenant-readme" } });
+  try {
+    await Deno.writeTextFile(
+      join(project, "readme_ai_sdk.mjs"),
+      snippet.replace(/"wss:\/\/realm\.example\.com"/, JSON.stringify(remote.url)),
+    );
+    const result = await step(name, node22, ["readme_ai_sdk.mjs"], {
+      cwd: project,
+      timeoutMs: 20_000,
+      stderrEmpty: true,
+    });
+    if (result.ok && (local.callCount !== 1 || remote.callCount !== 1)) {
+      console.log(
+        `  [${name}] not ok - calls: ${local.callCount} local, ${remote.callCount} remote`,
+      );
+      Object.assign(result, { ok: false, failed: result.failed + 1 });
+    }
+  } finally {
+    await local.close();
+    await remote.close();
+  }
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -327,11 +394,15 @@ async function main(): Promise<number> {
           `playwright-core@${PINS.playwright}`,
           `esbuild@${PINS.esbuild}`,
           `typescript@${PINS.typescript}`,
+          `@types/node@${PINS.typesNode}`,
           `publint@${PINS.publint}`,
           `@arethetypeswrong/cli@${PINS.attw}`,
           `ai@${PINS.ai}`,
           `ai6@npm:ai@${PINS.ai6}`,
           `zod@${PINS.zod}`,
+          `@opentelemetry/api@${PINS.otelApi}`,
+          `@opentelemetry/sdk-trace-base@${PINS.otelSdk}`,
+          `@opentelemetry/sdk-metrics@${PINS.otelSdk}`,
         ],
         project,
         600_000,
@@ -379,6 +450,26 @@ async function main(): Promise<number> {
       "es2022,dom,dom.iterable",
       "types_check.mts",
     ], { cwd: project });
+    // A Node project without the DOM library: the declarations must name no DOM-only type.
+    for (const [module, resolution] of [["node16", "node16"], ["esnext", "bundler"]]) {
+      await step(`types (tsc, Node without DOM, ${resolution})`, bin("tsc"), [
+        "--noEmit",
+        "--strict",
+        "--skipLibCheck",
+        "false",
+        "--module",
+        module,
+        "--moduleResolution",
+        resolution,
+        "--target",
+        "es2022",
+        "--lib",
+        "es2023",
+        "--types",
+        "node",
+        "types_check.mts",
+      ], { cwd: project });
+    }
     await step("browser bundle (esbuild)", node20, ["bundle_check.mjs"], { cwd: project });
 
     // --- the behaviour suite on every runtime -------------------------------------------------
@@ -404,6 +495,18 @@ async function main(): Promise<number> {
     await step(`AI SDK ${PINS.ai6}, Node ${node22Version}`, node22, ["ai_sdk.mjs", "ai6"], {
       cwd: project,
     });
+    await readmeAiSdkSnippet(project, node22, node22Version);
+    // The recipe as a user takes it: copied out of the installed package, run as it is.
+    await Deno.copyFile(
+      join(project, "node_modules", "@realm-ai", "ws-client", "examples", "opentelemetry.ts"),
+      join(project, "opentelemetry.ts"),
+    );
+    await step(
+      `OpenTelemetry recipe, Node ${node22Version}`,
+      node22,
+      ["opentelemetry.mjs"],
+      quiet,
+    );
     await step(`telemetry, Node ${node20Version}`, node20, ["telemetry.mjs"], quiet);
     await step(`telemetry, Node ${node22Version}`, node22, ["telemetry.mjs"], quiet);
     await step(`telemetry, Bun ${bunVersion}`, bun, ["telemetry.mjs"], quiet);

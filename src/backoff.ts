@@ -27,22 +27,24 @@ export function reconnectDelay(
   return Math.min(cap, Math.round(random() * 2 * step));
 }
 
-/** The smallest wait before retrying a rate-limited call, in ms. */
-export const MIN_RETRY_DELAY_MS = 100;
-
 /**
- * The wait before retrying a rate-limited call: the server's `retryAfter`
- * plus up to 20 % (at least {@linkcode MIN_RETRY_DELAY_MS}) of jitter, so
- * clients that were limited together do not retry together. The server
- * rounds its wait down to whole seconds and often says 0.
+ * The wait before retrying a rate-limited call for the `limit`-th time (from 1). The server
+ * rounds its wait down to whole seconds ("Try again in 0 seconds" means under a second), so
+ * `N` seconds means a token is due somewhere in `[N, N + 1)` s: the first retry waits a random
+ * time in `[N + 0.5, N + 1]` s, and each further limit of the same call adds that random half
+ * second to a second again (`[N + 0.5k, N + k]` s for the k-th), so that calls limited together
+ * spread out instead of coming back together.
  *
  * @param retryAfterSeconds The error's `retryAfter`.
+ * @param limit How many times this call has been limited, counting this one.
  * @param random A source of numbers in [0, 1).
  */
-export function retryDelay(retryAfterSeconds: number, random: () => number = Math.random): number {
-  const base = Math.max(0, retryAfterSeconds) * 1000;
-  const jitter = Math.max(MIN_RETRY_DELAY_MS, base * 0.2);
-  return Math.round(base + MIN_RETRY_DELAY_MS + random() * jitter);
+export function retryDelay(
+  retryAfterSeconds: number,
+  limit = 1,
+  random: () => number = Math.random,
+): number {
+  return Math.round(Math.max(0, retryAfterSeconds) * 1000 + (500 + random() * 500) * limit);
 }
 
 /**

@@ -27,6 +27,8 @@ export interface CallSpec {
   signal?: AbortSignal;
   /** Receives each streamed token. */
   onToken?: (token: string) => void;
+  /** A pipeline the caller says may run twice: re-sent even when it may have been running. */
+  safeToRepeat?: boolean;
 }
 
 /** Idle checks per `idleTimeout` span: a silent stream ends within 1.25× of it. */
@@ -48,8 +50,16 @@ export class Call {
   connection: unknown = undefined;
   /** Rate-limit retries left. */
   retriesLeft: number;
-  /** `health`/`metadata` may be resent once after a drop. */
-  resentAfterDrop = false;
+  /** Times its frame was written to a socket: 1 for a call sent once. */
+  attempts = 0;
+  /** Times it was re-sent after its socket closed under it. */
+  resends = 0;
+  /** A server that may have run it already: it was being served when its socket closed. */
+  mayHaveRun = false;
+  /** The server it should not go back to on its next try (its socket closed under it). */
+  avoid: string | undefined;
+  /** Queued while no socket was open (not merely while every socket was full). */
+  waitsForServer = false;
   readonly result: Promise<unknown>;
   /**
    * When the call was made, when its first token arrived (0: none yet) and
@@ -215,22 +225,25 @@ export class Call {
       this.fail(
         new RealmError(
           "TIMEOUT",
-          `The ${this.spec.fn} stream (call ${this.id}) received no token for ` +
-            `${this.spec.idleTimeout} ms and was ended. The server can stop a stream without a ` +
-            "final frame; raise `streamIdleTimeout` if your model is slower than that.",
-          { requestId: this.id, sent: this.sent },
+          `The ${this.spec.fn} stream (call ${this.id}) got no token for ` +
+            `${this.spec.idleTimeout} ms: raise \`streamIdleTimeout\` for a slower model.`,
+          { requestId: this.id, sent: true },
         ),
         "abandoned",
       );
       return;
     }
+
     this.fail(
       new RealmError(
         "TIMEOUT",
         `No answer to ${this.spec.fn} (call ${this.id}) within ${this.spec.timeout} ms. ` +
-          "The server serves one call at a time per connection, so it may have waited behind " +
-          "other calls: raise `timeout`, or open more sockets with `connections`.",
-        { requestId: this.id, sent: this.sent },
+          (this.waitsForServer
+            ? (this.attempts ? "Its connection closed, and no server" : "No server") +
+              " could be reached to send it (see the `error` events)."
+            : "It may have waited behind other calls: raise `timeout`, `connections` or " +
+              "`pipelining`."),
+        { requestId: this.id, sent: this.sent || this.mayHaveRun },
       ),
       "abandoned",
     );
@@ -242,7 +255,7 @@ export class Call {
       new RealmError(
         "ABORTED",
         `The ${this.spec.fn} call (call ${this.id}) was aborted by its signal.`,
-        { requestId: this.id, sent: this.sent, cause: reason },
+        { requestId: this.id, sent: this.sent || this.mayHaveRun, cause: reason },
       ),
       "abandoned",
     );

@@ -278,6 +278,9 @@ export class RealmWebSocketClient extends EventTarget {
       openConnections: this.#connector.openCount,
       callsOnTheWire: servers.reduce((sum, server) => sum + server.callsOnTheWire, 0),
       listeners,
+      resentCalls: 0,
+      retriesWithheld: 0,
+      ...this.#connector.dispatcher.counts.get(""),
     };
     if (this.#options.serverList) stats.servers = servers;
     return stats;
@@ -407,6 +410,7 @@ export class RealmWebSocketClient extends EventTarget {
    * Adds a listener that receives the event's payload (the error itself for
    * `error`).
    *
+   * @typeParam K The event's name: a key of {@linkcode RealmEventMap}.
    * @example
    * ```ts
    * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
@@ -447,6 +451,7 @@ export class RealmWebSocketClient extends EventTarget {
   /**
    * Removes a listener added with {@linkcode RealmWebSocketClient.on}.
    *
+   * @typeParam K The event's name: a key of {@linkcode RealmEventMap}.
    * @example
    * ```ts
    * import type { RealmWebSocketClient } from "@realm-ai/ws-client";
@@ -483,8 +488,15 @@ export class RealmWebSocketClient extends EventTarget {
    */
   override addEventListener(
     type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | AddEventListenerOptions,
+    // Spelt out: the DOM library's names for these types (`EventListenerOrEventListenerObject`,
+    // `AddEventListenerOptions`) are unknown to a Node project without that library.
+    listener: ((event: Event) => void) | { handleEvent(event: Event): void } | null,
+    options?: boolean | {
+      capture?: boolean;
+      once?: boolean;
+      passive?: boolean;
+      signal?: AbortSignal;
+    },
   ): void {
     if (listener === null) return;
     const key = guardKey(type, options);
@@ -497,7 +509,7 @@ export class RealmWebSocketClient extends EventTarget {
           if (typeof listener === "function") listener.call(this, event);
           else listener.handleEvent(event);
         } catch (error) {
-          this.#log(`a "${type}" listener threw; the client went on`, { error: String(error) });
+          this.#log(`a "${type}" listener threw`, { error: String(error) });
         }
       };
       guards.set(key, guarded);
@@ -519,8 +531,8 @@ export class RealmWebSocketClient extends EventTarget {
    */
   override removeEventListener(
     type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | EventListenerOptions,
+    listener: ((event: Event) => void) | { handleEvent(event: Event): void } | null,
+    options?: boolean | { capture?: boolean },
   ): void {
     if (listener === null) return;
     const guarded = this.#guards.get(listener)?.get(guardKey(type, options));
@@ -565,8 +577,8 @@ export class RealmWebSocketClient extends EventTarget {
     if ("problem" in encoded) {
       throw new RealmError(
         "INVALID_PARAMS",
-        `The ${fn} call's parameters cannot be sent as JSON (${encoded.problem}). Pass only ` +
-          "strings, finite numbers, booleans, null, arrays and plain objects, without cycles.",
+        `The ${fn} call's parameters are not JSON (${encoded.problem}): pass only JSON ` +
+          "values, without cycles.",
         { sent: false },
       );
     }
@@ -579,6 +591,7 @@ export class RealmWebSocketClient extends EventTarget {
       maxRetries: callOptions.maxRetries ?? this.#options.maxRetries,
       signal: callOptions.signal,
       onToken,
+      safeToRepeat: callOptions.safeToRepeat,
     };
     const call = this.#calls.create(spec, this.#callEnded);
     const traced = traceCall(call, params, this.#connector.tenantId, this.#options.urls[0]);
@@ -597,7 +610,7 @@ const NO_PARAMS = { json: "{}" };
 const noParams = () => EMPTY as Record<string, unknown>;
 
 /** Listeners are told apart by type and capture, as `EventTarget` does. */
-function guardKey(type: string, options: boolean | EventListenerOptions | undefined): string {
+function guardKey(type: string, options: boolean | { capture?: boolean } | undefined): string {
   const capture = typeof options === "boolean" ? options : options?.capture === true;
   return `${capture ? "c" : "b"}:${type}`;
 }

@@ -108,7 +108,8 @@ export class Connection {
     socket.onmessage = (event) => this.#onMessage(event.data);
     socket.onclose = (event) => {
       this.#socketClosed = true;
-      this.#finish(event.code, event.reason);
+      // Deno says 0 for a connection that died; the standard's code for it is 1006.
+      this.#finish(event.code || 1006, event.reason);
       this.#onSocketClosed?.();
     };
     socket.onerror = ignore;
@@ -270,7 +271,7 @@ export class Connection {
     }
     this.#heartbeatTimer = setTimeout(() => {
       this.#heartbeatTimer = undefined;
-      this.#params.log?.("heartbeat unanswered; closing the socket", {
+      this.#params.log?.("heartbeat unanswered", {
         timeoutMs: this.#params.heartbeatTimeout,
       });
       void this.close(4000, "heartbeat timeout", 0, "dropped");
@@ -380,7 +381,7 @@ export function openConnection(
         new RealmError(
           "INVALID_OPTIONS",
           `Cannot open a WebSocket to ${params.url}: ${(cause as Error)?.message ?? cause}`,
-          { cause },
+          { cause, sent: false },
         ),
       );
       return;
@@ -404,20 +405,19 @@ export function openConnection(
       }
       reject(error === ABORTED ? cancelledConnect() : error);
     };
-    const unreachable = (detail: string) =>
+    const unreachable = (detail: string, event?: ErrorEvent) =>
       new RealmError(
         "CONNECTION_CLOSED",
-        `Could not connect to ${params.url}${detail}. Is the server running at that address?`,
-        { sent: false },
+        `Could not connect to ${params.url}${detail}: is a server running there?`,
+        { sent: false, cause: event?.error ?? event },
       );
     const timer = Number.isFinite(params.connectTimeout)
       ? setTimeout(() =>
         fail(
           new RealmError(
             "TIMEOUT",
-            `The server at ${params.url} accepted no handshake within ${params.connectTimeout} ` +
-              "ms. Check that it is a Realm server and that it is answering, or raise " +
-              "`connectTimeout`.",
+            `No handshake from ${params.url} within ${params.connectTimeout} ms: is it a Realm ` +
+              "server, and answering? Else raise `connectTimeout`.",
             { sent: false },
           ),
         ), params.connectTimeout)
@@ -435,12 +435,16 @@ export function openConnection(
     };
     if (params.signal?.aborted) return fail(ABORTED);
 
-    socket.onerror = () => {
+    socket.onerror = (event) => {
       // Node 22's WebSocket fires `error` and never `close` when it cannot
       // connect, so an error before the handshake ends the attempt now.
       dead = true;
       if (authFailure) return fail(authFailure);
-      fail(unreachable(""));
+      // Something that is no WebSocket server may have answered. Only the error's message tells,
+      // where the runtime tells at all: "Unexpected server response: 404" (`ws`), "… status code:
+      // 404" (Deno, Bun); Node 22's WebSocket and browsers say nothing.
+      const status = /(?:response|code): (\d{3})/.exec((event as ErrorEvent)?.message)?.[1];
+      fail(unreachable(status ? ` (an HTTP server answered ${status})` : "", event as ErrorEvent));
     };
     socket.onclose = (event) => {
       dead = true;
@@ -468,8 +472,7 @@ export function openConnection(
             return fail(
               new RealmError(
                 "UNAUTHORIZED",
-                `The server at ${params.url} requires an API key: pass \`apiKey\` to ` +
-                  "RealmWebSocketClient.",
+                `The server at ${params.url} requires an API key: pass \`apiKey\`.`,
               ),
             );
           }
@@ -511,7 +514,6 @@ function badTenant(url: string, tenantId: string): RealmError {
     "PROTOCOL_ERROR",
     `The server at ${url} assigned the tenant id ${
       JSON.stringify(tenantId.slice(0, 80))
-    }, which breaks the server's own rule (3 to 64 letters, digits, '-' or '_'). ` +
-      "Check that it is a Realm server.",
+    }, against its own rule (3 to 64 letters, digits, '-', '_'): is it a Realm server?`,
   );
 }

@@ -103,7 +103,8 @@ export class Connector {
       log,
     });
     this.dispatcher = new Dispatcher(calls, {
-      pick: () => this.#pool.leastBusy(),
+      pick: (avoid) => this.#pool.leastBusy(avoid),
+      connected: () => this.#pool.openCount > 0,
       mayWait: () => this.#lifecycle.running,
       maxQueuedCalls: options.maxQueuedCalls,
       report: (error) => this.emit("error", error),
@@ -124,7 +125,13 @@ export class Connector {
 
   /** Each server of the list, for `stats()`. */
   servers(): ServerStats[] {
-    return this.#pool.summary();
+    const counts = this.dispatcher.counts;
+    return this.#pool.summary().map((server) => ({
+      ...server,
+      resentCalls: 0,
+      retriesWithheld: 0,
+      ...counts.get(server.url),
+    }));
   }
 
   /** See `RealmWebSocketClient.connect()`. */
@@ -306,27 +313,18 @@ export class Connector {
       if (!error) continue;
       const fatal = FATAL.has(error.code);
       const retry = this.#options.reconnect && !fatal;
-      if (!reached.has(socket.url)) {
-        // A server nobody reached is reported once.
-        if (!reported.has(socket.url)) {
-          reported.add(socket.url);
-          this.emit(
-            "error",
-            new RealmError(
-              error.code,
-              `The server at ${socket.url} could not be used: ${error.message}` +
-                (retry ? " It is retried in the background." : ""),
-              { details: { url: socket.url }, cause: error },
-            ),
-          );
-        }
-      } else if (fatal) {
-        // Others reached its server, but this socket never will: say so.
+      const used = reached.has(socket.url);
+      // A server nobody reached is reported once; a socket that cannot open where others did,
+      // only when retrying cannot help.
+      if (used ? fatal : !reported.has(socket.url)) {
+        reported.add(socket.url);
         this.emit(
           "error",
           new RealmError(
             error.code,
-            `Socket ${socket.index} to ${socket.url} could not be opened: ${error.message}`,
+            `The server at ${socket.url} could not be used${
+              used ? ` by socket ${socket.index}` : ""
+            }: ${error.message}${retry ? " Retried in the background." : ""}`,
             { details: { url: socket.url, socket: socket.index }, cause: error },
           ),
         );
@@ -338,8 +336,7 @@ export class Connector {
       return this.#giveUp(
         new RealmError(
           "CONNECTION_CLOSED",
-          "The connection closed while connect() was opening the others, and `reconnect` is " +
-            "off. Call connect() again.",
+          "The sockets closed while connect() ran, and `reconnect` is off: call connect() again.",
           { sent: false },
         ),
       );
@@ -350,7 +347,7 @@ export class Connector {
       sockets,
       new RealmError(
         "CONNECTION_CLOSED",
-        "The connection closed while connect() was opening the others; reconnecting.",
+        "The sockets closed while connect() ran; reconnecting.",
         { sent: false },
       ),
     );
@@ -399,9 +396,8 @@ export class Connector {
     if (connection.tenantId === this.tenantId || this.#pool.openCount === 0) return undefined;
     return new RealmError(
       "TENANT_MISMATCH",
-      `The server at ${socket.url} assigned the tenant ${connection.tenantId}, but the ` +
-        `client's other servers use ${this.tenantId}, and every call carries one tenant. ` +
-        "It is not used: give every server the same key-to-tenant map.",
+      `The server at ${socket.url} assigned tenant ${connection.tenantId}, the others ` +
+        `${this.tenantId}: not used. Map the key to one tenant on every server.`,
       { details: { url: socket.url } },
     );
   }
@@ -428,7 +424,8 @@ export class Connector {
   ): void {
     const running = this.#lifecycle.running && cause !== "halt";
     const willReconnect = running && (cause === "reconnect" || this.#options.reconnect);
-    this.dispatcher.socketClosed(connection, code, willReconnect);
+    // Calls whose answer has not begun go to another socket, unless the client stopped.
+    this.dispatcher.socketClosed(connection, code, cause !== "halt");
     if (willReconnect) this.#pool.reconnect(socket, cause === "reconnect");
     this.#hooks.log("disconnected", { code, reason, willReconnect, socket: socket.index });
     if (running && !this.#start) {

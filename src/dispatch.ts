@@ -1,7 +1,8 @@
 /**
  * Calls to sockets and frames to calls: the queue of calls waiting for a
  * socket, sending on the least busy one, routing each frame by its id, the
- * rate-limit retry, and what a dropped socket means for the calls it carried.
+ * rate-limit retry, and what a dropped socket means for the calls it carried
+ * (re-sent when their answer has not begun, within one retry budget).
  *
  * @module
  */
@@ -10,6 +11,7 @@ import { retryDelay } from "./backoff.ts";
 import type { Call, CallEnd, CallRegistry } from "./calls.ts";
 import type { Connection } from "./connection.ts";
 import { parseRetryAfter, RealmError } from "./errors.ts";
+import { RetryBudget } from "./retry_budget.ts";
 import {
   callBody,
   callFrame,
@@ -20,8 +22,13 @@ import {
 
 /** What the dispatcher needs from its owner. */
 export interface DispatchContext {
-  /** The open socket to send on, if any. */
-  pick(): Connection | undefined;
+  /**
+   * The open socket with room to send on, if any; not one on the server `avoid` while another
+   * server has a socket open.
+   */
+  pick(avoid?: string): Connection | undefined;
+  /** Whether any socket is open (a call that finds none with room then waits for room). */
+  connected(): boolean;
   /** Whether a call without a socket may wait for one (the client is connecting or running). */
   mayWait(): boolean;
   /** The most calls that may wait. */
@@ -33,13 +40,34 @@ export interface DispatchContext {
   log(message: string, data?: Record<string, unknown>): void;
 }
 
-/** `health` and `metadata` change nothing on the server, so a dropped one is resent once. */
-const IDEMPOTENT: ReadonlySet<RealmFunction> = new Set(["health", "metadata"]);
+/**
+ * Functions that change nothing on the server: one it may have been running when its socket
+ * closed is re-sent. A pipeline's steps may act on the world: only one marked `safeToRepeat`.
+ */
+const READ_ONLY: ReadonlySet<RealmFunction> = new Set(["generate", "health", "metadata"]);
+
+/**
+ * Re-sends of one call after sockets closed under it: each server of a list of three once. A
+ * call whose servers keep dying under it may be what kills them, and is not sent again.
+ */
+export const MAX_RESENDS = 3;
+
+/** Re-sends and withheld retries, as `stats()` counts them. */
+export interface RetryCounts {
+  /** Calls re-sent after a socket closed under them. */
+  resentCalls: number;
+  /** Retries the budget withheld (the call failed with its own error). */
+  retriesWithheld: number;
+}
 
 /** Routes calls and frames; owns the queue of calls waiting for a socket. */
 export class Dispatcher {
   /** Calls waiting for a socket, oldest first (read-only outside this module). */
   readonly queue: Call[] = [];
+  /** The client-wide budget of retries that add load (see `retry_budget.ts`). */
+  readonly budget: RetryBudget = new RetryBudget();
+  /** Re-sends and withheld retries by the server the call left: `""` for all servers. */
+  readonly counts: Map<string, RetryCounts> = new Map();
   readonly #calls: CallRegistry;
   readonly #context: DispatchContext;
 
@@ -54,27 +82,29 @@ export class Dispatcher {
    */
   dispatch(call: Call, now?: number): void {
     if (call.settled) return;
-    const connection = this.#context.pick();
+    const connection = this.#context.pick(call.avoid);
     if (connection) return this.#send(call, connection, now);
-    if (!this.#context.mayWait()) {
+    const connected = this.#context.connected();
+    if (!connected && !this.#context.mayWait()) {
       return call.fail(
         new RealmError(
           "NOT_CONNECTED",
-          `Cannot call ${call.spec.fn}: the client is not connected. Call \`await client.connect()\` first.`,
+          `Cannot call ${call.spec.fn}: not connected. Call \`await client.connect()\` first.`,
           { requestId: call.id, sent: false },
         ),
       );
     }
-    if (this.queue.length >= this.#context.maxQueuedCalls) {
+    if (!connected && this.queue.length >= this.#context.maxQueuedCalls) {
       return call.fail(
         new RealmError(
           "QUEUE_FULL",
-          `${this.queue.length} calls are already waiting for a connection (maxQueuedCalls). ` +
-            "Wait for the client to reconnect, or raise `maxQueuedCalls`.",
+          `${this.queue.length} calls already wait for a connection: raise ` +
+            "`maxQueuedCalls`, or wait.",
           { requestId: call.id, sent: false },
         ),
       );
     }
+    call.waitsForServer = !connected;
     this.queue.push(call);
   }
 
@@ -83,9 +113,22 @@ export class Dispatcher {
     return this.queue.length;
   }
 
-  /** Sends what waits, while a socket is open. */
+  /**
+   * Sends what waits, oldest first, while sockets have room. A call that must avoid a server may
+   * wait while younger calls go; a call that cannot go anywhere means none can.
+   */
   flush(): void {
-    while (this.queue.length > 0 && this.#context.pick()) this.dispatch(this.queue.shift()!);
+    for (let i = 0; i < this.queue.length;) {
+      const call = this.queue[i];
+      const connection = this.#context.pick(call.avoid);
+      if (!connection) {
+        if (call.avoid === undefined) return;
+        i++;
+        continue;
+      }
+      this.queue.splice(i, 1);
+      this.#send(call, connection);
+    }
   }
 
   /** A call ended: a queued one leaves the queue; an abandoned one stops counting as listened to. */
@@ -118,6 +161,9 @@ export class Dispatcher {
     }
     call.sent = true;
     call.connection = connection;
+    call.waitsForServer = false;
+    call.avoid = undefined;
+    call.attempts++;
   }
 
   /** A frame arrived on an open socket. */
@@ -131,7 +177,7 @@ export class Dispatcher {
         return call.fail(
           new RealmError(
             "PROTOCOL_ERROR",
-            `The server sent a token for call ${frame.id} whose text is not a string.`,
+            `The server sent call ${frame.id} a token that is not a string.`,
             { requestId: call.id, sent: true },
           ),
           "abandoned",
@@ -141,7 +187,11 @@ export class Dispatcher {
         const call = this.#callOn(connection, frame.id);
         if (!call) return this.#lateFrame(connection, frame.id, true);
         connection.settled(frame.id);
-        return call.complete(frame.data, connection.frameAt);
+        this.budget.succeeded();
+        call.complete(frame.data, connection.frameAt);
+        // Room on this socket: a call waiting for some goes now.
+        if (this.queue.length > 0) this.flush();
+        return;
       }
       case "cancelled":
       case "error": {
@@ -153,7 +203,9 @@ export class Dispatcher {
         const call = this.#callOn(connection, frame.id);
         if (!call) return this.#lateFrame(connection, frame.id, true);
         connection.settled(frame.id);
-        return this.#failed(call, serverError(error, frame.id));
+        this.#failed(call, serverError(error, frame.id));
+        if (this.queue.length > 0) this.flush();
+        return;
       }
       case "bare_error":
         return this.#protocolError(`The server sent an error that names no call: ${frame.message}`);
@@ -167,30 +219,79 @@ export class Dispatcher {
   }
 
   /**
-   * A socket closed: its calls learn it now, not at their timeout. With a
-   * reconnect coming, `health`/`metadata` go back to the queue once.
+   * A socket closed: its calls learn it now, not at their timeouts. The server reads one frame
+   * at a time per socket and serves it to its end, so only the oldest call on the wire may have
+   * been running; the calls behind it were never read. With `resend` (the client runs on), a
+   * call whose answer has not begun goes to the front of the queue for another socket, another
+   * server if one is open: one never read always (it is free), the one that may have been
+   * running if it changes nothing on the server and the retry budget allows. A call that
+   * delivered tokens fails: it is never restarted behind the caller's back.
    */
-  socketClosed(connection: Connection, code: number, willReconnect: boolean): void {
-    const resend: Call[] = [];
+  socketClosed(connection: Connection, code: number, resend: boolean): void {
+    const again: Call[] = [];
+    let head = true;
     for (const id of connection.takeCalls()) {
       const call = this.#callOn(connection, id);
+      const mayHaveRun = head;
+      head = false;
       if (!call) continue;
-      if (willReconnect && IDEMPOTENT.has(call.spec.fn) && !call.resentAfterDrop) {
-        call.resentAfterDrop = true;
-        call.resetForRetry();
-        resend.push(call);
+      call.mayHaveRun ||= mayHaveRun;
+      const what = `${call.spec.fn} (call ${id})`;
+      const closed = `The connection to ${connection.url} closed (code ${code})`;
+      let failure: string | undefined;
+      if (call.tokens > 0) {
+        failure = `${closed} after ${call.tokens} token(s) of ${what}: a stream is not ` +
+          "restarted; call again for a new answer.";
+      } else if (!resend) {
+        failure = `${closed} before ${what} finished.` +
+          (call.mayHaveRun ? " It was sent, so the server may have run it." : "");
+      } else if (call.resends >= MAX_RESENDS) {
+        failure = `${closed} under ${what} ${MAX_RESENDS + 1} times: it is not sent again ` +
+          "(it may be what stops the servers).";
+      } else if (mayHaveRun && !READ_ONLY.has(call.spec.fn) && !call.spec.safeToRepeat) {
+        failure = `${closed} while the server may have been running ${what}: not re-sent ` +
+          "(pass `safeToRepeat: true` if it may run twice).";
+      } else if (mayHaveRun && !this.#spend(connection.url)) {
+        failure = `${closed} before ${what} finished. ${WITHHELD}`;
+      }
+      if (failure !== undefined) {
+        call.fail(
+          new RealmError("CONNECTION_CLOSED", failure, {
+            requestId: id,
+            sent: call.mayHaveRun,
+            delivered: call.tokens > 0,
+          }),
+        );
         continue;
       }
-      call.fail(
-        new RealmError(
-          "CONNECTION_CLOSED",
-          `The connection closed (code ${code}) before ${call.spec.fn} (call ${id}) finished. ` +
-            "It was sent, so the server may have run it.",
-          { requestId: id, sent: true },
-        ),
-      );
+      call.resends++;
+      call.avoid = connection.url;
+      call.resetForRetry();
+      this.#count(connection.url, "resentCalls");
+      this.#context.log("re-sending a call", {
+        requestId: id,
+        url: connection.url,
+        resends: call.resends,
+      });
+      again.push(call);
     }
-    this.queue.unshift(...resend);
+    this.queue.unshift(...again);
+  }
+
+  /** A retry that adds load: counted, and whether the budget lets it go (else counted withheld). */
+  #spend(url: string): boolean {
+    if (this.budget.spend()) return true;
+    this.#count(url, "retriesWithheld");
+    this.#context.log("retry withheld", { url });
+    return false;
+  }
+
+  #count(url: string, what: keyof RetryCounts): void {
+    for (const key of [url, ""]) {
+      let counts = this.counts.get(key);
+      if (!counts) this.counts.set(key, counts = { resentCalls: 0, retriesWithheld: 0 });
+      counts[what]++;
+    }
   }
 
   /** The unsettled call with this id, if it was sent on this socket. */
@@ -211,7 +312,7 @@ export class Dispatcher {
       return;
     }
     if (this.#calls.issued(id)) return;
-    this.#protocolError(`Ignored a frame for call id ${JSON.stringify(id)}, which is not pending.`);
+    this.#protocolError(`Ignored a frame for call id ${JSON.stringify(id)}, not pending.`);
   }
 
   /**
@@ -232,13 +333,25 @@ export class Dispatcher {
   }
 
   /**
-   * A server error for a call: a rate limit is retried when the call has
-   * retries left and the wait fits before its deadline; anything else fails it.
+   * A server error for a call: a rate limit is retried when the call has retries left, the wait
+   * fits before its deadline (which no retry moves) and the retry budget allows; anything else
+   * fails it.
    */
   #failed(call: Call, error: RealmError): void {
     if (error.code === "RATE_LIMIT_EXCEEDED" && call.retriesLeft > 0) {
-      const delay = retryDelay(error.retryAfter ?? 0);
+      const limit = call.spec.maxRetries - call.retriesLeft + 1;
+      const delay = retryDelay(error.retryAfter ?? 0, limit);
       if (performance.now() + delay < call.deadlineAt) {
+        if (!this.#spend((call.connection as Connection).url)) {
+          return call.fail(
+            new RealmError(error.code, `${error.message} ${WITHHELD}`, {
+              requestId: call.id,
+              retryAfter: error.retryAfter,
+              details: error.details,
+              sent: true,
+            }),
+          );
+        }
         call.retriesLeft--;
         call.resetForRetry();
         this.#context.log("rate limited; retrying", {
@@ -259,11 +372,13 @@ export class Dispatcher {
   }
 }
 
+const WITHHELD = "A retry was withheld: too many retries lately (the retry budget).";
+
 /** The same error for one call: its request id and whether it was sent. */
 export function withRequest(error: RealmError, call: Call): RealmError {
   return new RealmError(error.code, error.message, {
     requestId: call.id,
-    sent: call.sent,
+    sent: call.sent || call.mayHaveRun,
     retryAfter: error.retryAfter,
     details: error.details,
   });

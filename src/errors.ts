@@ -71,10 +71,12 @@ export interface RealmErrorInit {
   /** Extra data from the server's `error.details`. */
   details?: unknown;
   /**
-   * Whether the call's frame had been written to a socket. `false` means the
-   * server never saw it, so retrying cannot run it twice.
+   * Whether the server may have seen the call. `false` means it never did, so
+   * retrying cannot run it twice.
    */
   sent?: boolean;
+  /** Whether any of the call's answer (a token) had arrived before it failed. */
+  delivered?: boolean;
   /** The underlying error, when there is one. */
   cause?: unknown;
 }
@@ -106,10 +108,17 @@ export class RealmError extends Error {
   /** The server's `error.details`, when it sent any. */
   readonly details?: unknown;
   /**
-   * On `CONNECTION_CLOSED`, `TIMEOUT` and `ABORTED`: whether the call had been
-   * written to a socket. When `true`, the server may have run it.
+   * Whether the server may have seen the call: `false` means it never did
+   * (never written to a socket, or written behind another call on a socket
+   * that closed before the server read it), so making it again cannot run it
+   * twice. When `true`, the server may have run it.
    */
   readonly sent?: boolean;
+  /**
+   * On `CONNECTION_CLOSED`: whether any of the call's answer had arrived (a
+   * stream's tokens). Such a call is never re-sent by the client.
+   */
+  readonly delivered?: boolean;
 
   /**
    * Creates an error; the SDK makes these, you rarely need to.
@@ -122,10 +131,10 @@ export class RealmError extends Error {
     super(message, init.cause === undefined ? undefined : { cause: init.cause });
     this.name = "RealmError";
     this.code = code;
-    if (init.requestId !== undefined) this.requestId = init.requestId;
-    if (init.retryAfter !== undefined) this.retryAfter = init.retryAfter;
-    if (init.details !== undefined) this.details = init.details;
-    if (init.sent !== undefined) this.sent = init.sent;
+    // Only the facts given: an absent one is no property at all.
+    for (const key of ["requestId", "retryAfter", "details", "sent", "delivered"] as const) {
+      if (init[key] !== undefined) (this as Record<typeof key, unknown>)[key] = init[key];
+    }
   }
 }
 

@@ -65,12 +65,17 @@ export interface StateChange {
  */
 export const STATE_EDGES: Readonly<Record<ConnectionState, readonly ConnectionState[]>> = Object
   .freeze({
-    idle: Object.freeze(["connecting"] as const),
-    connecting: Object.freeze(["open", "reconnecting", "closed", "idle"] as const),
-    open: Object.freeze(["reconnecting", "closed", "idle"] as const),
-    reconnecting: Object.freeze(["open", "closed", "idle"] as const),
-    closed: Object.freeze(["connecting", "idle"] as const),
+    idle: to("connecting"),
+    connecting: to("open", "reconnecting", "closed", "idle"),
+    open: to("reconnecting", "closed", "idle"),
+    reconnecting: to("open", "closed", "idle"),
+    closed: to("connecting", "idle"),
   });
+
+/** A frozen list of the states one may move to. */
+function to(...states: ConnectionState[]): readonly ConnectionState[] {
+  return Object.freeze(states);
+}
 
 /** What the sockets look like now, as the lifecycle needs to know it. */
 export interface SocketSummary {

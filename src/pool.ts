@@ -138,8 +138,8 @@ export class Pool {
   readonly #connectionHandlers: ConnectionHandlers;
   /** Rounds not settled yet, wherever they wait (on a slot, or on an attempt under way). */
   readonly #rounds = new Set<Round>();
-  /** Sockets still closing, so that `settled()` can wait for them. */
-  readonly #closing = new Set<Promise<void>>();
+  /** Sockets still closing, each with its generation, so that `settled()` can wait for them. */
+  readonly #closing = new Map<Promise<void>, number>();
   #generation = 0;
   /** The implementation sockets are opened with; set by the owner before the first attempt. */
   WebSocket: WebSocketConstructor | undefined;
@@ -176,11 +176,6 @@ export class Pool {
     };
   }
 
-  /** How many servers the pool spreads its sockets over. */
-  get serverCount(): number {
-    return this.#servers.length;
-  }
-
   /** Sockets open and handshaken. */
   get openCount(): number {
     let open = 0;
@@ -201,32 +196,40 @@ export class Pool {
   }
 
   /**
-   * The open socket with the fewest calls keeping the server busy; the first
-   * on a tie. With one socket nothing is counted.
+   * The open socket with the fewest calls keeping the server busy and room
+   * for one more (under `pipelining`); ties are broken at random, so equal
+   * sockets share the load. Not one on the server `avoid` (where a call's
+   * socket just closed) while another server has a socket open.
    */
-  leastBusy(): Connection | undefined {
+  leastBusy(avoid?: string): Connection | undefined {
     const slots = this.#slots;
+    const room = this.#options.pipelining;
     if (slots.length === 1) {
       const only = slots[0].connection;
-      return only?.open ? only : undefined;
+      return only?.open && (room === Infinity || only.busy < room) ? only : undefined;
+    }
+    if (avoid !== undefined && !slots.some((s) => s.url !== avoid && s.connection?.open)) {
+      avoid = undefined;
     }
     let best: Connection | undefined;
     let bestLoad = Infinity;
+    let ties = 0;
     for (const slot of slots) {
       const connection = slot.connection;
-      if (!connection?.open) continue;
+      if (!connection?.open || slot.url === avoid) continue;
       const load = connection.busy;
+      if (load >= room || load > bestLoad) continue;
       if (load < bestLoad) {
         best = connection;
         bestLoad = load;
-        if (load === 0) break;
-      }
+        ties = 1;
+      } else if (Math.random() * ++ties < 1) best = connection;
     }
     return best;
   }
 
   /** Each server with its sockets and calls, in the order given, for `stats()`. */
-  summary(): ServerStats[] {
+  summary(): Omit<ServerStats, "resentCalls" | "retriesWithheld">[] {
     const now = performance.now();
     return this.#servers.map((server) => {
       let openConnections = 0, callsOnTheWire = 0;
@@ -333,7 +336,7 @@ export class Pool {
    * sockets have closed (or their close grace ran out).
    */
   closeAll(reason: string, error?: RealmError): Promise<void> {
-    this.#generation++;
+    const ended = this.#generation++;
     for (const slot of this.#slots) {
       const connection = slot.connection;
       slot.looping = slot.opening = slot.now = false;
@@ -341,19 +344,28 @@ export class Pool {
       slot.wakeUp = undefined;
       for (const handshake of slot.handshakes) handshake.abort();
       slot.rounds.clear();
-      if (connection) this.#track(connection.close(1000, reason, undefined, "halt"));
+      if (connection) this.#track(connection.close(1000, reason, undefined, "halt"), ended);
     }
     for (const round of this.#rounds) {
       if (!error) round.promise.catch(() => {});
       round.reject(error ?? cancelledConnect());
     }
     this.#rounds.clear();
-    return this.settled();
+    // Only what this generation closes: the next run's closes (a stalled server's handshakes,
+    // closed one after another) must not keep a disconnect() waiting.
+    return this.settled(ended);
   }
 
-  /** Resolves once every socket the pool closed has finished closing. */
-  async settled(): Promise<void> {
-    while (this.#closing.size > 0) await Promise.all(this.#closing);
+  /**
+   * Resolves once every socket the pool closed has finished closing: of every generation, or of
+   * those up to `generation`.
+   */
+  async settled(generation = Infinity): Promise<void> {
+    for (;;) {
+      const closing = [...this.#closing].filter(([, g]) => g <= generation).map(([p]) => p);
+      if (closing.length === 0) return;
+      await Promise.all(closing);
+    }
   }
 
   /**
@@ -386,13 +398,13 @@ export class Pool {
           abandonedCallTtl: options.streamIdleTimeout,
           signal: handshake.signal,
           log: (message, data) => this.#reports.log(message, data),
-          closing: (closed) => this.#track(closed),
+          closing: (closed) => this.#track(closed, generation),
         },
         this.#connectionHandlers,
       );
       slot.handshakes.delete(handshake);
       if (generation !== this.#generation) {
-        this.#track(connection.close(1000, "client disconnect"));
+        this.#track(connection.close(1000, "client disconnect"), generation);
         throw cancelledConnect();
       }
       const refusal = this.#reports.accept(slot, connection);
@@ -536,8 +548,8 @@ export class Pool {
     for (const slot of this.#slots) slot.rounds.delete(round);
   }
 
-  #track(closed: Promise<void>): void {
-    this.#closing.add(closed);
+  #track(closed: Promise<void>, generation = this.#generation): void {
+    this.#closing.set(closed, generation);
     void closed.then(() => this.#closing.delete(closed));
   }
 

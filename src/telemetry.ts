@@ -92,8 +92,13 @@ export interface CallTraceContext {
   "server.address"?: string;
   /** From `asyncStart`: that server's port. */
   "server.port"?: number;
-  /** From `asyncStart`: whether the call reached a socket (as `RealmError.sent`). */
+  /** From `asyncStart`: whether the server may have seen the call (as `RealmError.sent`). */
   "realm.sent"?: boolean;
+  /**
+   * From `asyncStart`: how many times the call was written to a socket: 1, or more after a
+   * rate-limit retry or a re-send when a socket closed under it; 0 if it never went out.
+   */
+  "realm.attempts"?: number;
   /** From `asyncStart`: ms from the call to its settling, as on the result. */
   durationMs?: number;
   /** generate: the server's `prompt_tokens`, when reported. */
@@ -235,7 +240,8 @@ export function traceCall(
       context,
       server((call.connection as { url?: string } | undefined)?.url ?? url),
     );
-    context["realm.sent"] = call.sent;
+    context["realm.sent"] = call.sent || call.mayHaveRun;
+    context["realm.attempts"] = call.attempts;
     context.durationMs = call.endedAt - call.startedAt;
     if (call.firstTokenAt) {
       context["gen_ai.response.time_to_first_chunk"] = (call.firstTokenAt - call.startedAt) / 1000;

@@ -46,8 +46,8 @@ const TOKEN_FRAME =
  * const frame = readTokenFrame(
  *   '{"id":"7","status":"streaming","data":{"index":0,"is_final":false,"text":"Paris "}}',
  * );
- * console.log(frame); // { kind: "streaming", id: "7", data: { index: 0, is_final: false, text: "Paris " } }
- * console.log(readTokenFrame('{"id": "7"}')); // undefined: not the fixed layout
+ * // frame: { kind: "streaming", id: "7", data: { index: 0, is_final: false, text: "Paris " } }
+ * const other = readTokenFrame('{"id": "7"}'); // undefined: not the fixed layout
  * ```
  */
 export function readTokenFrame(text: string): TokenFrame | undefined {

@@ -162,8 +162,13 @@ export class TokenStream implements AsyncIterable<string> {
     }, { highWaterMark: 0 });
   }
 
-  /** Stops listening; a pending read ends and later frames are dropped. */
-  cancel(_reason?: unknown): Promise<void> {
+  /**
+   * Stops listening; a pending read ends and later frames are dropped.
+   *
+   * @param reason Why, as `ReadableStream.cancel(reason)` takes it; the stream does not keep it.
+   */
+  // deno-lint-ignore no-unused-vars -- named for the API docs; a reason changes nothing here
+  cancel(reason?: unknown): Promise<void> {
     if (!this.#ended && !this.#failure) {
       this.#ended = true;
       this.#text = "";
@@ -173,7 +178,7 @@ export class TokenStream implements AsyncIterable<string> {
       this.#settle.reject(
         new RealmError(
           "ABORTED",
-          "The token stream was cancelled before its end: it has no result.",
+          "The stream was cancelled before its end: it has no result.",
           { requestId: this.requestId, sent: this.#started },
         ),
       );

@@ -147,6 +147,20 @@ export interface RealmClientOptions {
    */
   connections?: number;
   /**
+   * Calls one socket carries at once: written to it and not yet answered; the
+   * rest wait in the client's queue for the first socket with room. The
+   * server serves a socket's calls one at a time, in order, so a cap costs a
+   * round trip per call over a network (at 10 ms each way, about 140 calls/s
+   * per socket at 4, against 21,000 uncapped) and gains nothing in failover
+   * (calls the server never read are re-sent for free). A small cap (1 to 8)
+   * suits an app that mixes long streams with bursts of short calls on few
+   * sockets, or that wants to bound what a hung server holds: fewer short calls
+   * then wait behind a stream. An integer ≥ 1, or `Infinity` for no limit.
+   *
+   * @default {Infinity}
+   */
+  pipelining?: number;
+  /**
    * Allow sending `apiKey` over plain `ws://` to a host that is not loopback.
    * Off by default: such a key would cross the network readable by anyone.
    *
@@ -180,6 +194,13 @@ export interface CallOptions {
   streamIdleTimeout?: number;
   /** Overrides the client's `maxRetries` for this call. */
   maxRetries?: number;
+  /**
+   * For `executePipeline`: the pipeline may run twice without harm, so when
+   * its connection closes while the server may be running it, it is sent
+   * again (as `generate`, `health` and `metadata` always are). Default
+   * `false`: a pipeline's steps may act on the world.
+   */
+  safeToRepeat?: boolean;
 }
 
 /**
@@ -398,6 +419,13 @@ export interface ClientStats {
   callsOnTheWire: number;
   /** Event listeners added with `on()`. */
   listeners: number;
+  /** Calls re-sent after a socket closed before their answer began, since the client was made. */
+  resentCalls: number;
+  /**
+   * Retries the client-wide retry budget withheld since the client was made
+   * (re-sends of a call a server may have been running, rate-limit retries).
+   */
+  retriesWithheld: number;
   /** With a list of servers (`url` given as an array): each server, in the order given. */
   servers?: ServerStats[];
 }
@@ -425,4 +453,8 @@ export interface ServerStats {
   callsOnTheWire: number;
   /** Failed connection attempts in a row (since it was last up or ejected). */
   failures: number;
+  /** Calls re-sent elsewhere after its sockets closed under them, since the client was made. */
+  resentCalls: number;
+  /** Retries of calls that failed on it that the retry budget withheld. */
+  retriesWithheld: number;
 }

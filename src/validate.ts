@@ -30,24 +30,86 @@ export interface ResolvedOptions {
   maxRetries: number;
   maxQueuedCalls: number;
   connections: number;
+  pipelining: number;
   allowInsecureAuth: boolean;
   WebSocket?: RealmClientOptions["WebSocket"];
   logger?: RealmClientOptions["logger"];
 }
 
+/** Every refusal here comes before anything is sent. */
+const NOT_SENT = { sent: false };
+
 function invalidOption(message: string): RealmError {
-  return new RealmError("INVALID_OPTIONS", message);
+  return new RealmError("INVALID_OPTIONS", message, NOT_SENT);
 }
 
 function invalidParam(message: string): RealmError {
-  return new RealmError("INVALID_PARAMS", message);
+  return new RealmError("INVALID_PARAMS", message, NOT_SENT);
+}
+
+/** Refuses `value` unless `ok`: "`name` must be RULE; got VALUE." (an option by default). */
+function must(
+  ok: boolean,
+  name: string,
+  rule: string,
+  value: unknown,
+  refuse: (message: string) => RealmError = invalidOption,
+): void {
+  if (!ok) throw refuse(`\`${name}\` must be ${rule}; got ${describe(value)}.`);
+}
+
+const BOOLEAN = "true or false";
+
+/** The per-call options, the last argument of every call. */
+export const CALL_OPTIONS = [
+  "signal",
+  "timeout",
+  "streamIdleTimeout",
+  "maxRetries",
+  "safeToRepeat",
+] as const satisfies readonly (keyof CallOptions)[];
+
+/**
+ * Refuses a key of `input` that is not in `known`, naming the known key it most likely meant:
+ * one that differs but for case and one short run of letters (`maxTokens` for `max_tokens`,
+ * `timout` for `timeout`, `maxRetry` for `maxRetries`). TypeScript catches these at compile
+ * time, JavaScript only here: the server ignores fields it does not know, so a misspelt key
+ * would change nothing, in silence.
+ */
+function checkKeys(
+  input: object,
+  known: readonly string[],
+  what: string,
+  refuse: (message: string) => RealmError,
+): void {
+  const key = Object.keys(input).find((key) => !known.includes(key));
+  if (key === undefined) return;
+  const near = known.find((name) => isNear(key.toLowerCase(), name.toLowerCase()));
+  throw refuse(
+    `Unknown ${what} \`${key}\`${
+      near ? `: did you mean \`${near}\`?` : `; use ${known.join(", ")}.`
+    }`,
+  );
+}
+
+/**
+ * Whether `a` and `b` differ only in one run of letters, after a common start and before a common
+ * end: two letters long at most, or a third of the longer word.
+ */
+function isNear(a: string, b: string): boolean {
+  const longest = Math.max(a.length, b.length);
+  let start = 0;
+  let end = 0;
+  while (a[start] && a[start] === b[start]) start++;
+  while (end < a.length - start && end < b.length - start && a.at(~end) === b.at(~end)) end++;
+  return longest - start - end <= Math.max(2, longest / 3);
 }
 
 const MS = "a number of milliseconds";
 /** The longest delay timers honour (2^31-1 ms, about 24.8 days); a longer one fires at once. */
 const MAX_DELAY = 2 ** 31 - 1;
 const UP_TO = `up to ${MAX_DELAY}`;
-const OR_NO_LIMIT = `${UP_TO}, or Infinity for no limit`;
+const OR_NO_LIMIT = `${UP_TO}, or Infinity`;
 const delay = (v: number) => v <= MAX_DELAY;
 const delayOrNoLimit = (v: number) => v <= MAX_DELAY || v === Infinity;
 const integerOrInfinity = (v: number) => v === Infinity || Number.isInteger(v);
@@ -76,6 +138,7 @@ export const OPTION_DEFAULTS = {
   maxRetries: 0,
   maxQueuedCalls: 1000,
   connections: undefined,
+  pipelining: Infinity,
   allowInsecureAuth: false,
   WebSocket: undefined,
   logger: undefined,
@@ -88,11 +151,12 @@ const NUMERIC_OPTIONS: [name: NumericOption, rule: string, ok: Check][] = [
   ["timeout", `${MS} > 0, ${OR_NO_LIMIT}`, (v) => v > 0 && delayOrNoLimit(v)],
   ["streamIdleTimeout", `${MS} > 0, ${OR_NO_LIMIT}`, (v) => v > 0 && delayOrNoLimit(v)],
   ["connectTimeout", `${MS} > 0, ${OR_NO_LIMIT}`, (v) => v > 0 && delayOrNoLimit(v)],
-  ["heartbeatInterval", `${MS} ≥ 0 (0 turns it off), ${UP_TO}`, (v) => v >= 0 && delay(v)],
+  ["heartbeatInterval", `${MS} ≥ 0, ${UP_TO}`, (v) => v >= 0 && delay(v)],
   ["heartbeatTimeout", `${MS} > 0, ${UP_TO}`, (v) => v > 0 && delay(v)],
   ["maxRetries", "an integer ≥ 0", (v) => v >= 0 && Number.isInteger(v)],
   ["maxQueuedCalls", "an integer ≥ 0 or Infinity", (v) => v >= 0 && integerOrInfinity(v)],
   ["connections", "an integer from 1 to 64", (v) => v >= 1 && v <= 64 && Number.isInteger(v)],
+  ["pipelining", "an integer ≥ 1 or Infinity", (v) => v >= 1 && integerOrInfinity(v)],
 ];
 
 type NumericOption =
@@ -105,21 +169,22 @@ type NumericOption =
   | "heartbeatTimeout"
   | "maxRetries"
   | "maxQueuedCalls"
-  | "connections";
+  | "connections"
+  | "pipelining";
 
 type Check = (value: number) => boolean;
 
 function numberOption(value: unknown, name: string, fallback: number, rule: string, ok: Check) {
   if (value === undefined) return fallback;
-  if (typeof value !== "number" || Number.isNaN(value) || !ok(value)) {
-    throw invalidOption(`\`${name}\` must be ${rule}; got ${describe(value)}.`);
-  }
-  return value;
+  must(typeof value === "number" && !Number.isNaN(value) && ok(value), name, rule, value);
+  return value as number;
 }
 
 function describe(value: unknown): string {
   if (typeof value === "string") {
-    return JSON.stringify(value.length > 40 ? value.slice(0, 40) + "…" : value);
+    // Never what may be a URL's user and password.
+    const text = value.replace(/.*@/s, "…@");
+    return JSON.stringify(text.length > 40 ? text.slice(0, 40) + "…" : text);
   }
   if (typeof value === "number" || typeof value === "boolean" || value == null) {
     return String(value);
@@ -127,59 +192,60 @@ function describe(value: unknown): string {
   return typeof value;
 }
 
-const LOOPBACK_HOSTS = new Set(["localhost", "[::1]", "::1"]);
+/**
+ * Hosts that are certainly this machine, as a parsed URL spells them: `localhost`, `127.0.0.0/8`
+ * and `[::1]`. Not a name under `.localhost`: a runtime may resolve it through DNS.
+ */
+const LOOPBACK = /^(localhost|127(\.\d+){3}|\[::1\])$/;
 
-function isLoopback(hostname: string): boolean {
-  return LOOPBACK_HOSTS.has(hostname) || /^127(\.\d{1,3}){3}$/.test(hostname) ||
-    hostname.endsWith(".localhost");
-}
-
-/** Checks one server address. */
+/** Checks one server address: one that every WebSocket accepts, without credentials. */
 function checkUrl(url: unknown): URL {
-  let parsed: URL;
+  let parsed: URL | undefined;
   try {
     parsed = new URL(url as string);
-  } catch {
-    throw invalidOption(`\`url\` must be a ws:// or wss:// URL; got ${describe(url)}.`);
-  }
-  if (typeof url !== "string") {
-    throw invalidOption(`\`url\` must be a ws:// or wss:// URL; got ${describe(url)}.`);
-  }
-  if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
+  } catch { /* refused below */ }
+  const scheme = parsed?.protocol;
+  if (typeof url !== "string" || (scheme !== "ws:" && scheme !== "wss:") || url.includes("#")) {
     throw invalidOption(
-      `\`url\` must use ws:// or wss://; got ${describe(url)}.` +
-        (parsed.protocol === "http:" || parsed.protocol === "https:"
-          ? ` Use ${
-            parsed.protocol === "https:" ? "wss" : "ws"
-          }://${parsed.host}${parsed.pathname}.`
+      `\`url\` must be a ws:// or wss:// URL without a #fragment; got ${describe(url)}.` +
+        (scheme === "http:" || scheme === "https:"
+          ? ` Use ${scheme === "https:" ? "wss" : "ws"}://${parsed!.host}${parsed!.pathname}.`
           : ""),
     );
   }
-  return parsed;
+  if (parsed!.username || parsed!.password) {
+    throw invalidOption("`url` must hold no user:password@: pass the key as `apiKey`.");
+  }
+  return parsed!;
 }
+
+/** Options checked by their type alone: name, type, the rule as the error states it. */
+const TYPED_OPTIONS = [
+  ["reconnect", "boolean", BOOLEAN],
+  ["allowInsecureAuth", "boolean", BOOLEAN],
+  ["WebSocket", "function", "a WebSocket constructor"],
+  ["logger", "function", "a function `(message, data) => void`"],
+] as const;
+
+const MODEL_REQUIRED =
+  '`model` is required: a model name, file path or URL, e.g. `{ model: "llama-2-7b" }`.';
 
 /** Checks the constructor's options and fills in the defaults. */
 export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
-  if (typeof input !== "object" || input === null) {
-    throw invalidOption(
-      'RealmWebSocketClient needs an options object, e.g. `{ model: "llama-2-7b" }`.',
-    );
-  }
+  // No options object at all gets the same answer as one without `model`.
+  if (typeof input !== "object" || input === null) throw invalidOption(MODEL_REQUIRED);
   const options = input as unknown as Record<string, unknown>;
+  checkKeys(input, Object.keys(OPTION_DEFAULTS), "option", invalidOption);
   if (typeof input.model !== "string" || input.model.trim() === "") {
-    throw invalidOption(
-      '`model` is required: a model name, file path or URL, e.g. `{ model: "llama-2-7b" }`.',
-    );
+    throw invalidOption(MODEL_REQUIRED);
   }
   const urls = Array.isArray(input.url) ? input.url : [input.url ?? OPTION_DEFAULTS.url];
   if (urls.length === 0) {
-    throw invalidOption("`url` must name at least one server: a ws:// or wss:// URL, or a list.");
+    throw invalidOption("`url` must name a server at least.");
   }
   // `""` is what an empty environment variable (`REALM_API_KEY=`) gives: no key, as before.
   const apiKey = input.apiKey === "" ? undefined : input.apiKey;
-  if (apiKey !== undefined && typeof apiKey !== "string") {
-    throw invalidOption('`apiKey` must be a string when given ("" counts as no key).');
-  }
+  must(apiKey === undefined || typeof apiKey === "string", "apiKey", "a string", apiKey);
   const seen = new Set<string>();
   for (const url of urls) {
     const parsed = checkUrl(url);
@@ -188,36 +254,24 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
     }
     seen.add(parsed.href);
     if (
-      apiKey !== undefined && parsed.protocol === "ws:" && !isLoopback(parsed.hostname) &&
+      apiKey !== undefined && parsed.protocol === "ws:" && !LOOPBACK.test(parsed.hostname) &&
       input.allowInsecureAuth !== true
     ) {
       throw invalidOption(
-        `Refusing to send the API key over unencrypted ws:// to ${parsed.hostname}: anyone on ` +
-          "the network could read it. Use a wss:// URL, or set `allowInsecureAuth: true` if you " +
-          "accept the risk.",
+        `Refusing to send the API key to ${parsed.hostname} over plain ws:// (anyone on the ` +
+          "network could read it): use wss://, or `allowInsecureAuth: true`.",
       );
     }
   }
-  if (
-    input.tenantId !== undefined &&
-    (typeof input.tenantId !== "string" || !TENANT_ID_PATTERN.test(input.tenantId))
-  ) {
-    throw invalidOption(
-      `\`tenantId\` must be 3 to 64 letters, digits, '-' or '_' (the server's rule); got ${
-        describe(input.tenantId)
-      }.`,
-    );
-  }
-  for (const flag of ["reconnect", "allowInsecureAuth"] as const) {
-    if (input[flag] !== undefined && typeof input[flag] !== "boolean") {
-      throw invalidOption(`\`${flag}\` must be true or false; got ${describe(input[flag])}.`);
-    }
-  }
-  if (input.WebSocket !== undefined && typeof input.WebSocket !== "function") {
-    throw invalidOption("`WebSocket` must be a WebSocket constructor.");
-  }
-  if (input.logger !== undefined && typeof input.logger !== "function") {
-    throw invalidOption("`logger` must be a function `(message, data) => void`.");
+  const tenantId = input.tenantId;
+  must(
+    tenantId === undefined || (typeof tenantId === "string" && TENANT_ID_PATTERN.test(tenantId)),
+    "tenantId",
+    "3 to 64 letters, digits, '-' or '_'",
+    tenantId,
+  );
+  for (const [name, type, rule] of TYPED_OPTIONS) {
+    must(options[name] === undefined || typeof options[name] === type, name, rule, options[name]);
   }
   const resolved = {
     model: input.model,
@@ -237,8 +291,8 @@ export function resolveOptions(input: RealmClientOptions): ResolvedOptions {
   }
   if (resolved.connections < urls.length) {
     throw invalidOption(
-      `\`connections\` (${resolved.connections}) is less than the number of servers in \`url\` ` +
-        `(${urls.length}): each server needs at least one socket. Leave it out for one per server.`,
+      `\`connections\` (${resolved.connections}) is below the ${urls.length} servers in \`url\`: ` +
+        "leave it out for one per server.",
     );
   }
   const floor = resolved.reconnectInterval;
@@ -266,28 +320,29 @@ export function checkCallOptions(opts: CallOptions | undefined): CallOptions {
   if (typeof opts !== "object" || opts === null) {
     throw invalidParam("The call options must be an object like `{ signal, timeout }`.");
   }
-  if (opts.signal !== undefined && !isAbortSignal(opts.signal)) {
-    throw invalidParam(
-      `\`signal\` must be an AbortSignal (e.g. from an AbortController); got ${
-        describe(opts.signal)
-      }.`,
-    );
-  }
+  checkKeys(opts, CALL_OPTIONS, "option", invalidParam);
+  const { signal, safeToRepeat, maxRetries } = opts;
+  const param = invalidParam;
+  must(signal === undefined || isAbortSignal(signal), "signal", "an AbortSignal", signal, param);
   for (const name of ["timeout", "streamIdleTimeout"] as const) {
     const value = opts[name];
-    if (
-      value !== undefined && (typeof value !== "number" || !(value > 0) || !delayOrNoLimit(value))
-    ) {
-      throw invalidParam(`\`${name}\` must be ${MS} > 0, ${OR_NO_LIMIT}; got ${describe(value)}.`);
-    }
+    const ok = value === undefined || (typeof value === "number" && value > 0);
+    must(ok && delayOrNoLimit(value ?? 1), name, `${MS} > 0, ${OR_NO_LIMIT}`, value, param);
   }
-  const retries = opts.maxRetries;
-  if (
-    retries !== undefined &&
-    (typeof retries !== "number" || !Number.isInteger(retries) || retries < 0)
-  ) {
-    throw invalidParam(`\`maxRetries\` must be an integer ≥ 0; got ${describe(retries)}.`);
-  }
+  must(
+    safeToRepeat === undefined || typeof safeToRepeat === "boolean",
+    "safeToRepeat",
+    BOOLEAN,
+    safeToRepeat,
+    param,
+  );
+  must(
+    maxRetries === undefined || (Number.isInteger(maxRetries) && maxRetries >= 0),
+    "maxRetries",
+    "an integer ≥ 0",
+    maxRetries,
+    param,
+  );
   return opts;
 }
 
@@ -308,12 +363,28 @@ const GENERATION_RANGES: Range[] = [
   [
     "top_k",
     (v) => v >= 0 && v <= MAX_INT,
-    "an integer from 0 to 2^53-1 (0 turns it off)",
+    "an integer from 0 to 2^53-1",
     true,
   ],
   // The server's f32: a larger number would become infinity there.
   ["repetition_penalty", (v) => v > 0 && v <= 3.4e38, "a number > 0, up to 3.4e38", false],
 ];
+
+/**
+ * Every parameter of `generate`. Any other key is refused: the server ignores fields it does not
+ * know, so one passed on would only hide a typo.
+ */
+export const GENERATION_PARAMS = [
+  "prompt",
+  "model",
+  "max_tokens",
+  "temperature",
+  "top_p",
+  "top_k",
+  "repetition_penalty",
+  "stream",
+  "onToken",
+] as const satisfies readonly (keyof GenerationOptions)[];
 
 /**
  * Checks `generate` options and returns the wire `params`: only the fields
@@ -327,9 +398,8 @@ export function generationParams(
   if (typeof options !== "object" || options === null) {
     throw invalidParam('generate needs an options object, e.g. `{ prompt: "Hello" }`.');
   }
-  if (typeof options.prompt !== "string") {
-    throw invalidParam(`\`prompt\` must be a string; got ${describe(options.prompt)}.`);
-  }
+  checkKeys(options, GENERATION_PARAMS, "parameter", invalidParam);
+  must(typeof options.prompt === "string", "prompt", "a string", options.prompt, invalidParam);
   const params: Record<string, unknown> = { prompt: options.prompt };
   if (options.model !== undefined) {
     if (typeof options.model !== "string" || options.model.trim() === "") {
@@ -340,20 +410,20 @@ export function generationParams(
   for (const [name, ok, rule, int] of GENERATION_RANGES) {
     const value = options[name];
     if (value === undefined) continue;
-    if (
-      typeof value !== "number" || !Number.isFinite(value) || !ok(value) ||
-      (int && !Number.isInteger(value))
-    ) {
-      throw invalidParam(`\`${name}\` must be ${rule}; got ${describe(value)}.`);
-    }
+    const fits = Number.isFinite(value) && ok(value as number);
+    must(fits && (!int || Number.isInteger(value)), name, rule, value, invalidParam);
     params[name] = value;
   }
-  if (options.stream !== undefined && typeof options.stream !== "boolean") {
-    throw invalidParam(`\`stream\` must be true or false; got ${describe(options.stream)}.`);
-  }
-  if (options.onToken !== undefined && typeof options.onToken !== "function") {
-    throw invalidParam("`onToken` must be a function `(token: string) => void`.");
-  }
+  const { stream: flag, onToken } = options;
+  must(flag === undefined || typeof flag === "boolean", "stream", BOOLEAN, flag, invalidParam);
+  const fn = "a function `(token: string) => void`";
+  must(
+    onToken === undefined || typeof onToken === "function",
+    "onToken",
+    fn,
+    onToken,
+    invalidParam,
+  );
   params.stream = stream;
   return params;
 }
@@ -362,12 +432,12 @@ export function generationParams(
 export function pipelineParams(name: string, input: unknown): Record<string, unknown> {
   if (typeof name !== "string" || name.trim() === "") {
     throw invalidParam(
-      `The pipeline name must be a non-empty string, e.g. "rag-pipeline"; got ${describe(name)}.`,
+      `The pipeline name must be a non-empty string; got ${describe(name)}.`,
     );
   }
   if (typeof input !== "object" || input === null || Array.isArray(input)) {
     throw invalidParam(
-      `The pipeline input must be a JSON object, e.g. \`{ query: "..." }\`; got ${
+      `The pipeline input must be a JSON object; got ${
         Array.isArray(input) ? "an array" : describe(input)
       }.`,
     );
@@ -381,11 +451,11 @@ export function pipelineParams(name: string, input: unknown): Record<string, unk
  */
 export function randomTenantId(): string {
   if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  bytes[6] = (bytes[6] & 0x0f) | 0x40;
-  bytes[8] = (bytes[8] & 0x3f) | 0x80;
-  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${
-    hex.slice(20)
-  }`;
+  // Each x a random hex digit, y one of 8, 9, a, b: the version and variant bits of a v4 UUID.
+  const random = crypto.getRandomValues(new Uint8Array(32));
+  let i = 0;
+  return "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx".replace(
+    /[xy]/g,
+    (c) => (c === "x" ? random[i++] & 15 : (random[i++] & 3) | 8).toString(16),
+  );
 }

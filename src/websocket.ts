@@ -43,7 +43,7 @@ export async function resolveWebSocket(
   if (fallback) return { WebSocket: await fallback(), source: "fallback" };
   throw new RealmError(
     "INVALID_OPTIONS",
-    "This runtime has no global WebSocket. Pass one as the `WebSocket` option " +
-      '(e.g. `import WebSocket from "ws"`), or upgrade to Node 22 or newer.',
+    "No global WebSocket here: pass one as the `WebSocket` option " +
+      '(e.g. the "ws" package\'s), or use Node 22 or newer.',
   );
 }

@@ -41,16 +41,23 @@ export function freePort(): number {
  * where nothing listens stays dead.
  */
 export function stablePort(): number {
-  for (;;) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000);
+  for (let tries = 0; tries < 1000; tries++) {
+    // Not Math.random: tests pin it (withRandom), and a pinned port would be taken at once.
+    const port = 20_000 + crypto.getRandomValues(new Uint16Array(1))[0] % 12_000;
+    // Never the same port twice: a server that is down leaves its port free, but not for others.
+    if (handedOut.has(port)) continue;
     try {
       Deno.listen({ hostname: "127.0.0.1", port }).close();
+      handedOut.add(port);
       return port;
     } catch {
       // Taken (by another test's server): try another.
     }
   }
+  throw new Error("no free port between 20000 and 32000");
 }
+
+const handedOut = new Set<number>();
 
 /** A loopback WebSocket address where nothing listens: a socket to it is refused at once. */
 export function deadUrl(): string {
@@ -115,7 +122,15 @@ export const sanitize = { sanitizeOps: true, sanitizeResources: true } as const;
 
 /** The stats of a client that holds nothing but `openConnections` sockets and `listeners`. */
 export function idleStats(openConnections = 0, listeners = 0): ClientStats {
-  return { pendingCalls: 0, queuedCalls: 0, openConnections, callsOnTheWire: 0, listeners };
+  return {
+    pendingCalls: 0,
+    queuedCalls: 0,
+    openConnections,
+    callsOnTheWire: 0,
+    listeners,
+    resentCalls: 0,
+    retriesWithheld: 0,
+  };
 }
 
 /**

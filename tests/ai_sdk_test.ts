@@ -16,9 +16,15 @@ import {
 import { NoSuchModelError } from "@ai-sdk/provider";
 import type { LanguageModelV3CallOptions, LanguageModelV3StreamPart } from "@ai-sdk/provider";
 import { RealmError } from "../mod.ts";
-import { createRealm, type RealmProvider, type RealmProviderSettings } from "../ai_sdk.ts";
+import {
+  createRealm,
+  DEFAULT_PROVIDER_IDLE_MS,
+  realm as defaultRealm,
+  type RealmProvider,
+  type RealmProviderSettings,
+} from "../ai_sdk.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { idleStats, sanitize } from "./_helpers.ts";
+import { dropNow, idleStats, sanitize, until } from "./_helpers.ts";
 
 // The AI SDK prints warnings with console.warn unless told not to; the tests read them instead.
 (globalThis as { AI_SDK_LOG_WARNINGS?: boolean }).AI_SDK_LOG_WARNINGS = false;
@@ -394,10 +400,11 @@ Deno.test({
       assert.deepEqual(types.slice(-2), ["error", "finish"]);
       const error = (parts.at(-2) as { error: unknown }).error;
       assert.ok(APICallError.isInstance(error));
-      // It was sent: the server may have run it, so it is not retried.
+      // Text had started: the answer is half delivered, so it is not retried.
       assert.equal(error.isRetryable, false);
       assert.equal((error.cause as RealmError).code, "CONNECTION_CLOSED");
       assert.equal((error.cause as RealmError).sent, true);
+      assert.equal((error.cause as RealmError).delivered, true);
       const finish = parts.at(-1) as Extract<LanguageModelV3StreamPart, { type: "finish" }>;
       assert.deepEqual(finish.finishReason, { unified: "error", raw: undefined });
       assert.equal(finish.usage.outputTokens.total, undefined);
@@ -584,6 +591,62 @@ Deno.test({
     }),
 });
 
+Deno.test("ai-sdk: createRealm refuses a misspelt option, and `model`, at once", () => {
+  const refused = (settings: Record<string, unknown>) => {
+    try {
+      createRealm(settings as RealmProviderSettings);
+    } catch (error) {
+      assert.ok(error instanceof RealmError);
+      assert.equal(error.code, "INVALID_OPTIONS");
+      assert.equal(error.sent, false);
+      return error.message;
+    }
+    assert.fail("createRealm accepted it");
+  };
+  assert.equal(refused({ timout: 5000 }), "Unknown option `timout`: did you mean `timeout`?");
+  assert.equal(refused({ apikey: "k" }), "Unknown option `apikey`: did you mean `apiKey`?");
+  assert.match(refused({ model: "llama-2-7b" }), /^createRealm takes no `model`/);
+});
+
+Deno.test({
+  name:
+    "ai-sdk: the default provider closes its socket once idle, so a script ends; the next call opens it again",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 60, longStreams: true });
+    const Native = globalThis.WebSocket;
+    // The default provider talks to ws://localhost:8080; here, to the stub.
+    globalThis.WebSocket = class extends Native {
+      constructor(url: string | URL, protocols?: ConstructorParameters<typeof Native>[1]) {
+        super(String(url).startsWith("ws://localhost:8080") ? server.url : url, protocols);
+      }
+    };
+    let connected = 0;
+    const onConnected = () => connected++;
+    defaultRealm.client.on("connected", onConnected);
+    try {
+      const model = defaultRealm("llama-2-7b");
+      // A stream that lasts longer than the idle time is not cut: idle counts from a call's end.
+      const streamed = streamText({ model, prompt: "Hi", maxOutputTokens: 25 });
+      assert.equal((await streamed.text).split(" ").length - 1, 25);
+      assert.equal((await generateText({ model, prompt: FRANCE })).text, "Paris");
+      assert.equal(connected, 1, "calls close together share one socket");
+      const lastCall = performance.now();
+      await until(() => defaultRealm.client.state === "idle", DEFAULT_PROVIDER_IDLE_MS + 3000);
+      const idle = performance.now() - lastCall;
+      assert.ok(idle >= DEFAULT_PROVIDER_IDLE_MS - 20, `closed after ${idle.toFixed(0)} ms`);
+      await until(() => server.connectionCount === 0, 3000, "the socket to close");
+      assert.equal((await generateText({ model, prompt: FRANCE })).text, "Paris");
+      assert.equal(connected, 2);
+    } finally {
+      globalThis.WebSocket = Native;
+      defaultRealm.client.off("connected", onConnected);
+      await defaultRealm.close();
+      await server.close();
+    }
+  },
+});
+
 Deno.test({
   name: "ai-sdk: calls that start together wait for one connect and share its sockets",
   ...sanitize,
@@ -684,4 +747,52 @@ Deno.test({
       assert.equal((error.cause as RealmError).code, "INVALID_PARAMS");
       assert.equal(server.callCount, 0);
     }),
+});
+
+Deno.test({
+  name:
+    "ai-sdk: a connection lost before any text, even while the server was generating, is retryable",
+  ...sanitize,
+  fn: () =>
+    withRealm({ tokenDelayMs: 1 }, {}, async (realm, server) => {
+      await realm.client.connect();
+      server.faults.stall(true);
+      const failed = thrown(realm("llama-2-7b").doGenerate(callOptions(FRANCE)));
+      await until(() => sentCalls(server).length === 1, 3000, "the call on the wire");
+      // The server was serving it: with `reconnect` off the client cannot re-send it.
+      dropNow(server);
+      const error = await failed;
+      assert.ok(APICallError.isInstance(error), `expected an APICallError, got ${error}`);
+      const cause = error.cause as RealmError;
+      assert.equal(cause.code, "CONNECTION_CLOSED");
+      assert.equal(cause.sent, true, "the server may have been generating");
+      assert.equal(cause.delivered, undefined);
+      assert.equal(error.isRetryable, true, "nothing was delivered: generating again is safe");
+    }),
+});
+
+Deno.test({
+  name: "ai-sdk: a retry the client's budget withheld is not retryable for the AI SDK",
+  ...sanitize,
+  fn: () =>
+    withRealm(
+      // One call a second: the limited ones are told "Try again in 0 seconds".
+      { apiKeys: { "sk-test": "tenant-a" }, rateLimit: { perMinute: 60, burst: 1 } },
+      { apiKey: "sk-test", maxRetries: 1, timeout: 10_000 },
+      async (realm) => {
+        await realm.client.connect();
+        const model = realm("llama-2-7b");
+        // Eleven limited calls at once: the budget lets ten retry, and withholds the eleventh.
+        const settled = await Promise.allSettled(
+          Array.from({ length: 12 }, () => model.doGenerate(callOptions(FRANCE))),
+        );
+        const errors = settled.flatMap((r) => r.status === "rejected" ? [r.reason] : []);
+        const withheld = errors.filter((e) =>
+          APICallError.isInstance(e) && /retry was withheld/.test((e.cause as Error).message)
+        );
+        assert.ok(withheld.length >= 1, "some retry was withheld");
+        for (const error of withheld) assert.equal((error as APICallError).isRetryable, false);
+        assert.ok(realm.client.stats().retriesWithheld >= 1);
+      },
+    ),
 });

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { MIN_RETRY_DELAY_MS, reconnectDelay, retryDelay, sleep } from "../src/backoff.ts";
+import { reconnectDelay, retryDelay, sleep } from "../src/backoff.ts";
 
 Deno.test("reconnectDelay: full jitter between 0 and twice the step, centred on the step", () => {
   assert.equal(reconnectDelay(1, 5000, 60_000, () => 0), 0);
@@ -27,11 +27,14 @@ Deno.test("reconnectDelay stays in range over many random draws", () => {
   }
 });
 
-Deno.test("retryDelay honours retryAfter and never retries at once when it is 0", () => {
-  assert.equal(retryDelay(0, () => 0), MIN_RETRY_DELAY_MS);
-  assert.ok(retryDelay(0, () => 0.999) < 2 * MIN_RETRY_DELAY_MS + 1);
-  assert.equal(retryDelay(2, () => 0), 2000 + MIN_RETRY_DELAY_MS);
-  assert.ok(retryDelay(2, () => 0.999) <= 2000 + MIN_RETRY_DELAY_MS + 400);
+Deno.test("retryDelay: the server rounds its wait down, so the first retry waits [N + 0.5, N + 1] s", () => {
+  // "Try again in 0 seconds" means under a second: never at once, never past a second.
+  assert.equal(retryDelay(0, 1, () => 0), 500);
+  assert.equal(retryDelay(0, 1, () => 0.999), 1000);
+  assert.equal(retryDelay(2, 1, () => 0), 2500);
+  assert.equal(retryDelay(2, 1, () => 0.5), 2750);
+  assert.equal(retryDelay(59, 1, () => 0.999), 60_000);
+  assert.equal(retryDelay(-3, 1, () => 0), 500, "a negative wait counts as 0");
 });
 
 Deno.test({
@@ -48,10 +51,12 @@ Deno.test({
   },
 });
 
-Deno.test("retryDelay: exact waits, with 20 % of the server's wait as jitter (at least 100 ms)", () => {
-  assert.equal(retryDelay(0, () => 0.5), 150);
-  assert.equal(retryDelay(10, () => 0), 10_100);
-  assert.equal(retryDelay(10, () => 0.5), 11_100);
-  assert.equal(retryDelay(59, () => 0.25), 59_000 + 100 + 2_950);
-  assert.equal(retryDelay(-3, () => 0.5), 150, "a negative wait counts as 0");
+Deno.test("retryDelay: each further limit of the same call waits longer, [N + 0.5k, N + k] s", () => {
+  assert.equal(retryDelay(0, 2, () => 0), 1000);
+  assert.equal(retryDelay(0, 2, () => 0.5), 1500);
+  assert.equal(retryDelay(1, 3, () => 0), 2500);
+  assert.equal(retryDelay(1, 3, () => 0.5), 3250);
+  for (let limit = 1; limit < 6; limit++) {
+    assert.ok(retryDelay(0, limit + 1, () => 0) > retryDelay(0, limit, () => 0), `limit ${limit}`);
+  }
 });

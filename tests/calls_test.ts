@@ -72,6 +72,42 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "a timeout says what the call waited for: a server to reach, or its answer behind other calls",
+  ...timers,
+  fn: async () => {
+    const { create } = registry();
+    const timedOut = async (setUp: (call: Call) => void) => {
+      const call = create(spec({ timeout: 5 }));
+      setUp(call);
+      return (await rejection(call.result, 1000, "the 5 ms timeout")).message;
+    };
+    const see = "could be reached to send it (see the `error` events).";
+    // Queued while no server could be reached: more time or sockets would not have helped.
+    const unreachable = await timedOut((call) => call.waitsForServer = true);
+    assert.equal(unreachable, `No answer to health (call 1) within 5 ms. No server ${see}`);
+    const droppedThenUnreachable = await timedOut((call) => {
+      call.attempts = 1;
+      call.waitsForServer = true;
+    });
+    assert.match(
+      droppedThenUnreachable,
+      new RegExp(`Its connection closed, and no server ${see.replace(/[()`.]/g, "\\$&")}$`),
+    );
+    for (const message of [unreachable, droppedThenUnreachable]) {
+      assert.doesNotMatch(message, /raise|connections/, "no advice that cannot help");
+    }
+    // Queued behind full sockets, or sent and waiting behind other calls: more time or sockets.
+    for (const setUp of [() => {}, (call: Call) => call.sent = true]) {
+      assert.match(
+        await timedOut(setUp),
+        /waited behind other calls: raise `timeout`, `connections` or `pipelining`\.$/,
+      );
+    }
+  },
+});
+
+Deno.test({
   name: "an abort rejects at once with ABORTED, also when the signal was aborted before",
   ...timers,
   fn: async () => {

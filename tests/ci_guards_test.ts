@@ -283,3 +283,21 @@ Deno.test({
     }
   },
 });
+
+Deno.test("npm-counts: a conformance run on a runtime counts by its own summary, skips and all", async () => {
+  const withConformance = (summary: string): [string, string | undefined, boolean][] => [
+    ...SUITES,
+    ["realm-conformance --api-key, Bun 1.2.0", `19 checks: ${summary}`, true],
+  ];
+  const good = await guard(
+    ["npm-counts"],
+    npmLog(withConformance("19 passed, 0 failed, 0 skipped (357 ms)")),
+  );
+  assert.deepEqual(good, { code: 0, stdout: "120 0", stderr: "" });
+  const bad = await guard(
+    ["npm-counts"],
+    npmLog(withConformance("18 passed, 1 failed, 0 skipped (357 ms)")),
+  );
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /realm-conformance --api-key, Bun 1\.2\.0: 18 passed, 1 failed/);
+});

@@ -309,7 +309,7 @@ Deno.test("bad command lines exit with 2 and say what to fix, before anything is
     [["ws://127.0.0.1:1", "ws://127.0.0.1:2"], /one server at a time/],
     [
       ["ws://realm.example.com", "--api-key", "k"],
-      /unencrypted ws:\/\/.*pass --allow-insecure-auth/,
+      /over plain ws:\/\/.*pass --allow-insecure-auth/,
     ],
   ];
   for (const [args, message] of cases) {

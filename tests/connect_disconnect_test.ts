@@ -545,3 +545,33 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "disconnect() resolves while the next run retries a server that never answers the upgrade",
+  ...sanitize,
+  fn: async () => {
+    const server = await startStubServer({ tokenDelayMs: 0 });
+    const silent = silentServer();
+    const client = new RealmWebSocketClient({
+      url: [server.url, silent.url],
+      model: "m",
+      connectTimeout: 200,
+      reconnectInterval: 10,
+      maxReconnectInterval: 20,
+    });
+    try {
+      await within(3000, client.connect(), "connect()");
+      const stopped = client.disconnect();
+      const again = client.connect();
+      again.catch(() => {});
+      // It waits for the sockets it closed (within their close grace), not for those the next
+      // run keeps closing as each of its handshakes with the silent server times out.
+      await within(4000, stopped, "disconnect() while the next run retries");
+      await within(3000, again, "the next connect()");
+    } finally {
+      await within(5000, client.disconnect(), "the last disconnect()");
+      await silent.close();
+      await server.close();
+    }
+  },
+});

@@ -10,12 +10,13 @@ import { Dispatcher } from "../src/dispatch.ts";
 import type { ServerFrame } from "../src/protocol.ts";
 
 /** A socket that records the frames sent on it. */
-function socket(failSend = false) {
+function socket(failSend = false, url = "ws://a") {
   const inFlight = new Map<string, number>();
   const abandoned = new Set<string>();
   const sent: string[] = [];
   const fake = {
     open: true,
+    url,
     tenantId: "tenant-a",
     callTail: ',"tenant_id":"tenant-a"}',
     inFlight,
@@ -63,7 +64,8 @@ function setup(sockets: Connection[] = []) {
   const dropped: Connection[] = [];
   let open = [...sockets];
   const dispatcher = new Dispatcher(calls, {
-    pick: () => open[0],
+    pick: (avoid?: string) => open.find((c) => c.url !== avoid) ?? open[0],
+    connected: () => open.length > 0,
     mayWait: () => true,
     maxQueuedCalls: 10,
     report: (error) => reports.push(error),
@@ -186,7 +188,7 @@ Deno.test("dispatch: frames are routed by id and socket; late and foreign ones",
     assert.deepEqual(d.reports.map((e) => [e.code, e.message]), [
       ["PROTOCOL_ERROR", "Ignored a frame the client cannot use (not JSON: x)."],
       ["PROTOCOL_ERROR", "Ignored an unexpected welcome frame after the handshake."],
-      ["PROTOCOL_ERROR", 'Ignored a frame for call id "99", which is not pending.'],
+      ["PROTOCOL_ERROR", 'Ignored a frame for call id "99", not pending.'],
     ]);
   });
 });
@@ -208,18 +210,120 @@ Deno.test("dispatch: only a rate limit is retried; other errors fail at once", a
   assert.equal(call.retriesLeft, 3);
 });
 
-Deno.test("dispatch: a health call dropped twice is resent once, then fails", async () => {
-  const [a, b] = [socket(), socket()];
+Deno.test("dispatch: a closed socket's calls behind the one being served are re-sent, whatever their function", async () => {
+  const [a, b] = [socket(false, "ws://a"), socket(false, "ws://b")];
   const t = setup([a]);
-  const call = t.make({ fn: "health" });
-  t.dispatcher.dispatch(call);
+  // The server serves a socket's calls one at a time: "served" may have run, the others not.
+  const served = t.make({ fn: "pipeline", paramsJson: '{"pipeline":"p","input":{}}' });
+  const behind = [
+    t.make({ fn: "pipeline", paramsJson: '{"pipeline":"q","input":{}}' }),
+    t.make({ fn: "generate", paramsJson: '{"prompt":"x"}' }),
+    t.make({ fn: "health" }),
+  ];
+  for (const call of [served, ...behind]) t.dispatcher.dispatch(call);
   t.dispatcher.socketClosed(a, 1006, true);
-  assert.deepEqual(t.dispatcher.queue, [call]);
-  t.setOpen([b]);
+  const error = await failure(served);
+  assert.equal(error?.code, "CONNECTION_CLOSED");
+  assert.equal(error?.sent, true, "the server may have run it");
+  assert.match(error!.message, /safeToRepeat: true/);
+  assert.deepEqual(t.dispatcher.queue, behind, "re-sent in their order, ahead of newer calls");
+  assert.deepEqual(behind.map((call) => [call.sent, call.avoid]), Array(3).fill([false, "ws://a"]));
+  t.setOpen([a, b]);
   t.dispatcher.flush();
-  assert.equal(call.connection, b);
-  t.dispatcher.socketClosed(b, 1006, true);
+  assert.deepEqual(behind.map((call) => call.connection), [b, b, b], "another server first");
+  assert.deepEqual(behind.map((call) => call.attempts), [2, 2, 2]);
+  assert.deepEqual(t.dispatcher.counts.get("ws://a"), { resentCalls: 3, retriesWithheld: 0 });
+  assert.deepEqual(t.dispatcher.counts.get(""), { resentCalls: 3, retriesWithheld: 0 });
+  for (const call of behind) call.abandon();
+});
+
+Deno.test("dispatch: the call being served is re-sent when it changes nothing: generate, health, metadata, or a pipeline safe to repeat", async () => {
+  for (
+    const spec of [
+      { fn: "generate", stream: true },
+      { fn: "generate" },
+      { fn: "health" },
+      { fn: "metadata" },
+      { fn: "pipeline", safeToRepeat: true },
+    ] as Partial<CallSpec>[]
+  ) {
+    const [a, b] = [socket(false, "ws://a"), socket(false, "ws://b")];
+    const t = setup([a, b]);
+    const call = t.make(spec);
+    t.dispatcher.dispatch(call);
+    assert.equal(call.connection, a);
+    t.dispatcher.socketClosed(a, 1006, true);
+    t.setOpen([b]);
+    t.dispatcher.flush();
+    assert.equal(call.connection, b, spec.fn);
+    t.dispatcher.frame(b, { kind: "complete", id: call.id, data: { ok: true } });
+    assert.deepEqual(await call.result, { ok: true, requestId: call.id });
+    assert.equal(call.mayHaveRun, true);
+  }
+});
+
+Deno.test("dispatch: a stream that delivered tokens fails with delivered: true and is never re-sent", async () => {
+  const [a, b] = [socket(false, "ws://a"), socket(false, "ws://b")];
+  const t = setup([a, b]);
+  const call = t.make({ fn: "generate", stream: true });
+  t.dispatcher.dispatch(call);
+  t.dispatcher.frame(a, { kind: "streaming", id: call.id, data: { text: "The " } });
+  t.dispatcher.frame(a, { kind: "streaming", id: call.id, data: { text: "capital " } });
+  t.dispatcher.socketClosed(a, 1006, true);
   const error = await failure(call);
   assert.equal(error?.code, "CONNECTION_CLOSED");
+  assert.equal(error?.delivered, true);
+  assert.equal(error?.sent, true);
+  assert.match(error!.message, /after 2 token\(s\)/);
+  assert.deepEqual(b.sent, [], "never restarted elsewhere");
+});
+
+Deno.test("dispatch: a call is re-sent at most 3 times, then fails", async () => {
+  const t = setup([]);
+  const call = t.make({ fn: "health" });
+  for (let i = 0; i < 4; i++) {
+    const s = socket(false, `ws://s${i}`);
+    t.setOpen([s]);
+    if (i === 0) t.dispatcher.dispatch(call);
+    else t.dispatcher.flush();
+    assert.equal(call.connection, s);
+    t.dispatcher.socketClosed(s, 1006, true);
+  }
+  const error = await failure(call);
+  assert.equal(error?.code, "CONNECTION_CLOSED");
+  assert.match(error!.message, /under health \(call \d+\) 4 times: it is not sent again/);
+  assert.equal(call.attempts, 4);
+});
+
+Deno.test("dispatch: when the client stops, a closed socket's calls fail instead of being re-sent", async () => {
+  const a = socket();
+  const t = setup([a]);
+  const [served, behind] = [t.make({ fn: "health" }), t.make({ fn: "health" })];
+  t.dispatcher.dispatch(served);
+  t.dispatcher.dispatch(behind);
+  t.dispatcher.socketClosed(a, 1000, false);
+  const [first, second] = [await failure(served), await failure(behind)];
+  assert.deepEqual([first?.code, first?.sent], ["CONNECTION_CLOSED", true]);
+  assert.deepEqual([second?.code, second?.sent], ["CONNECTION_CLOSED", false], "never read");
   assert.deepEqual(t.dispatcher.queue, []);
+});
+
+Deno.test("dispatch: re-sending the call being served draws from the retry budget; an empty one withholds it", async () => {
+  const t = setup([]);
+  const outcomes: (string | undefined)[] = [];
+  for (let i = 0; i < 12; i++) {
+    const s = socket(false, `ws://s${i}`);
+    t.setOpen([s]);
+    const call = t.make({ fn: "health" });
+    t.dispatcher.dispatch(call);
+    t.dispatcher.socketClosed(s, 1006, true);
+    if (call.settled) outcomes.push((await failure(call))?.message);
+    else {
+      outcomes.push(undefined);
+      call.abandon();
+    }
+  }
+  assert.deepEqual(outcomes.slice(0, 10), Array(10).fill(undefined), "10 re-sent");
+  for (const message of outcomes.slice(10)) assert.match(message!, /retry was withheld/);
+  assert.deepEqual(t.dispatcher.counts.get(""), { resentCalls: 10, retriesWithheld: 2 });
 });

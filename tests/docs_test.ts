@@ -6,6 +6,7 @@
  * CHANGELOG).
  */
 import assert from "node:assert/strict";
+import type { RealmEventMap } from "../mod.ts";
 
 const root = new URL("../", import.meta.url);
 
@@ -216,4 +217,174 @@ Deno.test("the README, CONTRIBUTING and docs/ carry no dates and no 'this releas
     [],
     `dated statements (history goes in CHANGELOG.md):\n${dated.join("\n")}`,
   );
+});
+
+/** The public entries, whose `deno doc` is the API reference on JSR. */
+const ENTRIES = ["mod.ts", "testing.ts", "ai_sdk.ts", "conformance.ts"];
+
+/** A function or method as `deno doc --json` describes it, with the JSDoc of its declaration. */
+interface Documented {
+  where: string;
+  params: { name?: string; kind: string }[];
+  typeParams: { name: string }[];
+  templates: string[];
+}
+
+/** Every function, method and constructor of the public entries, with its JSDoc's `@typeParam`s. */
+async function documentedFunctions(): Promise<Documented[]> {
+  const { stdout, success } = await new Deno.Command(Deno.execPath(), {
+    args: ["doc", "--json", ...ENTRIES],
+    cwd: root,
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  assert.ok(success, "deno doc --json ran");
+  const found: Documented[] = [];
+  const walk = (node: unknown, where: string, jsDoc: unknown): void => {
+    if (Array.isArray(node)) return node.forEach((item) => walk(item, where, jsDoc));
+    if (typeof node !== "object" || node === null) return;
+    const record = node as Record<string, unknown>;
+    const name = typeof record.name === "string" ? `${where}.${record.name}` : where;
+    const doc = record.jsDoc ?? jsDoc;
+    const fn = (record.functionDef ?? (record.kind === "function" ? record.def : undefined)) as
+      | Record<string, unknown>
+      | undefined;
+    if (fn && Array.isArray(fn.params)) {
+      const tags = (doc as { tags?: { kind: string; name?: string }[] })?.tags ?? [];
+      found.push({
+        where: name,
+        params: fn.params as Documented["params"],
+        typeParams: (fn.typeParams ?? []) as Documented["typeParams"],
+        templates: tags.filter((tag) => tag.kind === "template").map((tag) => tag.name!),
+      });
+    }
+    for (const [key, value] of Object.entries(record)) {
+      if (key !== "jsDoc") {
+        walk(value, name, key === "functionDef" || key === "def" ? doc : undefined);
+      }
+    }
+  };
+  walk(JSON.parse(new TextDecoder().decode(stdout)).nodes, "", undefined);
+  return found;
+}
+
+Deno.test("the API docs name each parameter in the user's words and explain each type parameter", async () => {
+  const functions = await documentedFunctions();
+  assert.ok(functions.some((fn) => fn.where.endsWith("RealmWebSocketClient.on")), "on() is found");
+  const underscored = functions.flatMap((fn) =>
+    fn.params.filter((param) => param.name?.startsWith("_")).map((p) => `${fn.where}(${p.name})`)
+  );
+  assert.deepEqual(underscored, [], "parameters named like unused variables");
+  const unexplained = functions.flatMap((fn) =>
+    fn.typeParams.filter((param) => !fn.templates.includes(param.name))
+      .map((param) => `${fn.where}<${param.name}>`)
+  );
+  assert.deepEqual(
+    unexplained,
+    [],
+    "type parameters without @typeParam (deno doc hides their bounds)",
+  );
+});
+
+Deno.test({
+  name: "the doc examples that deno task test runs print nothing",
+  // The examples start stub servers of their own; the run below owns and closes them.
+  sanitizeResources: false,
+  fn: async () => {
+    const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
+    // The task's permissions, on every file with examples but the test files (which print none).
+    const permissions = (config.tasks.test as string).split(" ").filter((arg) =>
+      arg.startsWith("--allow-") || arg.startsWith("--lock=")
+    );
+    const { stdout, stderr, success } = await new Deno.Command(Deno.execPath(), {
+      // Not --quiet, as the task is: it would hide what the examples print.
+      args: [
+        "test",
+        "--doc",
+        "--parallel",
+        ...permissions,
+        ...ENTRIES,
+        "src/",
+        "examples/",
+        "README.md",
+        "docs/",
+      ],
+      cwd: root,
+      env: { DENO_JOBS: "2", NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const output = new TextDecoder().decode(stdout);
+    assert.ok(success, output.slice(-2000) + new TextDecoder().decode(stderr).slice(-2000));
+    const printed = [...output.matchAll(/post-test output -+\n([\s\S]*?)-+ post-test output end/g)]
+      .map((match) => match[1]);
+    assert.deepEqual(printed, [], "examples that print when the suite runs them");
+    assert.match(output, /^ok \| \d+ passed \| 0 failed/m);
+  },
+});
+
+/** Number words as the docs write counts. */
+const NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+
+Deno.test("the migration guide's count of events is the events it lists, and the client's", () => {
+  // The compiler fails this object when an event is added or removed.
+  const events: Record<keyof RealmEventMap, true> = {
+    statechange: true,
+    connecting: true,
+    connected: true,
+    disconnected: true,
+    reconnecting: true,
+    error: true,
+  };
+  const row = texts.get("docs/migration.md")!.split("\n").find((line) =>
+    /\| \w+ events: /i.test(line)
+  );
+  assert.ok(row, "the migration guide's row about events");
+  const [, count, list] = /\| (\w+) events: ([^;]*);/i.exec(row)!;
+  const listed = [...list.matchAll(/`(\w+)`/g)].map((match) => match[1]);
+  assert.deepEqual(listed.sort(), Object.keys(events).sort());
+  assert.equal(NUMBERS.indexOf(count.toLowerCase()), listed.length, `"${count} events"`);
+  for (const [, word] of row.matchAll(/one of the (\w+)/gi)) {
+    assert.equal(NUMBERS.indexOf(word.toLowerCase()), listed.length, `"One of the ${word}"`);
+  }
+});
+
+Deno.test("the README and CONTRIBUTING name the examples the demo runs, and only those", async () => {
+  const demo = await Deno.readTextFile(new URL("examples/demo.ts", root));
+  const runs = [...demo.matchAll(/from "\.\/([\w-]+)\.ts"/g)].map((match) => match[1]).sort();
+  assert.ok(runs.length > 1, "demo.ts imports the examples it runs");
+  const readme = texts.get("README.md")!;
+  // The sentence ends at a full stop followed by a space or a line's end.
+  const sentence = /The demo runs ([\s\S]*?)\.\s/.exec(readme)?.[1];
+  assert.ok(sentence, "the README says which examples the demo runs");
+  const named = [...sentence.matchAll(/\(examples\/([\w-]+)\.ts\)/g)].map((match) => match[1]);
+  assert.deepEqual(named.sort(), runs);
+  // Where a count is given: "runs four examples".
+  for (const path of ["README.md", "CONTRIBUTING.md"]) {
+    const counted = /runs (\w+) examples/.exec(texts.get(path)!);
+    assert.ok(counted, `${path} says how many examples the demo runs`);
+    assert.equal(NUMBERS.indexOf(counted[1]), runs.length, `${path}: "${counted[0]}"`);
+  }
+});
+
+/** Commands that install the package from a registry, or run it from one. */
+const REGISTRY_COMMAND =
+  /\b(?:(?:npm|pnpm|yarn|bun) (?:install|i|add)|npx(?: -y)? -p|deno (?:add|install|run)[^`\n]*?) (?:jsr:|npm:)?@realm-ai\/ws-client\b/;
+
+Deno.test("while the package is unpublished, no document offers a registry command for it", () => {
+  assert.match("npm install @realm-ai/ws-client", REGISTRY_COMMAND);
+  assert.match("deno run --allow-net jsr:@realm-ai/ws-client/conformance", REGISTRY_COMMAND);
+  assert.doesNotMatch(
+    "npx -p ./npm/realm-ai-ws-client-0.1.0.tgz realm-conformance",
+    REGISTRY_COMMAND,
+  );
+  if (!texts.get("README.md")!.includes("**Not published yet.**")) return;
+  const offered: string[] = [];
+  for (const path of documents) {
+    if (path === "CHANGELOG.md") continue;
+    texts.get(path)!.split("\n").forEach((line, index) => {
+      if (REGISTRY_COMMAND.test(line)) offered.push(`${path}:${index + 1}: ${line.trim()}`);
+    });
+  }
+  assert.deepEqual(offered, [], "registry commands that fail today");
 });

@@ -183,8 +183,8 @@ Deno.test("handshake: a tenant id that breaks the server's rule is refused, quot
   assert.equal(error.code, "PROTOCOL_ERROR");
   assert.equal(
     error.message,
-    `The server at ${URL} assigned the tenant id "${"x".repeat(80)}", which breaks the ` +
-      "server's own rule (3 to 64 letters, digits, '-' or '_'). Check that it is a Realm server.",
+    `The server at ${URL} assigned the tenant id "${"x".repeat(80)}", against its own rule ` +
+      "(3 to 64 letters, digits, '-', '_'): is it a Realm server?",
   );
   await microtasks();
   assert.deepEqual(made[0].closes, [[1000, ""]], "the socket is closed");
@@ -226,7 +226,7 @@ Deno.test("handshake: a close before the handshake is CONNECTION_CLOSED with its
       assert.equal(error.code, "CONNECTION_CLOSED");
       assert.equal(
         error.message,
-        `Could not connect to ${URL} (close code ${said}). Is the server running at that address?`,
+        `Could not connect to ${URL} (close code ${said}): is a server running there?`,
       );
       assert.equal(error.sent, false);
       // A socket that closed by itself has nothing left to close or wait for.
@@ -234,6 +234,77 @@ Deno.test("handshake: a close before the handshake is CONNECTION_CLOSED with its
       assert.deepEqual(told, []);
     });
   }
+});
+
+Deno.test("handshake: an error names the HTTP status where the runtime tells it, and is the cause", async (t) => {
+  const plain = `Could not connect to ${URL}: is a server running there?`;
+  const cases: [runtime: string, message: string | undefined, said: string][] = [
+    ["ws (Node 20)", "Unexpected server response: 404", " (an HTTP server answered 404)"],
+    [
+      "Deno",
+      "NetworkError: failed to connect to WebSocket: Invalid status code: 426",
+      " (an HTTP server answered 426)",
+    ],
+    [
+      "Bun",
+      `WebSocket connection to '${URL}/' failed: Expected 101 status code: 200`,
+      " (an HTTP server answered 200)",
+    ],
+    // Node 22 says the same whatever answered; a refused connection tells no status either.
+    ["Node 22", "Received network error or non-101 status code.", ""],
+    ["ws, nothing listening", "connect ECONNREFUSED 127.0.0.1:8000", ""],
+  ];
+  for (const [runtime, message, said] of cases) {
+    await t.step(runtime, async () => {
+      const { WebSocket, made } = scripted();
+      const opening = openConnection(params(WebSocket), handlers);
+      const underlying = new Error(message);
+      made[0].onerror?.(new ErrorEvent("error", { message, error: underlying }));
+      const error = await rejection(opening, 1000);
+      assert.equal(error.code, "CONNECTION_CLOSED");
+      assert.equal(error.message, plain.replace(": is", `${said}: is`));
+      assert.equal(error.cause, underlying);
+      assert.equal(error.sent, false);
+    });
+  }
+  await t.step("a browser: an Event with nothing in it, or no event at all", async () => {
+    for (const event of [new Event("error"), undefined]) {
+      const { WebSocket, made } = scripted();
+      const opening = openConnection(params(WebSocket), handlers);
+      made[0].onerror?.(event as Event);
+      const error = await rejection(opening, 1000);
+      assert.equal(error.message, plain);
+      assert.equal(error.cause, event);
+    }
+  });
+});
+
+Deno.test({
+  name: "handshake: a plain HTTP server at the address: connect() names its status, with the cause",
+  ...sanitize,
+  fn: async () => {
+    const http = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      () => new Response("not here", { status: 404 }),
+    );
+    const url = `ws://127.0.0.1:${http.addr.port}/realm`;
+    const client = new RealmWebSocketClient({ url, model: "m", reconnect: false });
+    try {
+      const error = failedWith(
+        await outcome(client.connect(), 3000, "connect"),
+        "CONNECTION_CLOSED",
+      );
+      assert.equal(
+        error.message,
+        `Could not connect to ${url} (an HTTP server answered 404): is a server running there?`,
+      );
+      assert.equal(error.sent, false);
+      assert.match(String((error.cause as Error)?.message), /404/, "the runtime's own error");
+    } finally {
+      await client.disconnect();
+      await http.shutdown();
+    }
+  },
 });
 
 Deno.test("handshake: a refused key is UNAUTHORIZED with the server's reason; the socket is closed", async () => {
@@ -265,8 +336,8 @@ Deno.test("handshake: a key that cannot be sent is CONNECTION_CLOSED, not a thro
   assert.equal(error.code, "CONNECTION_CLOSED");
   assert.equal(
     error.message,
-    `Could not connect to ${URL} (the socket closed during the handshake). Is the server ` +
-      "running at that address?",
+    `Could not connect to ${URL} (the socket closed during the handshake): is a server ` +
+      "running there?",
   );
   assert.equal(error.sent, false);
 });
@@ -312,6 +383,7 @@ Deno.test("handshake: whatever the WebSocket constructor throws is INVALID_OPTIO
       assert.equal(error.code, "INVALID_OPTIONS");
       assert.equal(error.message, `Cannot open a WebSocket to ${URL}: ${said}`);
       assert.equal(error.cause, cause);
+      assert.equal(error.sent, false);
     });
   }
 });
@@ -333,8 +405,8 @@ Deno.test("handshake: connectTimeout ends a silent attempt; its socket is closed
     assert.equal(failed()?.code, "TIMEOUT");
     assert.equal(
       failed()?.message,
-      `The server at ${URL} accepted no handshake within 100 ms. Check that it is a Realm ` +
-        "server and that it is answering, or raise `connectTimeout`.",
+      `No handshake from ${URL} within 100 ms: is it a Realm server, and answering? Else ` +
+        "raise `connectTimeout`.",
     );
     assert.equal(failed()?.sent, false, "nothing was sent: safe to retry");
     // The socket never opened: closing it now would leave Deno's server end open.

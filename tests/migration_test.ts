@@ -108,45 +108,36 @@ Deno.test('apiKey: "" over ws:// to another host is no key, so nothing to refuse
 // The earlier client's documented programs, run against the stub.
 //
 // Below are the README's snippets and the three example programs of `sdks/nodejs-ws` (Querent-ai/
-// realm, commit dc54997), each kept as written there except for two things: the import line
-// (this file imports the package once, at the top) and the server address, `"ws://localhost:8080"`
-// there, which is the stub's ephemeral port here (`url`). What they print is captured and checked
-// line by line, so a message of ours printed unasked would fail the test too.
+// realm, commit dc54997), each kept as written there except for three things: the import line
+// (this file imports the package once, at the top), the server address, `"ws://localhost:8080"`
+// there, which is the stub's ephemeral port here (`url`), and `process`, which is a stand-in here,
+// given to each program: its `env` (REALM_API_KEY as the test sets it) and its `stdout`. The test
+// files run in parallel in one process, so a variable set in the real environment would reach the
+// others. What the programs print is captured and checked line by line, so a message of ours
+// printed unasked would fail the test too.
 // -------------------------------------------------------------------------------------------
 
-/** What a program printed: console.log/console.error arguments, and process.stdout.write text. */
+/** What a program printed: console.log/console.error arguments, and its stdout's text. */
 interface Printed {
   log: unknown[][];
   error: unknown[][];
   stdout: string;
 }
 
-/** Runs `program` with console.log, console.error and process.stdout.write captured. */
-async function printedBy(program: () => Promise<void>): Promise<Printed> {
-  const printed: Printed = { log: [], error: [], stdout: "" };
-  const { log, error } = console;
-  const write = process.stdout.write;
-  console.log = (...args: unknown[]) => printed.log.push(args);
-  console.error = (...args: unknown[]) => printed.error.push(args);
-  process.stdout.write = ((chunk: string) => {
-    printed.stdout += chunk;
-    return true;
-  }) as typeof process.stdout.write;
-  try {
-    await program();
-  } finally {
-    console.log = log;
-    console.error = error;
-    process.stdout.write = write;
-  }
-  return printed;
+/** The `process` a program sees: its environment and its stdout, nothing shared. */
+interface StandInProcess {
+  env: Record<string, string | undefined>;
+  stdout: { write(chunk: string): boolean };
 }
 
-/** Runs `program(url)` against a fresh stub with REALM_API_KEY set to `apiKey`, then cleans up. */
+/**
+ * Runs `program(url, process)` against a fresh stub, with a stand-in `process` whose
+ * REALM_API_KEY is `apiKey` (unset when undefined), and console.log and console.error captured.
+ */
 async function runAgainstStub(
   serverOptions: Parameters<typeof startStubServer>[0],
   apiKey: string | undefined,
-  program: (url: string) => Promise<void>,
+  program: (url: string, process: StandInProcess) => Promise<void>,
 ): Promise<Printed> {
   // The earlier README streams 100 tokens and runs a pipeline: the stub's test extras.
   const server = await startStubServer({
@@ -155,21 +146,30 @@ async function runAgainstStub(
     orchestrator: true,
     ...serverOptions,
   });
-  const before = Deno.env.get("REALM_API_KEY");
-  if (apiKey === undefined) Deno.env.delete("REALM_API_KEY");
-  else Deno.env.set("REALM_API_KEY", apiKey);
+  const printed: Printed = { log: [], error: [], stdout: "" };
+  const standIn: StandInProcess = {
+    env: apiKey === undefined ? {} : { REALM_API_KEY: apiKey },
+    stdout: {
+      write(chunk) {
+        printed.stdout += chunk;
+        return true;
+      },
+    },
+  };
+  const { log, error } = console;
+  console.log = (...args: unknown[]) => printed.log.push(args);
+  console.error = (...args: unknown[]) => printed.error.push(args);
   try {
-    return await printedBy(async () => {
-      await program(server.url);
-      // The programs call disconnect() without awaiting it (it returned void before): what
-      // their listeners print while the sockets close is theirs too.
-      await until(() => server.connectionCount === 0, 3000, "the program's sockets to close");
-    });
+    await program(server.url, standIn);
+    // The programs call disconnect() without awaiting it (it returned void before): what
+    // their listeners print while the sockets close is theirs too.
+    await until(() => server.connectionCount === 0, 3000, "the program's sockets to close");
   } finally {
-    if (before === undefined) Deno.env.delete("REALM_API_KEY");
-    else Deno.env.set("REALM_API_KEY", before);
+    console.log = log;
+    console.error = error;
     await server.close();
   }
+  return printed;
 }
 
 /** The simulated stream's text for `max_tokens` tokens of a prompt starting with `firstWord`. */
@@ -183,7 +183,7 @@ const METADATA_FUNCTIONS = ["generate", "health", "metadata", "pipeline"];
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 Deno.test("earlier README: Quick Start runs unchanged and prints only what it prints", async () => {
-  const printed = await runAgainstStub({}, undefined, async (url) => {
+  const printed = await runAgainstStub({}, undefined, async (url, process) => {
     // Simple usage - model is required, tenant ID auto-assigned
     const client = new RealmWebSocketClient({
       url,
@@ -231,7 +231,7 @@ Deno.test("earlier README: the method, event and error-handling snippets run unc
   const printed = await runAgainstStub(
     { apiKeys: { "your-api-key": "your-tenant" } },
     undefined,
-    async (url) => {
+    async (url, process) => {
       const client = new RealmWebSocketClient({ url, model: "llama-2-7b", apiKey: "your-api-key" });
 
       // Listen for connection events
@@ -322,7 +322,7 @@ Deno.test("earlier README: the method, event and error-handling snippets run unc
 });
 
 Deno.test("earlier examples/basic.ts runs unchanged with an empty REALM_API_KEY= line", async () => {
-  const printed = await runAgainstStub({}, "", async (url) => {
+  const printed = await runAgainstStub({}, "", async (url, process) => {
     const client = new RealmWebSocketClient({
       url,
       model: "tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",
@@ -398,7 +398,7 @@ Deno.test("earlier examples/basic.ts runs unchanged with an empty REALM_API_KEY=
 });
 
 Deno.test("earlier examples/streaming.ts runs unchanged, with an empty key or a real one", async (t) => {
-  const program = async (url: string) => {
+  const program = async (url: string, process: StandInProcess) => {
     const client = new RealmWebSocketClient({
       url,
       model: "tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",
@@ -451,7 +451,7 @@ Deno.test("earlier examples/error-handling.ts runs unchanged against an authenti
   const printed = await runAgainstStub(
     { apiKeys: { sk_live_1: "tenant-a" } },
     "sk_live_1",
-    async (url) => {
+    async (url, process) => {
       const client = new RealmWebSocketClient({
         url,
         model: "tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",

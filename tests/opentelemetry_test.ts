@@ -83,6 +83,7 @@ Deno.test("recipe: generate() makes one CLIENT span 'text_completion llama-2-7b'
       "server.address": "127.0.0.1",
       "server.port": port,
       "realm.sent": true,
+      "realm.attempts": 1,
       "gen_ai.usage.input_tokens": 6,
       "gen_ai.usage.output_tokens": result.tokens_generated,
     });

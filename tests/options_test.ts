@@ -61,7 +61,7 @@ Deno.test("numeric options are checked and name the allowed range", () => {
   const cases: [Record<string, unknown>, RegExp][] = [
     [
       { timeout: 0 },
-      /`timeout` must be a number of milliseconds > 0, up to 2147483647, or Infinity for no limit; got 0/,
+      /`timeout` must be a number of milliseconds > 0, up to 2147483647, or Infinity; got 0/,
     ],
     [{ timeout: "5" }, /`timeout`/],
     [{ reconnectInterval: -1 }, /`reconnectInterval`/],

@@ -226,8 +226,7 @@ function watch(promise: Promise<unknown>) {
   return seen;
 }
 
-const unreachable = (url: string) =>
-  `Could not connect to ${url}. Is the server running at that address?`;
+const unreachable = (url: string) => `Could not connect to ${url}: is a server running there?`;
 
 // -- ejection ------------------------------------------------------------------------------------
 
@@ -613,23 +612,80 @@ Deno.test("pool: closeAll() closes the open sockets and cancels the other slots'
 
 // -- which sockets are used, woken, left alone ----------------------------------------------------
 
-Deno.test("pool: the least busy socket wins, the first of equals", sanitize, async () => {
+/** The pool's pick with `Math.random` returning `random`. */
+function pickWith(pool: Pool, random: number) {
+  const saved = Math.random;
+  Math.random = () => random;
+  try {
+    return pool.leastBusy();
+  } finally {
+    Math.random = saved;
+  }
+}
+
+Deno.test("pool: the least busy socket wins; equals are picked at random", sanitize, async () => {
   const t = pool({ url: A, connections: 3 });
   t.pool.openAll();
   await turn();
   const [a, b, c] = [0, 1, 2].map((index) => t.open.get(index)!);
-  assert.equal(t.pool.leastBusy(), a, "all idle: the first");
+  // Each equal socket after the first replaces the pick with a chance of 1 in (equals so far).
+  assert.equal(pickWith(t.pool, 0.99), a, "all idle, 0.99");
+  assert.equal(pickWith(t.pool, 0), c, "all idle, 0");
+  assert.equal(
+    pickWith(t.pool, 0.4),
+    b,
+    "0.4: b replaces a (0.4·2 < 1), c does not (0.4·3 ≥ 1)",
+  );
   a.send("1", "{}");
-  assert.equal(t.pool.leastBusy(), b);
+  assert.equal(pickWith(t.pool, 0.99), b);
+  assert.equal(pickWith(t.pool, 0), c);
   b.send("2", "{}");
   c.send("3", "{}");
-  assert.equal(t.pool.leastBusy(), a, "all equal again: the first");
+  assert.equal(pickWith(t.pool, 0.99), a, "all equal again");
   c.settled("3");
-  assert.equal(t.pool.leastBusy(), c);
+  assert.equal(pickWith(t.pool, 0), c, "the only least busy");
   assert.equal(t.pool.openCount, 3);
   assert.deepEqual([...t.pool.connections()], [a, b, c]);
   await shutdown(t);
 });
+
+Deno.test(
+  "pool: a socket with `pipelining` calls on it takes no more; none with room, none",
+  sanitize,
+  async () => {
+    const t = pool({ url: A, connections: 2, pipelining: 2 });
+    t.pool.openAll();
+    await turn();
+    const [a, b] = [0, 1].map((index) => t.open.get(index)!);
+    for (const id of ["1", "2"]) a.send(id, "{}");
+    assert.equal(t.pool.leastBusy(), b);
+    b.send("3", "{}");
+    assert.equal(t.pool.leastBusy(), b, "one call, room for one more");
+    b.send("4", "{}");
+    assert.equal(t.pool.leastBusy(), undefined, "both full: the call waits in the client");
+    a.settled("1");
+    assert.equal(t.pool.leastBusy(), a);
+    await shutdown(t);
+  },
+);
+
+Deno.test(
+  "pool: a call avoids the server its socket closed on while another server is open",
+  sanitize,
+  async () => {
+    const t = pool({ url: [A, B], connections: 2 });
+    t.pool.openAll();
+    await turn();
+    const [a, b] = [0, 1].map((index) => t.open.get(index)!);
+    b.send("1", "{}");
+    b.send("2", "{}");
+    assert.equal(t.pool.leastBusy(), a, "least busy");
+    assert.equal(t.pool.leastBusy(A), b, "busier, but not the server to avoid");
+    t.pool.drop(b, 1006, "gone");
+    assert.equal(t.pool.leastBusy(B), a, "avoided, or nothing: the only open server");
+    await shutdown(t);
+  },
+);
 
 Deno.test(
   "pool: a server coming back wakes only its own slots' backoff waits",

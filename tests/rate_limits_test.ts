@@ -79,9 +79,10 @@ for (const maxRetries of [0, 1, 3]) {
     ...sanitize,
     fn: () =>
       withScripted(rateLimited(0), {}, async (client, received) => {
+        // Waits of [0.5, 1], [1, 2] and [1.5, 3] s: at most 6 s for three retries.
         const error = await rejection(
-          client.generate({ prompt: "p" }, { maxRetries }),
-          5000,
+          client.generate({ prompt: "p" }, { maxRetries, timeout: 10_000 }),
+          10_000,
           "the last retry's error",
         );
         assert.equal(error.code, "RATE_LIMIT_EXCEEDED");
@@ -164,4 +165,47 @@ Deno.test({
       await server.close();
     }
   },
+});
+
+Deno.test({
+  name:
+    "rate limit: five calls at once against 120 a minute with a burst of 2 all succeed within maxRetries 3, about two frames a call",
+  ...sanitize,
+  fn: () =>
+    withClient(
+      { apiKeys: { k: "acme-corp" }, rateLimit: { perMinute: 120, burst: 2 } },
+      { apiKey: "k", maxRetries: 3, timeout: 20_000 },
+      async (client, server) => {
+        await client.connect();
+        const calls = Array.from({ length: 5 }, () => client.health());
+        const results = await within(20_000, Promise.all(calls), "five limited calls");
+        assert.deepEqual(results.map((r) => r.status), Array(5).fill("healthy"));
+        const frames = sentCalls(server).length;
+        // 5 first tries; the server rounds "under a second" down to 0, and waits of [0.5, 1] s
+        // (then longer) leave it time to refill: a handful of retries, not a storm.
+        assert.ok(frames <= 11, `${frames} call frames for 5 calls`);
+        assert.equal(client.stats().retriesWithheld, 0);
+      },
+    ),
+});
+
+Deno.test({
+  name: "rate limit: a retry keeps the call's first deadline: timeout 1200 ends it near 1.2 s",
+  ...sanitize,
+  fn: () =>
+    withScripted(rateLimited(0), {}, async (client, received) => {
+      const started = performance.now();
+      const error = await rejection(
+        client.health({ timeout: 1200, maxRetries: 10 }),
+        5000,
+        "the limited call",
+      );
+      const took = performance.now() - started;
+      // A retry whose wait would pass the deadline is not made: the call fails with the limit.
+      assert.equal(error.code, "RATE_LIMIT_EXCEEDED");
+      // Each retry waits at least 0.5 s: a clock restarted by a retry would let it run for many
+      // seconds with 10 retries; the first deadline ends it before 1.2 s.
+      assert.ok(took < 1200, `${Math.round(took)} ms`);
+      assert.ok(callFrames(received).length <= 3);
+    }),
 });

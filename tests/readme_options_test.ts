@@ -41,6 +41,7 @@ const TYPED: Record<keyof RealmClientOptions, true> = {
   maxRetries: true,
   maxQueuedCalls: true,
   connections: true,
+  pipelining: true,
   allowInsecureAuth: true,
   WebSocket: true,
   logger: true,

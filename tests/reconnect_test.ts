@@ -40,18 +40,26 @@ Deno.test({
       connections: 2,
     });
     await t.client.connect();
+    let tokens = 0;
     const stream = outcome(
-      t.client.generate({ prompt: "story", max_tokens: 200, stream: true }),
+      t.client.generate({
+        prompt: "story",
+        max_tokens: 200,
+        stream: true,
+        onToken: () => tokens++,
+      }),
       3000,
       "a stream cut by reconnect()",
     );
-    await delay(20);
+    // A stream that has delivered tokens is cut, never restarted.
+    await until(() => tokens > 0, 2000, "the stream's first token");
     const health = t.client.health();
     await within(2000, t.client.reconnect(), "reconnect() with a 60 s backoff");
     assert.equal(t.client.state, "open");
     const cut = failedWith(await stream, "CONNECTION_CLOSED");
     assert.equal(cut.sent, true);
-    assert.equal((await within(2000, health, "health resent")).status, "healthy");
+    assert.equal(cut.delivered, true);
+    assert.equal((await within(2000, health, "health re-sent")).status, "healthy");
     await until(() => t.client.stats().openConnections === 2, 2000, "both sockets back");
     assert.deepEqual(t.path(), ["connecting", "open", "reconnecting", "open"]);
   },
@@ -204,7 +212,13 @@ Deno.test({
     await delay(200);
     assert.equal(seen.connected.length, connectedBefore, "no socket opened after disconnect()");
     assert.equal(a.connectionCount + b.connectionCount, 0);
-    const down = { state: "down", openConnections: 0, callsOnTheWire: 0 };
+    const down = {
+      state: "down",
+      openConnections: 0,
+      callsOnTheWire: 0,
+      resentCalls: 0,
+      retriesWithheld: 0,
+    };
     assert.deepEqual(client.stats(), {
       ...idleStats(0, 7),
       // reconnect() is an explicit request: it forgave both servers' failures.
@@ -473,5 +487,29 @@ Deno.test({
     assert.doesNotMatch(reason.message, /`reconnect` is off/);
     assert.match(reason.message, /reconnecting/);
     await until(() => t.client.state === "open", 3000, "open again");
+  },
+});
+
+Deno.test({
+  name: "a call that times out while no server can be reached says so, not to raise its timeout",
+  ...sanitize,
+  fn: async () => {
+    await using t = await stubAndClientWithStates({}, {});
+    await t.client.connect();
+    dropNow(t.server);
+    // From now on every attempt is answered with HTTP 503: no server can be reached.
+    t.server.faults.rejectConnections(true);
+    await until(() => t.client.state === "reconnecting", 3000, "reconnecting");
+    const error = failedWith(
+      await outcome(t.client.health({ timeout: 300 }), 2000, "a call while no server answers"),
+      "TIMEOUT",
+    );
+    assert.equal(
+      error.message,
+      `No answer to health (call ${error.requestId}) within 300 ms. No server could be reached ` +
+        "to send it (see the `error` events).",
+    );
+    assert.equal(error.sent, false);
+    t.server.faults.rejectConnections(false);
   },
 });

@@ -9,8 +9,10 @@ import { startStubServer, type StubServer, type StubServerOptions } from "../tes
 import {
   delay,
   dropNow,
+  failedWith,
   FAST,
   idleStats,
+  outcome,
   rejection,
   sanitize,
   stubAndClient,
@@ -231,25 +233,41 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a drop: health is resent once on the new socket; generate is never sent twice",
+  name:
+    "a drop: the call being served and the calls behind it are re-sent on the new socket, a pipeline being served only when safe to repeat",
   ...sanitize,
   fn: async () => {
     await using fixture = await setup({ tokenDelayMs: 2 });
     const { server, client } = fixture;
     await client.connect();
-    server.faults.stall(true);
-    const health = client.health();
-    const generate = client.generate({ prompt: "p" });
-    await until(() => callsOf(server, "generate") === 1, 2000, "both sent");
-    server.faults.clear();
-    dropNow(server);
-    const error = await rejection(generate, 3000, "generate's end when its socket drops");
-    assert.equal(error.code, "CONNECTION_CLOSED");
-    assert.equal(error.sent, true);
-    server.faults.clear();
-    assert.equal((await within(3000, health, "the resent health")).status, "healthy");
-    assert.equal(callsOf(server, "health"), 2);
-    assert.equal(callsOf(server, "generate"), 1);
+    for (const safeToRepeat of [false, true]) {
+      server.faults.stall(true);
+      // The pipeline is served first; generate and health wait behind it, never read.
+      const pipeline = client.executePipeline("rag", { query: "q" }, { safeToRepeat });
+      const generate = client.generate({ prompt: "What is the capital of France?" });
+      const health = client.health();
+      for (const call of [pipeline, generate, health]) call.catch(() => {});
+      const before = [callsOf(server, "pipeline"), callsOf(server, "generate")];
+      await until(() => callsOf(server, "generate") > before[1], 2000, "all three sent");
+      server.faults.clear();
+      dropNow(server);
+      assert.equal((await within(3000, generate, "the re-sent generate")).text, "Paris");
+      assert.equal((await within(3000, health, "the re-sent health")).status, "healthy");
+      const result = await outcome(pipeline, 3000, "the pipeline");
+      if (safeToRepeat) {
+        // Re-sent: the stub's answer to a pipeline, not the closed connection.
+        const error = failedWith(result, "DISPATCH_ERROR");
+        assert.equal(callsOf(server, "pipeline"), before[0] + 2);
+        assert.equal(error.sent, true);
+      } else {
+        const error = failedWith(result, "CONNECTION_CLOSED");
+        assert.equal(error.sent, true);
+        assert.match(error.message, /safeToRepeat/);
+        assert.equal(callsOf(server, "pipeline"), before[0] + 1, "never sent twice");
+      }
+      assert.equal(callsOf(server, "generate"), before[1] + 2, "written twice, run once");
+    }
+    assert.equal(client.stats().resentCalls, 5);
   },
 });
 

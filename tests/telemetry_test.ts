@@ -86,6 +86,7 @@ Deno.test("realm:call: generate publishes start, end, asyncStart, asyncEnd with 
       "server.address": "127.0.0.1",
       "server.port": portOf(server),
       "realm.sent": true,
+      "realm.attempts": 1,
       "gen_ai.usage.input_tokens": 6,
       "gen_ai.usage.output_tokens": result.tokens_generated,
     });
@@ -163,6 +164,31 @@ Deno.test("realm:call: errors publish error with error.type, the RealmError code
     ]);
     assert.equal(traces.context(error.requestId)["error.type"], "ABORTED");
     assert.equal((await client.metadata()).requestId !== undefined, true);
+  });
+});
+
+Deno.test("realm:call: a call refused before it is made is not published; the next call is", async () => {
+  using traces = subscribe();
+  await withClient({}, {}, async (client) => {
+    await client.connect();
+    const refused = [
+      client.generate({ prompt: "p", maxTokens: 5 } as never),
+      client.generate({ prompt: "p", temperature: 3 }),
+      client.health({ timout: 5 } as never),
+      client.executePipeline("rag-pipeline", { n: 1n }),
+      (async () => {
+        for await (const _ of client.generateStream({ prompt: "p", top_P: 1 } as never)) { /* */ }
+      })(),
+    ];
+    for (const call of refused) {
+      const error = await rejection(call);
+      assert.equal(error.code, "INVALID_PARAMS");
+      assert.equal(error.sent, false);
+      assert.equal(error.requestId, undefined, "it never got an id");
+    }
+    assert.deepEqual(traces.calls, []);
+    const { requestId } = await client.health();
+    assert.deepEqual(traces.of(requestId), ["start", "end", "asyncStart", "asyncEnd"]);
   });
 });
 
@@ -275,6 +301,7 @@ Deno.test("realm:call: a context holds only what the call has: no absent paramet
       ...started,
       ...where,
       "realm.sent": true,
+      "realm.attempts": 1,
       "gen_ai.response.time_to_first_chunk": streamed.timeToFirstTokenMs! / 1000,
       "gen_ai.usage.output_tokens": 3,
     });
@@ -289,6 +316,7 @@ Deno.test("realm:call: a context holds only what the call has: no absent paramet
       "realm.tenant_id": client.getTenantId(),
       ...where,
       "realm.sent": true,
+      "realm.attempts": 1,
     });
     assert.equal((result as { status: string }).status, health.status);
     assert.ok(typeof durationMs === "number" && durationMs >= 0, `${durationMs}`);

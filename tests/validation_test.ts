@@ -7,8 +7,20 @@
  * nothing refused reaches the server.
  */
 import assert from "node:assert/strict";
-import { resolveOptions } from "../src/validate.ts";
-import { type GenerationOptions, RealmError, RealmWebSocketClient } from "../mod.ts";
+import diagnostics from "node:diagnostics_channel";
+import {
+  CALL_OPTIONS,
+  GENERATION_PARAMS,
+  OPTION_DEFAULTS,
+  resolveOptions,
+} from "../src/validate.ts";
+import {
+  type CallOptions,
+  CONNECTION_CHANNEL,
+  type GenerationOptions,
+  RealmError,
+  RealmWebSocketClient,
+} from "../mod.ts";
 import {
   failedWith,
   outcome,
@@ -114,13 +126,14 @@ Deno.test("url, apiKey, tenantId, flags and functions are checked", () => {
       }
       return "";
     })(),
-    /needs an options object/,
+    /`model` is required/,
   );
 });
 
-Deno.test("an API key goes over plain ws:// only to a loopback host", () => {
+Deno.test("an API key goes over plain ws:// only to a host that is certainly this machine", () => {
+  // As a URL spells them: "LOCALHOST" is localhost, "127.1" is 127.0.0.1.
   for (
-    const host of ["localhost", "127.0.0.1", "127.255.0.9", "[::1]", "app.localhost"]
+    const host of ["localhost", "LOCALHOST", "127.0.0.1", "127.1", "127.255.0.9", "[::1]"]
   ) {
     assert.equal(optionsOutcome({ url: `ws://${host}:1`, apiKey: "k" }), undefined, host);
   }
@@ -129,7 +142,11 @@ Deno.test("an API key goes over plain ws:// only to a loopback host", () => {
       "realm.example.com",
       "127.0.0.1.example.com",
       "localhost.example.com",
+      // A name under .localhost may be resolved through DNS by the runtime.
+      "app.localhost",
+      "localhost.",
       "10.0.0.1",
+      "0.0.0.0",
       "127.0.0.1x",
     ]
   ) {
@@ -142,6 +159,182 @@ Deno.test("an API key goes over plain ws:// only to a loopback host", () => {
     undefined,
   );
   assert.equal(optionsOutcome({ url: "ws://realm.example.com" }), undefined, "no key, no risk");
+});
+
+Deno.test("a user or password in url is refused, and never shown", async () => {
+  const secret = "s3cret-pass";
+  const lines: unknown[] = [];
+  const seen: unknown[] = [];
+  const watch = (message: unknown) => seen.push(message);
+  diagnostics.subscribe(CONNECTION_CHANNEL, watch);
+  try {
+    for (
+      const url of [
+        `ws://user:${secret}@127.0.0.1:1`,
+        `wss://user:${secret}@realm.example.com/ws`,
+        `ws://${secret}@127.0.0.1:1`,
+        ["wss://realm-1.example.com", `wss://user:${secret}@realm-2.example.com`],
+        // Refused for another reason first, still without the password in the message.
+        `http://user:${secret}@realm.example.com`,
+        `ws://user:${secret}@realm.example.com:99999`,
+        // Spellings a URL parser takes too.
+        `ws:user:${secret}@127.0.0.1:1`,
+        `ws:\\\\user:${secret}@127.0.0.1:1`,
+        `ws:user:${secret}@realm.example.com:99999`,
+        `ws://user:s3cret\n-pass@realm.example.com:99999`,
+      ]
+    ) {
+      const error = optionsOutcome({
+        url,
+        apiKey: "k",
+        logger: (line: unknown) => lines.push(line),
+      });
+      assert.ok(error, `refused: ${url}`);
+      assert.equal(error.sent, false);
+      assert.ok(!/s3cret/.test(error.message), error.message);
+      assert.ok(!/s3cret/.test(String(error.stack)), "nor in its stack");
+    }
+    assert.match(
+      optionsOutcome({ url: `ws://user:${secret}@127.0.0.1:1` })!.message,
+      /^`url` must hold no user:password@: pass the key as `apiKey`\.$/,
+    );
+    // No client was made: nothing logged, nothing published.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.deepEqual(lines, []);
+    assert.deepEqual(seen, []);
+  } finally {
+    diagnostics.unsubscribe(CONNECTION_CHANNEL, watch);
+  }
+});
+
+Deno.test("a url that WebSocket refuses (a #fragment) is refused by the constructor", () => {
+  for (const url of ["ws://127.0.0.1:1/#x", "ws://127.0.0.1:1/#", "wss://h.example/ws#top"]) {
+    // The runtime's own WebSocket throws for it: connect() would only fail later.
+    assert.throws(() => new WebSocket(url), { name: "SyntaxError" });
+    const error = optionsOutcome({ url });
+    assert.match(
+      error?.message ?? "",
+      /^`url` must be a ws:\/\/ or wss:\/\/ URL without a #fragment/,
+    );
+    assert.equal(error!.sent, false);
+  }
+  assert.equal(optionsOutcome({ url: "ws://127.0.0.1:1/path?q=1" }), undefined);
+});
+
+Deno.test("an unknown option is refused with the one it most likely meant", () => {
+  const cases: [Record<string, unknown>, string][] = [
+    [{ timout: 5000 }, "Unknown option `timout`: did you mean `timeout`?"],
+    [{ Timeout: 5000 }, "Unknown option `Timeout`: did you mean `timeout`?"],
+    [{ apikey: "k" }, "Unknown option `apikey`: did you mean `apiKey`?"],
+    [{ URL: "ws://127.0.0.1:1" }, "Unknown option `URL`: did you mean `url`?"],
+    [{ maxRetry: 2 }, "Unknown option `maxRetry`: did you mean `maxRetries`?"],
+    [{ reconect: false }, "Unknown option `reconect`: did you mean `reconnect`?"],
+    // Refused even when undefined: the key itself is the mistake.
+    [{ tenant: undefined }, "Unknown option `tenant`: did you mean `tenantId`?"],
+  ];
+  for (const [extra, message] of cases) {
+    const error = optionsOutcome(extra);
+    assert.equal(error?.message, message);
+    assert.equal(error!.sent, false);
+  }
+  // Nothing close: the message lists every option.
+  assert.equal(
+    optionsOutcome({ debug: true })?.message,
+    `Unknown option \`debug\`; use ${Object.keys(OPTION_DEFAULTS).join(", ")}.`,
+  );
+});
+
+Deno.test("the known keys are exactly the typed ones: options, call options, generate parameters", () => {
+  // The compiler fails these objects when a key is missing or unknown.
+  const callOptions: Record<keyof CallOptions, true> = {
+    signal: true,
+    timeout: true,
+    streamIdleTimeout: true,
+    maxRetries: true,
+    safeToRepeat: true,
+  };
+  const generateParams: Record<keyof GenerationOptions, true> = {
+    prompt: true,
+    model: true,
+    max_tokens: true,
+    temperature: true,
+    top_p: true,
+    top_k: true,
+    repetition_penalty: true,
+    stream: true,
+    onToken: true,
+  };
+  assert.deepEqual([...CALL_OPTIONS].sort(), Object.keys(callOptions).sort());
+  assert.deepEqual([...GENERATION_PARAMS].sort(), Object.keys(generateParams).sort());
+  // Every option of the one table is accepted, and nothing else.
+  const everyOption = Object.fromEntries(
+    Object.keys(OPTION_DEFAULTS).map((name) => [name, undefined]),
+  );
+  assert.equal(optionsOutcome({ ...everyOption, model: "m" }), undefined);
+});
+
+Deno.test("an unknown call option or generate parameter is refused, before anything is sent", async () => {
+  const cases: [(client: RealmWebSocketClient) => Promise<unknown>, string][] = [
+    [(c) => c.health({ timout: 5 } as never), "Unknown option `timout`: did you mean `timeout`?"],
+    [
+      (c) => c.generate({ prompt: "p" }, { abortSignal: 1 } as never),
+      `Unknown option \`abortSignal\`; use ${CALL_OPTIONS.join(", ")}.`,
+    ],
+    [
+      (c) => c.generate({ prompt: "p", maxTokens: 5 } as never),
+      "Unknown parameter `maxTokens`: did you mean `max_tokens`?",
+    ],
+    [
+      (c) => c.generate({ prompt: "p", temprature: 1 } as never),
+      "Unknown parameter `temprature`: did you mean `temperature`?",
+    ],
+    [
+      (c) => c.generate({ prompt: "p", topP: 0.5 } as never),
+      "Unknown parameter `topP`: did you mean `top_p`?",
+    ],
+    [
+      (c) => c.executePipeline("p", {}, { safe_to_repeat: true } as never),
+      "Unknown option `safe_to_repeat`: did you mean `safeToRepeat`?",
+    ],
+    // A field the server would ignore in silence: refused, with the parameters listed.
+    [
+      (c) => c.generate({ prompt: "p", stop: ["\n"] } as never),
+      `Unknown parameter \`stop\`; use ${GENERATION_PARAMS.join(", ")}.`,
+    ],
+    [
+      async (c) => {
+        for await (const _ of c.generateStream({ prompt: "p", max_token: 5 } as never)) { /* */ }
+      },
+      "Unknown parameter `max_token`: did you mean `max_tokens`?",
+    ],
+  ];
+  await withClient({}, {}, async (client, server) => {
+    await client.connect();
+    for (const [call, message] of cases) {
+      const error = await rejection(call(client));
+      assert.equal(error.code, "INVALID_PARAMS");
+      assert.equal(error.message, message);
+      assert.equal(error.sent, false);
+    }
+    assert.deepEqual(sentCalls(server), []);
+    assert.equal(client.stats().pendingCalls, 0);
+  });
+});
+
+Deno.test("every refusal of a call's input says sent: false", async () => {
+  const client = new RealmWebSocketClient({ model: "m" });
+  const refusals = [
+    client.generate({ prompt: 5 } as never),
+    client.generate({ prompt: "p", max_tokens: 0 }),
+    client.health({ timeout: -1 }),
+    client.executePipeline("", {}),
+    client.executePipeline("p", { n: 1n }),
+  ];
+  for (const refused of refusals) {
+    const error = await rejection(refused);
+    assert.equal(error.code, "INVALID_PARAMS");
+    assert.equal(error.sent, false, error.message);
+  }
 });
 
 /** The code a call on a never-connected client fails with: INVALID_PARAMS or NOT_CONNECTED. */
@@ -341,7 +534,7 @@ Deno.test({
         await outcome(t.client.executePipeline("rag-pipeline", input), 1000, "bad input"),
         "INVALID_PARAMS",
       );
-      assert.match(error.message, /cannot be sent as JSON/);
+      assert.match(error.message, /parameters are not JSON/);
       assert.equal(error.sent, false);
     }
     assert.equal(t.client.stats().pendingCalls, 1, "only the good call is held");

@@ -40,7 +40,8 @@ function rememberNumber(container: object, key: string | number, info: NumberInf
 
 const U64_MAX = 18446744073709551615n;
 const I64_MIN = -9223372036854775808n;
-export const utf8 = new TextEncoder();
+/** Typed by what it does: `TextEncoder` is no type in a Node project without the DOM library. */
+export const utf8: { encode(text: string): Uint8Array } = new TextEncoder();
 const utf8Decoder = new TextDecoder();
 
 type FieldKind = "string" | "option_string" | "value";

@@ -6,6 +6,8 @@
  * - a peer that never answers the close handshake: `disconnect()` still resolves after its
  *   grace, and where the implementation can tear the socket down (`ws` on Node 20) the peer
  *   sees the TCP connection end;
+ * - a plain HTTP server at the address: the error names the status where the runtime tells it
+ *   (`ws` and Bun do, Node 22's `WebSocket` does not) and keeps the runtime's error as `cause`;
  * - a server that never answers the upgrade: `connect()` fails with `TIMEOUT` at
  *   `connectTimeout` (not after a close grace too), `disconnect()` meanwhile makes it fail with
  *   `ABORTED`, and the socket closed while connecting never ends the process (`ws` emits
@@ -20,6 +22,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
+import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
 import process from "node:process";
 import { RealmError, RealmWebSocketClient } from "@realm-ai/ws-client";
@@ -144,6 +147,35 @@ check("a refused port fails connect() at once, whatever connectTimeout", async (
   assert(client.state === "closed", `state ${client.state}`);
   await client.disconnect();
 });
+
+check(
+  "a plain HTTP server at the address: its status where the runtime tells it, the cause kept",
+  async () => {
+    const server = createHttpServer((request, response) => {
+      response.writeHead(404, { connection: "close" });
+      response.end("not here");
+    });
+    await new Promise((done) => server.listen(0, "127.0.0.1", done));
+    const url = `ws://127.0.0.1:${server.address().port}/realm`;
+    const client = new RealmWebSocketClient({ url, model: "m", reconnect: false });
+    try {
+      const { error } = await within(client.connect(), 5_000, "connect() to an HTTP server");
+      expectCode(error, "CONNECTION_CLOSED");
+      assert(error.sent === false, "sent: false");
+      assert(error.cause !== undefined, "the runtime's error is the cause");
+      // ws (Node 20) and Bun say which status answered; Node 22's WebSocket does not.
+      const tells = bun || !globalThis.WebSocket;
+      const expected =
+        `Could not connect to ${url}${tells ? " (an HTTP server answered 404)" : ""}. ` +
+        "Is the server running at that address?";
+      assert(error.message === expected, `message: ${error.message}`);
+    } finally {
+      await client.disconnect();
+      server.closeAllConnections?.();
+      await new Promise((done) => server.close(done));
+    }
+  },
+);
 
 check("reconnect attempts to a gone server do not each wait connectTimeout", async () => {
   const server = await startStubServer({ tokenDelayMs: 0 });

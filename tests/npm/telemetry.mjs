@@ -85,6 +85,7 @@ check("realm:call: generate's context with GenAI names, in event order", async (
     "server.address": "127.0.0.1",
     "server.port": port,
     "realm.sent": true,
+    "realm.attempts": 1,
     "gen_ai.usage.input_tokens": 6,
     "gen_ai.usage.output_tokens": result.tokens_generated,
   });

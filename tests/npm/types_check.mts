@@ -1,6 +1,8 @@
 /**
  * Type-checked (never run) by `tsc --noEmit` against the installed package's declarations, with
- * `skipLibCheck` off, as a strict TypeScript consumer on Node would compile it.
+ * `skipLibCheck` off, as a strict TypeScript consumer on Node would compile it: once with the DOM
+ * library, and once as a Node project without it (`lib: ["es2023"]`, `types: ["node"]`), with
+ * module `node16` and with `bundler` resolution.
  *
  * @module
  */
@@ -11,6 +13,7 @@ import {
   type WebSocketSource,
 } from "@realm-ai/ws-client";
 import { startStubServer, type StubServer } from "@realm-ai/ws-client/testing";
+import { runConformance } from "@realm-ai/ws-client/conformance";
 
 export async function roundTrip(): Promise<string> {
   const server: StubServer = await startStubServer({ tokenDelayMs: 0 });
@@ -30,4 +33,15 @@ export async function roundTrip(): Promise<string> {
   await client.disconnect();
   await server.close();
   return `${source} ${result.text} ${streamed}`;
+}
+
+export function listen(client: RealmWebSocketClient, signal: AbortSignal): void {
+  client.addEventListener("statechange", (event) => console.log(event.type), { signal });
+  client.addEventListener("error", { handleEvent: (event) => console.log(event.type) }, true);
+  client.removeEventListener("error", () => {}, { capture: true });
+  client.on("connected", ({ tenantId }) => console.log(tenantId));
+}
+
+export async function conformance(url: string): Promise<boolean> {
+  return (await runConformance({ url })).failed === 0;
 }
