@@ -151,7 +151,7 @@ check("a refused port fails connect() at once, whatever connectTimeout", async (
 check(
   "a plain HTTP server at the address: its status where the runtime tells it, the cause kept",
   async () => {
-    const server = createHttpServer((request, response) => {
+    const server = createHttpServer((_request, response) => {
       response.writeHead(404, { connection: "close" });
       response.end("not here");
     });
