@@ -166,8 +166,8 @@ check(
       // ws (Node 20) and Bun say which status answered; Node 22's WebSocket does not.
       const tells = bun || !globalThis.WebSocket;
       const expected =
-        `Could not connect to ${url}${tells ? " (an HTTP server answered 404)" : ""}. ` +
-        "Is the server running at that address?";
+        `Could not connect to ${url}${tells ? " (an HTTP server answered 404)" : ""}: ` +
+        "is a server running there?";
       assert(error.message === expected, `message: ${error.message}`);
     } finally {
       await client.disconnect();
