@@ -271,7 +271,9 @@ export class Call {
     this.#deadline = undefined;
     if (this.#wake !== undefined) this.#deadlines.cancel(this.#wake);
     this.#wake = undefined;
-    if (this.#onAbort) this.spec.signal!.removeEventListener("abort", this.#onAbort);
+    try {
+      if (this.#onAbort) this.spec.signal!.removeEventListener("abort", this.#onAbort);
+    } catch { /* a signal-like object that throws here must not keep the call from settling */ }
     this.#registered?.delete(this.id);
     this.#onEnd(this, end);
     return true;

@@ -244,7 +244,7 @@ export class Dispatcher {
           "restarted; call again for a new answer.";
       } else if (!resend) {
         failure = `${closed} before ${what} finished.` +
-          (call.mayHaveRun ? " It was sent, so the server may have run it." : "");
+          (call.mayHaveRun ? " The server may have run it." : "");
       } else if (call.resends >= MAX_RESENDS) {
         failure = `${closed} under ${what} ${MAX_RESENDS + 1} times: it is not sent again ` +
           "(it may be what stops the servers).";
@@ -266,6 +266,7 @@ export class Dispatcher {
       }
       call.resends++;
       call.avoid = connection.url;
+      call.waitsForServer = true;
       call.resetForRetry();
       this.#count(connection.url, "resentCalls");
       this.#context.log("re-sending a call", {
@@ -307,9 +308,10 @@ export class Dispatcher {
    */
   #lateFrame(connection: Connection, id: string, terminal: boolean): void {
     if (connection.carries(id)) {
-      if (terminal) connection.settled(id);
-      else connection.seen(id);
-      return;
+      if (!terminal) return connection.seen(id);
+      connection.settled(id);
+      // Its socket has room again (with `pipelining`): a call waiting for some goes now.
+      return this.flush();
     }
     if (this.#calls.issued(id)) return;
     this.#protocolError(`Ignored a frame for call id ${JSON.stringify(id)}, not pending.`);
@@ -354,12 +356,13 @@ export class Dispatcher {
         }
         call.retriesLeft--;
         call.resetForRetry();
+        call.wake(delay, () => this.dispatch(call));
+        // Logged once armed: a logger that stops the client then settles the call, and its wait.
         this.#context.log("rate limited; retrying", {
           requestId: call.id,
           delayMs: delay,
           retryAfter: error.retryAfter,
         });
-        call.wake(delay, () => this.dispatch(call));
         return;
       }
     }

@@ -318,7 +318,7 @@ function isAbortSignal(value: unknown): value is AbortSignal {
 export function checkCallOptions(opts: CallOptions | undefined): CallOptions {
   if (opts === undefined) return {};
   if (typeof opts !== "object" || opts === null) {
-    throw invalidParam("The call options must be an object like `{ signal, timeout }`.");
+    throw invalidParam("The call options must be an object.");
   }
   checkKeys(opts, CALL_OPTIONS, "option", invalidParam);
   const { signal, safeToRepeat, maxRetries } = opts;
