@@ -48,9 +48,13 @@ async function entryWithoutTracing(): Promise<Entry | undefined> {
   const telemetry = await Deno.readTextFile(new URL("src/telemetry.ts", root));
   const hooks = [...telemetry.matchAll(/^export function (\w+)/gm)].map((match) => match[1]);
   if (hooks.length === 0) throw new Error("src/telemetry.ts exports no function to make a no-op");
+  // Its constants (the channels' names) and types stay as they are: only the hooks do nothing.
+  const constants = telemetry.match(/^export const \w+ = .*;$/gm) ?? [];
   await Deno.writeTextFile(
     `${dir}/src/telemetry.ts`,
-    hooks.map((name) => `export function ${name}(): undefined {}\n`).join(""),
+    [...constants, ...hooks.map((name) => `export function ${name}(): undefined {}`)].join("\n") +
+      "\nexport type CallTraceContext = Record<string, unknown>;" +
+      "\nexport type ConnectionTraceMessage = Record<string, unknown>;\n",
   );
   return await import(`file://${dir}/mod.ts`);
 }
