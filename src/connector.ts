@@ -136,35 +136,31 @@ export class Connector {
 
   /** See `RealmWebSocketClient.connect()`. */
   connect(): Promise<void> {
-    return this.#command(() => {
-      switch (this.#lifecycle.state) {
-        case "idle":
-        case "closed":
-          return this.#startRun();
-        case "connecting":
-          return this.#start!.promise;
-        default:
-          // Open: resolves at once and reopens any socket that is down. Reconnecting: every
-          // socket tries now; settles with the first socket open or once every attempt failed.
-          return this.#pool.round();
-      }
-    });
+    return this.#command(() => this.#open(false));
   }
 
   /** See `RealmWebSocketClient.reconnect()`. */
   reconnect(): Promise<void> {
-    return this.#command(() => {
-      switch (this.#lifecycle.state) {
-        case "idle":
-        case "closed":
-          return this.#startRun();
-        case "connecting":
-          return this.#start!.promise;
-        default:
-          this.#pool.dropAll();
-          return this.#pool.round();
-      }
-    });
+    return this.#command(() => this.#open(true));
+  }
+
+  /**
+   * `connect()`, or with `drop` `reconnect()`: from idle or closed a new run; while connecting,
+   * that run's outcome. Open or reconnecting: every socket tries now (`reconnect()` drops them
+   * first); resolves at once while one is open, else with the first socket open, and rejects
+   * once every socket's attempt failed.
+   */
+  #open(drop: boolean): Promise<void> {
+    switch (this.#lifecycle.state) {
+      case "idle":
+      case "closed":
+        return this.#startRun();
+      case "connecting":
+        return this.#start!.promise;
+      default:
+        if (drop) this.#pool.dropAll();
+        return this.#pool.round();
+    }
   }
 
   /** See `RealmWebSocketClient.disconnect()`. */

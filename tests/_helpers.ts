@@ -1028,3 +1028,18 @@ export async function attemptUnderWay(): Promise<
     throw error;
   }
 }
+
+/** A server that rate-limits every call with this wait in its message, as the real one words it. */
+export function rateLimited(seconds: number): Script {
+  return {
+    frame: (socket, frame) =>
+      socket.send(JSON.stringify({
+        id: frame.id,
+        status: "error",
+        error: {
+          code: "RATE_LIMIT_EXCEEDED",
+          message: `Rate limit exceeded. Try again in ${seconds} seconds.`,
+        },
+      })),
+  };
+}

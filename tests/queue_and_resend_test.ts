@@ -16,28 +16,13 @@ import {
   dropNow,
   FAST,
   FRANCE,
+  rateLimited,
   rejection,
   sanitize,
   scriptedServer,
-  sendFrame,
   until,
   within,
 } from "./_helpers.ts";
-
-/** A server that rate-limits every call, telling to try again in 0 seconds. */
-function rateLimitedServer() {
-  return scriptedServer({
-    frame: (socket, frame) =>
-      sendFrame(socket, {
-        id: frame.id,
-        status: "error",
-        error: {
-          code: "RATE_LIMIT_EXCEEDED",
-          message: "Rate limit exceeded. Try again in 0 seconds.",
-        },
-      }),
-  });
-}
 
 Deno.test({
   name: "pipelining 1: a call queued behind a stream the reader left goes once the stream ends",
@@ -437,7 +422,7 @@ Deno.test({
   name: "a logger that calls disconnect() on a rate-limit retry leaves no timer behind",
   ...sanitize,
   async fn() {
-    const server = rateLimitedServer();
+    const server = scriptedServer(rateLimited(0));
     let stopped: Promise<void> | undefined;
     const client: RealmWebSocketClient = new RealmWebSocketClient({
       ...FAST,

@@ -9,9 +9,9 @@ import {
   complete,
   failedWith,
   outcome,
+  rateLimited,
   rejection,
   sanitize,
-  type Script,
   scriptedServer,
   sendFrame,
   sentCalls,
@@ -20,21 +20,6 @@ import {
   within,
   withScripted,
 } from "./_helpers.ts";
-
-/** A server that rate-limits every call with this wait in its message, as the real one words it. */
-function rateLimited(seconds: number): Script {
-  return {
-    frame: (socket, frame) =>
-      socket.send(JSON.stringify({
-        id: frame.id,
-        status: "error",
-        error: {
-          code: "RATE_LIMIT_EXCEEDED",
-          message: `Rate limit exceeded. Try again in ${seconds} seconds.`,
-        },
-      })),
-  };
-}
 
 Deno.test({
   name: 'rate limit: retryAfter is 59 for "Try again in 59 seconds."',
