@@ -19,9 +19,11 @@ import {
   rateLimited,
   rejection,
   sanitize,
+  type Script,
   scriptedServer,
   until,
   within,
+  withScripted,
 } from "./_helpers.ts";
 
 Deno.test({
@@ -57,26 +59,16 @@ Deno.test({
   ...sanitize,
   async fn() {
     // A server that answers each call 300 ms after reading it.
-    const server = scriptedServer({
+    const answerLate: Script = {
       frame: (socket, frame) => setTimeout(() => complete(socket, frame.id, {}), 300),
-    });
-    const client = new RealmWebSocketClient({
-      ...FAST,
-      url: server.url,
-      model: "llama-2-7b",
-      pipelining: 1,
-    });
-    try {
-      await within(5000, client.connect(), "connect()");
+    };
+    await withScripted(answerLate, { ...FAST, pipelining: 1 }, async (client) => {
       const first = client.health({ timeout: 100 });
       const second = client.health({ timeout: 3000 });
       assert.equal((await rejection(first, 1000)).code, "TIMEOUT");
       // The server answers the first at 300 ms; the second then has the socket to itself.
       await within(2000, second, "the call queued behind the one that timed out");
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
+    });
   },
 });
 
@@ -112,20 +104,14 @@ Deno.test({
   name: "a server that drops every socket on reading a call: the call is sent 4 times, then fails",
   ...sanitize,
   async fn() {
-    const server = scriptedServer({ frame: (socket) => socket.close(1011, "poison") });
+    const poison: Script = { frame: (socket) => socket.close(1011, "poison") };
     const logs: string[] = [];
-    const client = new RealmWebSocketClient({
-      ...FAST,
-      url: server.url,
-      model: "llama-2-7b",
-      logger: (message) => logs.push(message),
-    });
-    try {
-      await within(5000, client.connect(), "connect()");
+    const options = { ...FAST, logger: (message: string) => logs.push(message) };
+    await withScripted(poison, options, async (client, received) => {
       const error = await rejection(client.health({ timeout: 4000 }), 5000);
       assert.equal(error.code, "CONNECTION_CLOSED");
       assert.match(error.message, /4 times/);
-      assert.equal(server.received.length, 4, "sent once and re-sent 3 times");
+      assert.equal(received.length, 4, "sent once and re-sent 3 times");
       assert.equal(client.stats().resentCalls, 3);
       // The budget: 20 tokens, a withheld retry once a failure takes it below 10. 3 spent.
       const outcomes: string[] = [];
@@ -138,10 +124,7 @@ Deno.test({
       assert.ok(stats.retriesWithheld >= 1, `retriesWithheld ${stats.retriesWithheld}`);
       assert.equal(stats.pendingCalls, 0);
       assert.equal(stats.queuedCalls, 0);
-    } finally {
-      await client.disconnect();
-      await server.close();
-    }
+    });
   },
 });
 
