@@ -20,6 +20,7 @@ import { Dispatcher, withRequest } from "./dispatch.ts";
 import { RealmError } from "./errors.ts";
 import { type ConnectionState, Lifecycle, type SocketSummary } from "./lifecycle.ts";
 import { FATAL, Pool, type SocketRef } from "./pool.ts";
+import { newPromise, settlers } from "./settlers.ts";
 import { traceConnection } from "./telemetry.ts";
 import type { RealmEventMap, ServerStats } from "./types.ts";
 import type { ResolvedOptions } from "./validate.ts";
@@ -40,8 +41,8 @@ export interface ConnectorHooks {
 interface Start {
   readonly run: number;
   readonly promise: Promise<void>;
-  resolve(): void;
-  reject(error: RealmError): void;
+  resolve(value?: unknown): void;
+  reject(error: unknown): void;
   /** First attempts started; 0 until the `WebSocket` implementation is known. */
   expected: number;
   /** Each socket's first outcome: its error, or none when it opened. */
@@ -246,12 +247,8 @@ export class Connector {
 
   #startRun(): Promise<void> {
     const run = this.#lifecycle.start();
-    let resolve!: () => void, reject!: (error: RealmError) => void;
-    const promise = new Promise<void>((yes, no) => {
-      resolve = yes;
-      reject = no;
-    });
-    this.#start = { run, promise, resolve, reject, expected: 0, outcomes: new Map() };
+    const promise = newPromise<void>();
+    this.#start = { run, promise, ...settlers, expected: 0, outcomes: new Map() };
     this.#unwatchBrowser ??= watchBrowser({
       offline: () => this.#whileRunning(() => this.#pool.dropAllDead(1001, "browser offline")),
       online: () => this.#whileRunning(() => void this.#pool.round().catch(() => {})),

@@ -166,32 +166,39 @@ export class Dispatcher {
     call.attempts++;
   }
 
-  /** A frame arrived on an open socket. */
+  /**
+   * A frame arrived on an open socket. Any other than a token may have ended a call on it, so
+   * leaving room there (with `pipelining`): a call waiting for some goes now.
+   */
   frame(connection: Connection, frame: ServerFrame): void {
+    if (frame.kind === "streaming") return this.#token(connection, frame.id, frame.data);
+    this.#route(connection, frame);
+    if (this.queue.length > 0) this.flush();
+  }
+
+  #token(connection: Connection, id: string, data: unknown): void {
+    const call = this.#callOn(connection, id);
+    if (!call) return this.#lateFrame(connection, id, false);
+    const token = readToken(data);
+    if (token !== undefined) return call.token(token);
+    call.fail(
+      new RealmError(
+        "PROTOCOL_ERROR",
+        `The server sent call ${id} a token that is not a string.`,
+        { requestId: call.id, sent: true },
+      ),
+      "abandoned",
+    );
+  }
+
+  #route(connection: Connection, frame: ServerFrame): void {
     switch (frame.kind) {
-      case "streaming": {
-        const call = this.#callOn(connection, frame.id);
-        if (!call) return this.#lateFrame(connection, frame.id, false);
-        const token = readToken(frame.data);
-        if (token !== undefined) return call.token(token);
-        return call.fail(
-          new RealmError(
-            "PROTOCOL_ERROR",
-            `The server sent call ${frame.id} a token that is not a string.`,
-            { requestId: call.id, sent: true },
-          ),
-          "abandoned",
-        );
-      }
       case "complete": {
         const call = this.#callOn(connection, frame.id);
         if (!call) return this.#lateFrame(connection, frame.id, true);
         connection.settled(frame.id);
         this.budget.succeeded();
-        call.complete(frame.data, connection.frameAt);
-        // Room on this socket: a call waiting for some goes now.
-        if (this.queue.length > 0) this.flush();
-        return;
+        return call.complete(frame.data, connection.frameAt);
       }
       case "cancelled":
       case "error": {
@@ -203,9 +210,7 @@ export class Dispatcher {
         const call = this.#callOn(connection, frame.id);
         if (!call) return this.#lateFrame(connection, frame.id, true);
         connection.settled(frame.id);
-        this.#failed(call, serverError(error, frame.id));
-        if (this.queue.length > 0) this.flush();
-        return;
+        return this.#failed(call, serverError(error, frame.id));
       }
       case "bare_error":
         return this.#protocolError(`The server sent an error that names no call: ${frame.message}`);
@@ -308,10 +313,9 @@ export class Dispatcher {
    */
   #lateFrame(connection: Connection, id: string, terminal: boolean): void {
     if (connection.carries(id)) {
-      if (!terminal) return connection.seen(id);
-      connection.settled(id);
-      // Its socket has room again (with `pipelining`): a call waiting for some goes now.
-      return this.flush();
+      if (terminal) connection.settled(id);
+      else connection.seen(id);
+      return;
     }
     if (this.#calls.issued(id)) return;
     this.#protocolError(`Ignored a frame for call id ${JSON.stringify(id)}, not pending.`);

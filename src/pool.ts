@@ -23,6 +23,7 @@ import {
 } from "./connection.ts";
 import { RealmError } from "./errors.ts";
 import type { ServerFrame } from "./protocol.ts";
+import { newPromise, settlers } from "./settlers.ts";
 import type { ResolvedOptions } from "./validate.ts";
 import type { ServerStats, WebSocketConstructor } from "./types.ts";
 
@@ -82,9 +83,8 @@ interface Round {
   readonly promise: Promise<void>;
   /** Slots whose next attempt's outcome the round still waits for. */
   readonly waiting: Set<Slot>;
-  resolve(): void;
-  reject(error: RealmError): void;
-  lastError: RealmError | undefined;
+  resolve(value?: unknown): void;
+  reject(error: unknown): void;
 }
 
 /** What the pool tells its owner. Each report is made once the slot's state is complete. */
@@ -288,23 +288,11 @@ export class Pool {
       this.reopenDown(true);
       return Promise.resolve();
     }
-    let resolve!: () => void, reject!: (error: RealmError) => void;
-    const promise = new Promise<void>((yes, no) => {
-      resolve = yes;
-      reject = no;
-    });
-    const round: Round = {
-      promise,
-      waiting: new Set(this.#slots),
-      resolve,
-      reject,
-      lastError: undefined,
-    };
+    const promise = newPromise<void>();
+    const round: Round = { promise, waiting: new Set(this.#slots), ...settlers };
     this.#rounds.add(round);
     for (const slot of this.#slots) {
       slot.rounds.add(round);
-      slot.now = true;
-      slot.wakeUp?.();
       this.#reconnect(slot, true);
     }
     return promise;
@@ -528,7 +516,6 @@ export class Pool {
   #roundsFailed(rounds: Round[], slot: Slot, error: RealmError): void {
     for (const round of rounds) {
       round.waiting.delete(slot);
-      round.lastError = error;
       if (round.waiting.size === 0 && this.openCount === 0) {
         this.#dropRound(round);
         round.reject(error);
