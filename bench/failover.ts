@@ -194,16 +194,13 @@ function clientFor(urls: string[], pipelining: number | undefined): RealmWebSock
   });
 }
 
-/** One run: the callers for {@linkcode RUN_MS}, with or without a server down at a time. */
-async function churnRun(
-  servers: Child[],
+/** A client of the fleet, connected, once every socket of its pool is open (within 2 s). */
+async function connectedClient(
   urls: string[],
-  churn: boolean,
   pipelining: number | undefined,
-): Promise<ChurnResult> {
+): Promise<RealmWebSocketClient> {
   const client = clientFor(urls, pipelining);
   await client.connect();
-  // Every socket open before the clock starts.
   for (
     let i = 0;
     i < 200 && client.stats().openConnections < urls.length * SOCKETS_PER_SERVER;
@@ -211,6 +208,18 @@ async function churnRun(
   ) {
     await sleep(10);
   }
+  return client;
+}
+
+/** One run: the callers for {@linkcode RUN_MS}, with or without a server down at a time. */
+async function churnRun(
+  servers: Child[],
+  urls: string[],
+  churn: boolean,
+  pipelining: number | undefined,
+): Promise<ChurnResult> {
+  // Every socket open before the clock starts.
+  const client = await connectedClient(urls, pipelining);
   const result: ChurnResult = {
     churn,
     completed: 0,
@@ -410,16 +419,8 @@ const HANG_MS = 2000;
  */
 function hungServer(latency: number, pipelining: number) {
   return withFleet(latency, async (servers, urls) => {
-    const client = clientFor(urls, pipelining);
-    await client.connect();
+    const client = await connectedClient(urls, pipelining);
     try {
-      for (
-        let i = 0;
-        i < 200 && client.stats().openConnections < urls.length * SOCKETS_PER_SERVER;
-        i++
-      ) {
-        await sleep(10);
-      }
       let completed = 0;
       let held = 0;
       const end = performance.now() + 4000;
@@ -465,16 +466,8 @@ const UNEVEN_STREAMS = 60;
  */
 function unevenStreams(latency: number, pipelining: number) {
   return withFleet(latency, async (_servers, urls) => {
-    const client = clientFor(urls, pipelining);
-    await client.connect();
+    const client = await connectedClient(urls, pipelining);
     try {
-      for (
-        let i = 0;
-        i < 200 && client.stats().openConnections < urls.length * SOCKETS_PER_SERVER;
-        i++
-      ) {
-        await sleep(10);
-      }
       // A fixed sequence (a linear congruential generator), the same for every depth.
       let seed = 7;
       const lengths = Array.from({ length: UNEVEN_STREAMS }, () => {
