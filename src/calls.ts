@@ -126,6 +126,14 @@ export class Call {
     this.#arm(spec.timeout, this.startedAt);
   }
 
+  /**
+   * Whether the server may have seen the call (as `RealmError.sent` says): written to a socket
+   * now, or the call a socket was serving when it closed.
+   */
+  get reachedServer(): boolean {
+    return this.sent || this.mayHaveRun;
+  }
+
   /** Tokens received so far. */
   get tokens(): number {
     return this.#tokens;
@@ -243,7 +251,7 @@ export class Call {
               " could be reached to send it (see the `error` events)."
             : "It may have waited behind other calls: raise `timeout`, `connections` or " +
               "`pipelining`."),
-        { requestId: this.id, sent: this.sent || this.mayHaveRun },
+        { requestId: this.id, sent: this.reachedServer },
       ),
       "abandoned",
     );
@@ -255,7 +263,7 @@ export class Call {
       new RealmError(
         "ABORTED",
         `The ${this.spec.fn} call (call ${this.id}) was aborted by its signal.`,
-        { requestId: this.id, sent: this.sent || this.mayHaveRun, cause: reason },
+        { requestId: this.id, sent: this.reachedServer, cause: reason },
       ),
       "abandoned",
     );

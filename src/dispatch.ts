@@ -385,7 +385,7 @@ const WITHHELD = "A retry was withheld: too many retries lately (the retry budge
 export function withRequest(error: RealmError, call: Call): RealmError {
   return new RealmError(error.code, error.message, {
     requestId: call.id,
-    sent: call.sent || call.mayHaveRun,
+    sent: call.reachedServer,
     retryAfter: error.retryAfter,
     details: error.details,
   });

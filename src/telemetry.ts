@@ -240,7 +240,7 @@ export function traceCall(
       context,
       server((call.connection as { url?: string } | undefined)?.url ?? url),
     );
-    context["realm.sent"] = call.sent || call.mayHaveRun;
+    context["realm.sent"] = call.reachedServer;
     context["realm.attempts"] = call.attempts;
     context.durationMs = call.endedAt - call.startedAt;
     if (call.firstTokenAt) {
