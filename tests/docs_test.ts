@@ -6,7 +6,7 @@
  * CHANGELOG).
  */
 import assert from "node:assert/strict";
-import type { RealmEventMap } from "../mod.ts";
+import { type RealmEventMap, STATE_EDGES } from "../mod.ts";
 
 const root = new URL("../", import.meta.url);
 
@@ -387,4 +387,17 @@ Deno.test("while the package is unpublished, no document offers a registry comma
     });
   }
   assert.deepEqual(offered, [], "registry commands that fail today");
+});
+
+Deno.test("the README's state table lists the moves of each state as STATE_EDGES does", () => {
+  const readme = texts.get("README.md")!;
+  const section = readme.slice(readme.indexOf("### Connection states"));
+  const moves = new Map<string, string[]>();
+  for (const line of section.slice(0, section.indexOf("What each method does")).split("\n")) {
+    const cells = line.split("|").slice(1, -1).map((cell) => cell.trim());
+    const state = cells[0]?.match(/^`(\w+)`$/)?.[1];
+    if (state) moves.set(state, [...cells[2].matchAll(/`(\w+)`/g)].map((m) => m[1]).sort());
+  }
+  const edges = Object.entries(STATE_EDGES).map(([from, to]) => [from, [...to].sort()]);
+  assert.deepEqual(Object.fromEntries(moves), Object.fromEntries(edges));
 });
