@@ -24,7 +24,7 @@ import {
   type RealmProviderSettings,
 } from "../ai_sdk.ts";
 import { startStubServer, type StubServer, type StubServerOptions } from "../testing.ts";
-import { dropNow, idleStats, sanitize, until } from "./_helpers.ts";
+import { dropNow, idleStats, sanitize, until, within } from "./_helpers.ts";
 
 // The AI SDK prints warnings with console.warn unless told not to; the tests read them instead.
 (globalThis as { AI_SDK_LOG_WARNINGS?: boolean }).AI_SDK_LOG_WARNINGS = false;
@@ -755,7 +755,7 @@ Deno.test({
   ...sanitize,
   fn: () =>
     withRealm({ tokenDelayMs: 1 }, {}, async (realm, server) => {
-      await realm.client.connect();
+      await within(5000, realm.client.connect(), "connect()");
       server.faults.stall(true);
       const failed = thrown(realm("llama-2-7b").doGenerate(callOptions(FRANCE)));
       await until(() => sentCalls(server).length === 1, 3000, "the call on the wire");
@@ -780,7 +780,7 @@ Deno.test({
       { apiKeys: { "sk-test": "tenant-a" }, rateLimit: { perMinute: 60, burst: 1 } },
       { apiKey: "sk-test", maxRetries: 1, timeout: 10_000 },
       async (realm) => {
-        await realm.client.connect();
+        await within(5000, realm.client.connect(), "connect()");
         const model = realm("llama-2-7b");
         // Eleven limited calls at once: the budget lets ten retry, and withholds the eleventh.
         const settled = await Promise.allSettled(

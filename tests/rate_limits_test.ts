@@ -161,7 +161,7 @@ Deno.test({
       { apiKeys: { k: "acme-corp" }, rateLimit: { perMinute: 120, burst: 2 } },
       { apiKey: "k", maxRetries: 3, timeout: 20_000 },
       async (client, server) => {
-        await client.connect();
+        await within(5000, client.connect(), "connect()");
         const calls = Array.from({ length: 5 }, () => client.health());
         const results = await within(20_000, Promise.all(calls), "five limited calls");
         assert.deepEqual(results.map((r) => r.status), Array(5).fill("healthy"));
